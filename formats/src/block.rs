@@ -94,7 +94,11 @@ impl BlockHeader {
         let stored = tail.u32()?;
         let computed = crc32c::crc32c(covered);
         if stored != computed {
-            return Err(Error::Checksum { structure: Structure::BlockHeader, stored, computed });
+            return Err(Error::Checksum {
+                structure: Structure::BlockHeader,
+                stored,
+                computed,
+            });
         }
         reader.version()?;
         reader.reserved(2)?;
@@ -151,7 +155,10 @@ mod tests {
     use crate::namespace::NamespaceId;
 
     fn key() -> BlockKey {
-        BlockKey { namespace: NamespaceId([1; 32]), chain: ChainHash([2; 32]) }
+        BlockKey {
+            namespace: NamespaceId([1; 32]),
+            chain: ChainHash([2; 32]),
+        }
     }
 
     proptest! {
@@ -186,14 +193,20 @@ mod tests {
         let header = BlockHeader::for_payload(key(), b"payload", 0, 0).unwrap();
         assert!(matches!(
             header.verify_payload(b"paYload"),
-            Err(Error::Checksum { structure: Structure::BlockPayload, .. })
+            Err(Error::Checksum {
+                structure: Structure::BlockPayload,
+                ..
+            })
         ));
-        assert!(matches!(header.verify_payload(b"pay"), Err(Error::Truncated { .. })));
+        assert!(matches!(
+            header.verify_payload(b"pay"),
+            Err(Error::Truncated { .. })
+        ));
     }
 
     #[test]
     fn header_layout_is_fixed() {
-        const _: () = assert!(BLOCK_HEADER_SIZE == 104 && BLOCK_HEADER_SIZE % 8 == 0);
+        const _: () = assert!(BLOCK_HEADER_SIZE == 104 && BLOCK_HEADER_SIZE.is_multiple_of(8));
         let encoded = BlockHeader::for_payload(key(), b"", 0, 0).unwrap().encode();
         assert_eq!(encoded[..8], BLOCK_MAGIC);
         assert_eq!(encoded[16..48], [1; 32]);

@@ -126,7 +126,11 @@ fn hash_block(key: &ChainKey, parent: &ChainHash, tokens: &[u32], extra: &[u8]) 
         for (slot, token) in buffer.chunks_exact_mut(4).zip(chunk) {
             slot.copy_from_slice(&token.to_le_bytes());
         }
-        hasher.update(buffer.get(..chunk.len() * 4).expect("chunk fits the buffer"));
+        hasher.update(
+            buffer
+                .get(..chunk.len() * 4)
+                .expect("chunk fits the buffer"),
+        );
     }
     if !extra.is_empty() {
         let len = u32::try_from(extra.len()).expect("extra is bounded by EXTRA_BYTES_MAX");
@@ -158,7 +162,10 @@ pub fn hash_tokens(key: &ChainKey, block_tokens: u32, tokens: &[u32]) -> Result<
     let mut hasher = ChainHasher::new(key.clone(), block_tokens)?;
     let mut hashes = Vec::with_capacity(tokens.len() / block_tokens as usize);
     hasher.update(tokens, &mut hashes);
-    Ok(ChainHashes { hashes, partial_tokens: hasher.pending_tokens() })
+    Ok(ChainHashes {
+        hashes,
+        partial_tokens: hasher.pending_tokens(),
+    })
 }
 
 /// An incremental chain hasher: feed tokens in any pieces, get one hash per
@@ -230,10 +237,14 @@ impl ChainHasher {
     /// content hashes: see [`ExtraBuilder`]). No tokens may be pending.
     pub fn push_block(&mut self, tokens: &[u32], extra: &[u8]) -> Result<ChainHash> {
         if !self.pending.is_empty() {
-            return Err(Error::Chain { reason: "push_block with tokens of a partial block pending" });
+            return Err(Error::Chain {
+                reason: "push_block with tokens of a partial block pending",
+            });
         }
         if tokens.len() != self.block_tokens {
-            return Err(Error::Chain { reason: "push_block needs exactly block_tokens tokens" });
+            return Err(Error::Chain {
+                reason: "push_block needs exactly block_tokens tokens",
+            });
         }
         if extra.len() > limits::EXTRA_BYTES_MAX as usize {
             return Err(Error::TooLarge {

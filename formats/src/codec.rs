@@ -42,7 +42,11 @@ pub(crate) struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(bytes: &'a [u8], structure: Structure) -> Self {
-        Reader { bytes, offset: 0, structure }
+        Reader {
+            bytes,
+            offset: 0,
+            structure,
+        }
     }
 
     pub(crate) fn offset(&self) -> usize {
@@ -91,7 +95,11 @@ impl<'a> Reader<'a> {
         if found == expected {
             Ok(())
         } else {
-            Err(Error::BadMagic { structure: self.structure, expected, found })
+            Err(Error::BadMagic {
+                structure: self.structure,
+                expected,
+                found,
+            })
         }
     }
 
@@ -120,7 +128,10 @@ impl<'a> Reader<'a> {
         if extra == 0 {
             Ok(())
         } else {
-            Err(Error::TrailingBytes { structure: self.structure, extra: extra as u64 })
+            Err(Error::TrailingBytes {
+                structure: self.structure,
+                extra: extra as u64,
+            })
         }
     }
 }
@@ -141,17 +152,30 @@ mod tests {
         assert_eq!(reader.u16().unwrap(), 0x0201);
         assert_eq!(
             reader.u32(),
-            Err(Error::Truncated { structure: Structure::BlockKey, needed: 6, available: 3 })
+            Err(Error::Truncated {
+                structure: Structure::BlockKey,
+                needed: 6,
+                available: 3
+            })
         );
-        assert!(matches!(reader.take(usize::MAX), Err(Error::Truncated { .. })));
+        assert!(matches!(
+            reader.take(usize::MAX),
+            Err(Error::Truncated { .. })
+        ));
     }
 
     #[test]
     fn unknown_versions_are_typed_errors() {
-        assert_eq!(FormatVersion::from_number(1, Structure::Record), Ok(FormatVersion::V1));
+        assert_eq!(
+            FormatVersion::from_number(1, Structure::Record),
+            Ok(FormatVersion::V1)
+        );
         assert_eq!(
             FormatVersion::from_number(2, Structure::Record),
-            Err(Error::UnsupportedVersion { structure: Structure::Record, version: 2 })
+            Err(Error::UnsupportedVersion {
+                structure: Structure::Record,
+                version: 2
+            })
         );
     }
 

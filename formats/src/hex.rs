@@ -6,9 +6,10 @@ use crate::error::Error;
 pub fn encode(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(bytes.len() * 2);
+    let digit = |nibble: u8| char::from(*DIGITS.get(usize::from(nibble)).unwrap_or(&b'?'));
     for byte in bytes {
-        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+        text.push(digit(byte >> 4));
+        text.push(digit(byte & 0x0f));
     }
     text
 }
@@ -17,13 +18,17 @@ pub fn encode(bytes: &[u8]) -> String {
 pub fn decode(text: &str) -> Result<Vec<u8>, Error> {
     let digits = text.as_bytes();
     if !digits.len().is_multiple_of(2) {
-        return Err(Error::Hex { reason: "odd number of digits" });
+        return Err(Error::Hex {
+            reason: "odd number of digits",
+        });
     }
     digits
         .chunks_exact(2)
         .map(|pair| match pair {
             [high, low] => Ok((nibble(*high)? << 4) | nibble(*low)?),
-            _ => Err(Error::Hex { reason: "odd number of digits" }),
+            _ => Err(Error::Hex {
+                reason: "odd number of digits",
+            }),
         })
         .collect()
 }
@@ -41,7 +46,9 @@ fn nibble(digit: u8) -> Result<u8, Error> {
         b'0'..=b'9' => Ok(digit - b'0'),
         b'a'..=b'f' => Ok(digit - b'a' + 10),
         b'A'..=b'F' => Ok(digit - b'A' + 10),
-        _ => Err(Error::Hex { reason: "not a hex digit" }),
+        _ => Err(Error::Hex {
+            reason: "not a hex digit",
+        }),
     }
 }
 

@@ -48,8 +48,14 @@ impl BlockKey {
     pub fn namespace_range(
         namespace: &NamespaceId,
     ) -> ([u8; BLOCK_KEY_SIZE], [u8; BLOCK_KEY_SIZE]) {
-        let first = BlockKey { namespace: *namespace, chain: ChainHash([0x00; 32]) };
-        let last = BlockKey { namespace: *namespace, chain: ChainHash([0xff; 32]) };
+        let first = BlockKey {
+            namespace: *namespace,
+            chain: ChainHash([0x00; 32]),
+        };
+        let last = BlockKey {
+            namespace: *namespace,
+            chain: ChainHash([0xff; 32]),
+        };
         (first.encode(), last.encode())
     }
 
@@ -57,9 +63,9 @@ impl BlockKey {
     pub fn from_hex(text: &str) -> Result<Self> {
         let bytes = crate::hex::decode(text)?;
         BlockKey::decode(&bytes).map_err(|error| match error {
-            Error::Truncated { .. } | Error::TrailingBytes { .. } => {
-                Error::Hex { reason: "a block key is 128 hex digits" }
-            }
+            Error::Truncated { .. } | Error::TrailingBytes { .. } => Error::Hex {
+                reason: "a block key is 128 hex digits",
+            },
             other => other,
         })
     }
@@ -84,8 +90,10 @@ mod tests {
     use super::*;
 
     fn key_strategy() -> impl Strategy<Value = BlockKey> {
-        (any::<[u8; 32]>(), any::<[u8; 32]>())
-            .prop_map(|(n, c)| BlockKey { namespace: NamespaceId(n), chain: ChainHash(c) })
+        (any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(|(n, c)| BlockKey {
+            namespace: NamespaceId(n),
+            chain: ChainHash(c),
+        })
     }
 
     proptest! {
@@ -115,8 +123,14 @@ mod tests {
 
     #[test]
     fn wrong_lengths_are_typed_errors() {
-        assert!(matches!(BlockKey::decode(&[0; 63]), Err(Error::Truncated { .. })));
-        assert!(matches!(BlockKey::decode(&[0; 65]), Err(Error::TrailingBytes { extra: 1, .. })));
+        assert!(matches!(
+            BlockKey::decode(&[0; 63]),
+            Err(Error::Truncated { .. })
+        ));
+        assert!(matches!(
+            BlockKey::decode(&[0; 65]),
+            Err(Error::TrailingBytes { extra: 1, .. })
+        ));
         assert!(matches!(BlockKey::from_hex("00"), Err(Error::Hex { .. })));
     }
 }

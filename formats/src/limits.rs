@@ -75,8 +75,9 @@ pub const HEAD_DIM_MAX: u32 = 16384;
 pub const TP_SIZE_MAX: u16 = 1024;
 
 /// Largest payload of one log record: a block header plus the hard payload cap.
-pub const RECORD_PAYLOAD_BYTES_MAX: u32 =
-    PAYLOAD_BYTES_HARD_MAX + crate::block::BLOCK_HEADER_SIZE as u32;
+pub const RECORD_PAYLOAD_BYTES_MAX: u32 = PAYLOAD_BYTES_HARD_MAX + 104;
+
+const _: () = assert!(crate::block::BLOCK_HEADER_SIZE == 104);
 
 /// Every record starts at a multiple of this many bytes within its segment.
 pub const RECORD_ALIGN: u64 = 8;

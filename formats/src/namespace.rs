@@ -73,7 +73,12 @@ impl Dtype {
             4 => Dtype::Fp8E4m3,
             5 => Dtype::Fp8E5m2,
             6 => Dtype::Int8,
-            _ => return Err(Error::UnknownCode { field: "dtype", code: u64::from(code) }),
+            _ => {
+                return Err(Error::UnknownCode {
+                    field: "dtype",
+                    code: u64::from(code),
+                });
+            }
         })
     }
 
@@ -94,14 +99,21 @@ impl FromStr for Dtype {
     type Err = Error;
 
     fn from_str(text: &str) -> Result<Self> {
-        [Dtype::F32, Dtype::F16, Dtype::Bf16, Dtype::Fp8E4m3, Dtype::Fp8E5m2, Dtype::Int8]
-            .into_iter()
-            .find(|dtype| dtype.name() == text)
-            .ok_or_else(|| Error::UnknownName {
-                field: "dtype",
-                value: text.to_owned(),
-                expected: DTYPE_NAMES,
-            })
+        [
+            Dtype::F32,
+            Dtype::F16,
+            Dtype::Bf16,
+            Dtype::Fp8E4m3,
+            Dtype::Fp8E5m2,
+            Dtype::Int8,
+        ]
+        .into_iter()
+        .find(|dtype| dtype.name() == text)
+        .ok_or_else(|| Error::UnknownName {
+            field: "dtype",
+            value: text.to_owned(),
+            expected: DTYPE_NAMES,
+        })
     }
 }
 
@@ -135,7 +147,10 @@ impl KvKind {
         match code {
             1 => Ok(KvKind::SeparateKv),
             2 => Ok(KvKind::Latent),
-            _ => Err(Error::UnknownCode { field: "kv kind", code: u64::from(code) }),
+            _ => Err(Error::UnknownCode {
+                field: "kv kind",
+                code: u64::from(code),
+            }),
         }
     }
 
@@ -194,22 +209,42 @@ pub struct KvLayout {
 impl KvLayout {
     /// Checks every range rule of the layout.
     pub fn validate(&self) -> Result<()> {
-        check_range("layer_count", self.layer_count.into(), 1, limits::LAYER_COUNT_MAX.into())?;
+        check_range(
+            "layer_count",
+            self.layer_count.into(),
+            1,
+            limits::LAYER_COUNT_MAX.into(),
+        )?;
         check_range(
             "kv_head_count",
             self.kv_head_count.into(),
             1,
             limits::KV_HEAD_COUNT_MAX.into(),
         )?;
-        check_range("head_dim", self.head_dim.into(), 1, limits::HEAD_DIM_MAX.into())?;
+        check_range(
+            "head_dim",
+            self.head_dim.into(),
+            1,
+            limits::HEAD_DIM_MAX.into(),
+        )?;
         check_range(
             "block_tokens",
             self.block_tokens.into(),
             limits::BLOCK_TOKENS_MIN.into(),
             limits::BLOCK_TOKENS_MAX.into(),
         )?;
-        check_range("tp_size", self.tp_size.into(), 1, limits::TP_SIZE_MAX.into())?;
-        check_range("tp_rank", self.tp_rank.into(), 0, u64::from(self.tp_size) - 1)?;
+        check_range(
+            "tp_size",
+            self.tp_size.into(),
+            1,
+            limits::TP_SIZE_MAX.into(),
+        )?;
+        check_range(
+            "tp_rank",
+            self.tp_rank.into(),
+            0,
+            u64::from(self.tp_size) - 1,
+        )?;
         if self.kind == KvKind::Latent {
             check_range("kv_head_count", self.kv_head_count.into(), 1, 1)?;
         }
@@ -223,9 +258,10 @@ impl KvLayout {
     /// up to the configured cap; this is what a model of this layout produces.
     pub fn block_payload_bytes(&self) -> u64 {
         let (planes, heads_per_rank) = match self.kind {
-            KvKind::SeparateKv => {
-                (2, u64::from(self.kv_head_count).div_ceil(u64::from(self.tp_size)))
-            }
+            KvKind::SeparateKv => (
+                2,
+                u64::from(self.kv_head_count).div_ceil(u64::from(self.tp_size)),
+            ),
             KvKind::Latent => (1, 1),
         };
         planes
@@ -241,7 +277,12 @@ fn check_range(field: &'static str, value: u64, min: u64, max: u64) -> Result<()
     if (min..=max).contains(&value) {
         Ok(())
     } else {
-        Err(Error::OutOfRange { field, value, min, max })
+        Err(Error::OutOfRange {
+            field,
+            value,
+            min,
+            max,
+        })
     }
 }
 

@@ -54,7 +54,10 @@ impl RecordKind {
             1 => Ok(RecordKind::Block),
             2 => Ok(RecordKind::Meta),
             3 => Ok(RecordKind::Padding),
-            _ => Err(Error::UnknownCode { field: "record kind", code: u64::from(code) }),
+            _ => Err(Error::UnknownCode {
+                field: "record kind",
+                code: u64::from(code),
+            }),
         }
     }
 }
@@ -84,7 +87,10 @@ impl RecordHeader {
 
 /// Bytes a record with `payload_len` payload bytes occupies, padding included.
 pub fn record_len(payload_len: u32) -> u64 {
-    align_up(RECORD_HEADER_SIZE as u64 + u64::from(payload_len), limits::RECORD_ALIGN)
+    align_up(
+        RECORD_HEADER_SIZE as u64 + u64::from(payload_len),
+        limits::RECORD_ALIGN,
+    )
 }
 
 /// Appends one encoded record to `out`.
@@ -98,7 +104,11 @@ pub fn encode_record(header: &RecordHeader, payload: &[u8], out: &mut Vec<u8>) -
             max: limits::RECORD_PAYLOAD_BYTES_MAX.into(),
         });
     }
-    assert_eq!(payload.len() as u64, u64::from(header.payload_len), "payload_len mismatch");
+    assert_eq!(
+        payload.len() as u64,
+        u64::from(header.payload_len),
+        "payload_len mismatch"
+    );
     let start = out.len();
     out.extend_from_slice(&RECORD_MAGIC);
     out.extend_from_slice(&FormatVersion::CURRENT.number().to_le_bytes());
@@ -141,7 +151,11 @@ fn decode_header_and_crc(bytes: &[u8]) -> Result<(RecordHeader, u32)> {
     let record_crc = tail.u32()?;
     let computed = crc32c::crc32c(covered);
     if stored != computed {
-        return Err(Error::Checksum { structure: Structure::RecordHeader, stored, computed });
+        return Err(Error::Checksum {
+            structure: Structure::RecordHeader,
+            stored,
+            computed,
+        });
     }
     reader.version()?;
     let kind = RecordKind::from_code(reader.u8()?)?;
@@ -183,13 +197,16 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record<'_>> {
     let head = reader.take(RECORD_CRC_OFFSET)?;
     reader.take(4)?;
     let payload = reader.take(header.payload_len as usize)?;
-    let padding = usize::try_from(total).expect("bounded record length")
-        - RECORD_HEADER_SIZE
-        - payload.len();
+    let padding =
+        usize::try_from(total).expect("bounded record length") - RECORD_HEADER_SIZE - payload.len();
     reader.reserved(padding)?;
     let computed = crc32c::crc32c_append(crc32c::crc32c(head), payload);
     if stored != computed {
-        return Err(Error::Checksum { structure: Structure::Record, stored, computed });
+        return Err(Error::Checksum {
+            structure: Structure::Record,
+            stored,
+            computed,
+        });
     }
     Ok(Record { header, payload })
 }
@@ -199,7 +216,10 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record<'_>> {
 /// already aligned, otherwise at least [`RECORD_HEADER_SIZE`] (a gap too small
 /// for a header extends to the following boundary).
 pub fn padding_len(offset: u64) -> u64 {
-    assert!(offset.is_multiple_of(limits::RECORD_ALIGN), "records start 8-byte aligned");
+    assert!(
+        offset.is_multiple_of(limits::RECORD_ALIGN),
+        "records start 8-byte aligned"
+    );
     let gap = align_up(offset, limits::DIRECT_IO_ALIGN) - offset;
     match gap {
         0 => 0,
@@ -219,8 +239,13 @@ pub fn encode_padding(
     assert!(len >= RECORD_HEADER_SIZE as u64 && len.is_multiple_of(limits::RECORD_ALIGN));
     let payload_len = u32::try_from(len - RECORD_HEADER_SIZE as u64).expect("padding < 8 KiB");
     let zeros = vec![0u8; payload_len as usize];
-    let header =
-        RecordHeader { kind: RecordKind::Padding, payload_len, sequence, epoch, synced_through };
+    let header = RecordHeader {
+        kind: RecordKind::Padding,
+        payload_len,
+        sequence,
+        epoch,
+        synced_through,
+    };
     encode_record(&header, &zeros, out)
 }
 
@@ -310,7 +335,10 @@ pub fn scan(bytes: &[u8], base_offset: u64, epoch: u64) -> ScanReport {
             }
             Ok(record) => {
                 let offset = base_offset + position as u64;
-                records.push(ScannedRecord { offset, header: record.header });
+                records.push(ScannedRecord {
+                    offset,
+                    header: record.header,
+                });
                 last_sequence = Some(record.header.sequence);
                 position += usize::try_from(record.header.encoded_len()).expect("bounded");
             }
@@ -325,15 +353,25 @@ pub fn scan(bytes: &[u8], base_offset: u64, epoch: u64) -> ScanReport {
     ScanReport { records, end }
 }
 
+/// [`limits::RECORD_ALIGN`] as a `usize`, for stepping through an image.
+const RECORD_STEP: usize = 8;
+const _: () = assert!(RECORD_STEP as u64 == limits::RECORD_ALIGN);
+
 enum Stop {
     Stale(u64),
     Damaged(Error),
 }
 
-fn classify_stop(bytes: &[u8], base_offset: u64, position: usize, epoch: u64, stop: Stop) -> ScanEnd {
+fn classify_stop(
+    bytes: &[u8],
+    base_offset: u64,
+    position: usize,
+    epoch: u64,
+    stop: Stop,
+) -> ScanEnd {
     let offset = base_offset + position as u64;
-    let evidence = (position + limits::RECORD_ALIGN as usize..bytes.len())
-        .step_by(limits::RECORD_ALIGN as usize)
+    let evidence = (position + RECORD_STEP..bytes.len())
+        .step_by(RECORD_STEP)
         .filter(|&candidate| bytes.get(candidate..candidate + 8) == Some(&RECORD_MAGIC[..]))
         .find_map(|candidate| {
             let record = decode_record(bytes.get(candidate..)?).ok()?;
@@ -341,13 +379,19 @@ fn classify_stop(bytes: &[u8], base_offset: u64, position: usize, epoch: u64, st
                 .then_some((base_offset + candidate as u64, record.header.synced_through))
         });
     let error = match stop {
-        Stop::Stale(stale_epoch) => Error::StaleRecord { epoch: stale_epoch, expected: epoch },
+        Stop::Stale(stale_epoch) => Error::StaleRecord {
+            epoch: stale_epoch,
+            expected: epoch,
+        },
         Stop::Damaged(error) => error,
     };
     match evidence {
-        Some((evidence_offset, synced_through)) => {
-            ScanEnd::Corrupt { offset, error, evidence_offset, synced_through }
-        }
+        Some((evidence_offset, synced_through)) => ScanEnd::Corrupt {
+            offset,
+            error,
+            evidence_offset,
+            synced_through,
+        },
         None => match error {
             Error::StaleRecord { epoch, .. } => ScanEnd::Stale { offset, epoch },
             _ if bytes.get(position..).is_some_and(|rest| {

@@ -26,19 +26,25 @@ pub(crate) fn layout() -> impl Strategy<Value = KvLayout> {
         1u16..=1024,
         any::<u16>(),
     )
-        .prop_map(|(dtype, latent, layer_count, heads, head_dim, block_tokens, tp_size, rank)| {
-            let kind = if latent { KvKind::Latent } else { KvKind::SeparateKv };
-            KvLayout {
-                dtype,
-                kind,
-                layer_count,
-                kv_head_count: if latent { 1 } else { heads },
-                head_dim,
-                block_tokens,
-                tp_rank: rank % tp_size,
-                tp_size,
-            }
-        })
+        .prop_map(
+            |(dtype, latent, layer_count, heads, head_dim, block_tokens, tp_size, rank)| {
+                let kind = if latent {
+                    KvKind::Latent
+                } else {
+                    KvKind::SeparateKv
+                };
+                KvLayout {
+                    dtype,
+                    kind,
+                    layer_count,
+                    kv_head_count: if latent { 1 } else { heads },
+                    head_dim,
+                    block_tokens,
+                    tp_rank: rank % tp_size,
+                    tp_size,
+                }
+            },
+        )
 }
 
 pub(crate) fn namespace() -> impl Strategy<Value = Namespace> {

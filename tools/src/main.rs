@@ -1,1 +1,45 @@
-fn main() {}
+//! `pagoda`: the one binary of Pagoda, for admins and scripts.
+//!
+//! Subcommands land with the issues that build what they front: today
+//! `pagoda hash` (chain hashes of a token sequence, for checking a client
+//! implementation against the reference) and `pagoda --version`. Later: `serve`,
+//! `stats`, `fsck`, `bench`, `trace` and `replay`.
+//!
+//! Exit status: 0 on success, 1 when the command failed (the reason is on
+//! stderr), 2 for a usage error.
+#![forbid(unsafe_code)]
+
+mod hash;
+mod tokens;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Pagoda: a tiered, paged, content-addressed KVCache store for LLM serving.
+#[derive(Debug, Parser)]
+#[command(name = "pagoda", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the namespace id and the chain hashes of a token sequence.
+    Hash(hash::HashArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Hash(args) => hash::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

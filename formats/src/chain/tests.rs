@@ -80,8 +80,12 @@ fn extra_changes_the_hash_and_cannot_collide_with_tokens() {
     let mut with_extra = plain.clone();
     let mut with_other = plain.clone();
     let a = plain.push_block(&[9, 9], &[]).unwrap();
-    let b = with_extra.push_block(&[9, 9], &ExtraBuilder::new().lora("x").finish().unwrap()).unwrap();
-    let c = with_other.push_block(&[9, 9], &ExtraBuilder::new().lora("y").finish().unwrap()).unwrap();
+    let b = with_extra
+        .push_block(&[9, 9], &ExtraBuilder::new().lora("x").finish().unwrap())
+        .unwrap();
+    let c = with_other
+        .push_block(&[9, 9], &ExtraBuilder::new().lora("y").finish().unwrap())
+        .unwrap();
     assert_ne!(a, b);
     assert_ne!(b, c);
     // A LoRA id and a media hash with the same bytes are different items.
@@ -93,14 +97,28 @@ fn extra_changes_the_hash_and_cannot_collide_with_tokens() {
 #[test]
 fn push_block_checks_its_contract() {
     let mut hasher = ChainHasher::new(key(0), 4).unwrap();
-    assert!(matches!(hasher.push_block(&[1, 2, 3], &[]), Err(Error::Chain { .. })));
+    assert!(matches!(
+        hasher.push_block(&[1, 2, 3], &[]),
+        Err(Error::Chain { .. })
+    ));
     assert!(matches!(
         hasher.push_block(&[1, 2, 3, 4], &[0; 4097]),
-        Err(Error::TooLarge { what: "block extra", .. })
+        Err(Error::TooLarge {
+            what: "block extra",
+            ..
+        })
     ));
     hasher.update(&[1], &mut Vec::new());
-    assert!(matches!(hasher.push_block(&[1, 2, 3, 4], &[]), Err(Error::Chain { .. })));
-    assert!(ExtraBuilder::new().lora(&"l".repeat(5000)).finish().is_err());
+    assert!(matches!(
+        hasher.push_block(&[1, 2, 3, 4], &[]),
+        Err(Error::Chain { .. })
+    ));
+    assert!(
+        ExtraBuilder::new()
+            .lora(&"l".repeat(5000))
+            .finish()
+            .is_err()
+    );
 }
 
 #[test]
@@ -112,7 +130,9 @@ fn block_tokens_are_range_checked() {
 
 #[test]
 fn a_million_token_prompt_hashes_in_one_call() {
-    let tokens: Vec<u32> = (0..1_048_576u32).map(|i| i.wrapping_mul(2_654_435_761)).collect();
+    let tokens: Vec<u32> = (0..1_048_576u32)
+        .map(|i| i.wrapping_mul(2_654_435_761))
+        .collect();
     let hashes = hash_tokens(&key(5), 16, &tokens).unwrap();
     assert_eq!(hashes.hashes.len(), 65_536);
     assert_eq!(hashes.partial_tokens, 0);
@@ -125,7 +145,10 @@ fn token_sequences_over_the_limit_are_rejected() {
     let too_many = vec![0u32; usize::try_from(limits::TOKENS_PER_REQUEST_MAX).unwrap() + 1];
     assert!(matches!(
         hash_tokens(&key(0), 16, &too_many),
-        Err(Error::TooLarge { what: "token sequence", .. })
+        Err(Error::TooLarge {
+            what: "token sequence",
+            ..
+        })
     ));
 }
 
@@ -144,6 +167,12 @@ fn tenants_and_namespaces_get_distinct_chain_keys() {
     let secret_b = TenantSecret::new(vec![2; 32]).unwrap();
     let ns1 = NamespaceId([1; 32]);
     let ns2 = NamespaceId([2; 32]);
-    assert_ne!(ChainKey::derive(&ns1, &secret_a), ChainKey::derive(&ns1, &secret_b));
-    assert_ne!(ChainKey::derive(&ns1, &secret_a), ChainKey::derive(&ns2, &secret_a));
+    assert_ne!(
+        ChainKey::derive(&ns1, &secret_a),
+        ChainKey::derive(&ns1, &secret_b)
+    );
+    assert_ne!(
+        ChainKey::derive(&ns1, &secret_a),
+        ChainKey::derive(&ns2, &secret_a)
+    );
 }

@@ -97,7 +97,10 @@ fn names_follow_their_rules() {
     assert!(!ok(NameField::Model, "a/"));
     assert!(!ok(NameField::Model, "a b"));
     assert!(!ok(NameField::Model, &"m".repeat(129)));
-    assert!(ok(NameField::Revision, "0123456789abcdef0123456789abcdef01234567"));
+    assert!(ok(
+        NameField::Revision,
+        "0123456789abcdef0123456789abcdef01234567"
+    ));
     assert!(!ok(NameField::Revision, "v1/2"));
     assert!(!ok(NameField::Revision, "é"));
 }
@@ -108,14 +111,31 @@ fn layout_ranges_are_enforced() {
     layout.block_tokens = 4097;
     assert_eq!(
         layout.validate(),
-        Err(Error::OutOfRange { field: "block_tokens", value: 4097, min: 1, max: 4096 })
+        Err(Error::OutOfRange {
+            field: "block_tokens",
+            value: 4097,
+            min: 1,
+            max: 4096
+        })
     );
     let mut layout = llama_layout();
     layout.tp_rank = 8;
-    assert!(matches!(layout.validate(), Err(Error::OutOfRange { field: "tp_rank", .. })));
+    assert!(matches!(
+        layout.validate(),
+        Err(Error::OutOfRange {
+            field: "tp_rank",
+            ..
+        })
+    ));
     let mut layout = llama_layout();
     layout.kind = KvKind::Latent;
-    assert!(matches!(layout.validate(), Err(Error::OutOfRange { field: "kv_head_count", .. })));
+    assert!(matches!(
+        layout.validate(),
+        Err(Error::OutOfRange {
+            field: "kv_head_count",
+            ..
+        })
+    ));
     let mut layout = llama_layout();
     layout.block_tokens = 0;
     assert!(layout.validate().is_err());
@@ -129,7 +149,12 @@ fn block_payload_bytes_follow_the_layout() {
     assert_eq!(layout.block_payload_bytes(), 2 * 80 * 128 * 512 * 2);
     layout.tp_size = 1;
     assert_eq!(layout.block_payload_bytes(), 160 << 20);
-    let mla = KvLayout { kind: KvKind::Latent, kv_head_count: 1, head_dim: 576, ..layout };
+    let mla = KvLayout {
+        kind: KvKind::Latent,
+        kv_head_count: 1,
+        head_dim: 576,
+        ..layout
+    };
     assert_eq!(mla.block_payload_bytes(), 80 * 576 * 512 * 2);
 }
 
@@ -137,7 +162,10 @@ fn block_payload_bytes_follow_the_layout() {
 fn dtype_and_kind_names_parse() {
     assert_eq!("bf16".parse::<Dtype>(), Ok(Dtype::Bf16));
     assert_eq!("latent".parse::<KvKind>(), Ok(KvKind::Latent));
-    assert!(matches!("bfloat".parse::<Dtype>(), Err(Error::UnknownName { .. })));
+    assert!(matches!(
+        "bfloat".parse::<Dtype>(),
+        Err(Error::UnknownName { .. })
+    ));
     assert!(Dtype::from_code(0).is_err());
     assert!(KvKind::from_code(3).is_err());
 }

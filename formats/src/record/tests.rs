@@ -3,11 +3,29 @@ use proptest::prelude::*;
 use super::*;
 
 fn header(kind: RecordKind, payload_len: u32, sequence: u64) -> RecordHeader {
-    RecordHeader { kind, payload_len, sequence, epoch: 7, synced_through: 0 }
+    RecordHeader {
+        kind,
+        payload_len,
+        sequence,
+        epoch: 7,
+        synced_through: 0,
+    }
+}
+
+fn len32(payload: &[u8]) -> u32 {
+    u32::try_from(payload.len()).unwrap()
+}
+
+fn at(offset: u64) -> usize {
+    usize::try_from(offset).unwrap()
 }
 
 fn kind() -> impl Strategy<Value = RecordKind> {
-    prop_oneof![Just(RecordKind::Block), Just(RecordKind::Meta), Just(RecordKind::Padding)]
+    prop_oneof![
+        Just(RecordKind::Block),
+        Just(RecordKind::Meta),
+        Just(RecordKind::Padding)
+    ]
 }
 
 /// Builds a segment image of records with the given payload sizes; record `i`
@@ -17,7 +35,7 @@ fn segment(payloads: &[Vec<u8>], synced: impl Fn(usize, &[u64]) -> u64) -> (Vec<
     let mut offsets = Vec::new();
     for (index, payload) in payloads.iter().enumerate() {
         offsets.push(out.len() as u64);
-        let mut h = header(RecordKind::Meta, payload.len() as u32, index as u64 + 1);
+        let mut h = header(RecordKind::Meta, len32(payload), index as u64 + 1);
         h.synced_through = synced(index, &offsets);
         encode_record(&h, payload, &mut out).unwrap();
     }
@@ -31,7 +49,7 @@ proptest! {
         payload in proptest::collection::vec(any::<u8>(), 0..600),
         sequence: u64, epoch: u64, synced_through: u64,
     ) {
-        let h = RecordHeader { kind, payload_len: payload.len() as u32, sequence, epoch, synced_through };
+        let h = RecordHeader { kind, payload_len: len32(&payload), sequence, epoch, synced_through };
         let mut out = vec![];
         encode_record(&h, &payload, &mut out)?;
         prop_assert_eq!(out.len() as u64, h.encoded_len());
@@ -55,7 +73,7 @@ proptest! {
         bit in any::<prop::sample::Index>(),
     ) {
         let mut out = vec![];
-        encode_record(&header(RecordKind::Block, payload.len() as u32, 1), &payload, &mut out)?;
+        encode_record(&header(RecordKind::Block, len32(&payload), 1), &payload, &mut out)?;
         let bit = bit.index(out.len() * 8);
         out[bit / 8] ^= 1 << (bit % 8);
         prop_assert!(decode_record(&out).is_err());
@@ -83,7 +101,7 @@ proptest! {
         flip in any::<bool>(),
     ) {
         let (mut image, offsets) = segment(&payloads, |i, offsets| offsets[i]);
-        let last = *offsets.last().unwrap() as usize;
+        let last = at(*offsets.last().unwrap());
         let at = last + cut.index(image.len() - last);
         if flip {
             image[at] ^= 0x5a;
@@ -109,8 +127,8 @@ proptest! {
         // Every record claims everything before it was synced.
         let (mut image, offsets) = segment(&payloads, |i, offsets| offsets[i]);
         let victim = victim.index(payloads.len() - 1);
-        let start = offsets[victim] as usize;
-        let len = offsets[victim + 1] as usize - start;
+        let start = at(offsets[victim]);
+        let len = at(offsets[victim + 1]) - start;
         image[start + byte.index(len)] ^= 0xff;
         let report = scan(&image, 0, 7);
         prop_assert_eq!(report.records.len(), victim);
@@ -132,7 +150,13 @@ fn stale_epoch_records_end_the_log() {
     encode_record(&old, b"old", &mut image).unwrap();
     let report = scan(&image, 0, 7);
     assert_eq!(report.records.len(), 1);
-    assert_eq!(report.end, ScanEnd::Stale { offset: 56, epoch: 6 });
+    assert_eq!(
+        report.end,
+        ScanEnd::Stale {
+            offset: 56,
+            epoch: 6
+        }
+    );
 }
 
 #[test]
@@ -145,7 +169,13 @@ fn sequence_regressions_stop_the_scan() {
     assert_eq!(report.records[0].offset, 4096);
     assert!(matches!(
         report.end,
-        ScanEnd::TornTail { offset: 4152, error: Error::SequenceRegression { previous: 5, found: 5 } }
+        ScanEnd::TornTail {
+            offset: 4152,
+            error: Error::SequenceRegression {
+                previous: 5,
+                found: 5
+            }
+        }
     ));
 }
 
@@ -159,7 +189,10 @@ fn padding_reaches_the_next_direct_io_boundary() {
             let mut out = vec![];
             encode_padding(len, 1, 7, 0, &mut out).unwrap();
             assert_eq!(out.len() as u64, len);
-            assert_eq!(decode_record(&out).unwrap().header.kind, RecordKind::Padding);
+            assert_eq!(
+                decode_record(&out).unwrap().header.kind,
+                RecordKind::Padding
+            );
         }
     }
 }
@@ -171,7 +204,13 @@ fn oversized_payload_lengths_are_rejected_before_reading() {
     out[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
     let crc = crc32c::crc32c(&out[..40]);
     out[40..44].copy_from_slice(&crc.to_le_bytes());
-    assert!(matches!(decode_header(&out), Err(Error::TooLarge { what: "record payload", .. })));
+    assert!(matches!(
+        decode_header(&out),
+        Err(Error::TooLarge {
+            what: "record payload",
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -179,5 +218,8 @@ fn non_zero_padding_is_rejected() {
     let mut out = vec![];
     encode_record(&header(RecordKind::Meta, 1, 1), b"x", &mut out).unwrap();
     *out.last_mut().unwrap() = 1;
-    assert!(matches!(decode_record(&out), Err(Error::NonZeroReserved { .. })));
+    assert!(matches!(
+        decode_record(&out),
+        Err(Error::NonZeroReserved { .. })
+    ));
 }
