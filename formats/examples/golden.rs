@@ -114,8 +114,14 @@ fn chain_vectors() -> Value {
     hasher.update(&tokens, &mut plain);
 
     let extras = [
-        ExtraBuilder::new().lora("sql-adapter").finish().expect("small"),
-        ExtraBuilder::new().media(&[0xab; 32]).finish().expect("small"),
+        ExtraBuilder::new()
+            .lora("sql-adapter")
+            .finish()
+            .expect("small"),
+        ExtraBuilder::new()
+            .media(&[0xab; 32])
+            .finish()
+            .expect("small"),
     ];
     let mut hasher = ChainHasher::new(key.clone(), 16).expect("valid");
     let with_extra: Vec<_> = tokens

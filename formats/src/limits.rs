@@ -27,6 +27,9 @@ pub const BLOCKS_PER_LOOKUP_MAX: u32 = 1 << 17;
 /// multi-key `Get` request; the same bound as a lookup, for the same reason.
 pub const KEYS_PER_REQUEST_MAX: u32 = 1 << 17;
 
+/// Most blocks in one `Put` stream: bounds the work and the response of one call.
+pub const PUT_BLOCKS_PER_STREAM_MAX: u32 = 4096;
+
 /// Most bytes of `extra` (multimodal content hashes, a LoRA id) mixed into one
 /// block's chain hash. 4 KiB holds over a hundred 32-byte content hashes.
 pub const EXTRA_BYTES_MAX: u32 = 4096;

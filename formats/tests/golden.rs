@@ -2,7 +2,11 @@
 //! still come out of the code, byte for byte, and every invalid vector is
 //! rejected with the error the file names. A compatible client in another
 //! language should pass the same files.
-#![expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "a bad vector fails the test")]
+#![expect(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "a bad vector fails the test"
+)]
 
 use std::path::Path;
 
@@ -11,11 +15,15 @@ use pagoda_formats::chain::{ChainHasher, ChainKey, TenantSecret};
 use pagoda_formats::hex;
 use pagoda_formats::key::BlockKey;
 use pagoda_formats::namespace::{KvLayout, Namespace, NamespaceId};
-use pagoda_formats::record::{RecordHeader, RecordKind, decode_record, encode_padding, encode_record};
+use pagoda_formats::record::{
+    RecordHeader, RecordKind, decode_record, encode_padding, encode_record,
+};
 use serde_json::Value;
 
 fn vectors(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/vectors")
+        .join(name);
     let text = std::fs::read_to_string(&path).unwrap();
     serde_json::from_str(&text).unwrap()
 }
@@ -34,7 +42,11 @@ fn bytes(value: &Value) -> Vec<u8> {
 
 /// The variant name of an error, as the vector files spell it.
 fn error_name(error: &pagoda_formats::Error) -> String {
-    format!("{error:?}").split([' ', '{', '(']).next().unwrap().to_owned()
+    format!("{error:?}")
+        .split([' ', '{', '('])
+        .next()
+        .unwrap()
+        .to_owned()
 }
 
 fn namespace_from(value: &Value) -> Namespace {
@@ -61,12 +73,18 @@ fn namespace_from(value: &Value) -> Namespace {
 #[test]
 fn namespace_vectors_hold() {
     let file = vectors("namespace.json");
-    assert_eq!(text(&file["context"]), pagoda_formats::namespace::NAMESPACE_ID_CONTEXT);
+    assert_eq!(
+        text(&file["context"]),
+        pagoda_formats::namespace::NAMESPACE_ID_CONTEXT
+    );
     for case in file["valid"].as_array().unwrap() {
         let namespace = namespace_from(&case["namespace"]);
         assert_eq!(namespace.encode(), bytes(&case["encoding"]));
         assert_eq!(namespace.id().to_string(), text(&case["namespace_id"]));
-        assert_eq!(Namespace::decode(&bytes(&case["encoding"])).unwrap(), namespace);
+        assert_eq!(
+            Namespace::decode(&bytes(&case["encoding"])).unwrap(),
+            namespace
+        );
         // The id is BLAKE3 derive_key over the encoding, as SPEC.md says.
         let id = blake3::derive_key(text(&file["context"]), &bytes(&case["encoding"]));
         assert_eq!(hex::encode(&id), text(&case["namespace_id"]));
@@ -86,10 +104,19 @@ fn chain_vectors_hold() {
         let secret = TenantSecret::new(bytes(&case["tenant_secret"])).unwrap();
         let key = ChainKey::derive(&namespace.id(), &secret);
         assert_eq!(hex::encode(&key.0), text(&case["chain_key"]));
-        let tokens: Vec<u32> =
-            case["tokens"].as_array().unwrap().iter().map(number::<u32>).collect();
+        let tokens: Vec<u32> = case["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(number::<u32>)
+            .collect();
         let block_tokens: u32 = number(&case["block_tokens"]);
-        let extras: Vec<Vec<u8>> = case["extras"].as_array().unwrap().iter().map(bytes).collect();
+        let extras: Vec<Vec<u8>> = case["extras"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(bytes)
+            .collect();
         let mut hasher = ChainHasher::new(key, block_tokens).unwrap();
         let mut hashes = Vec::new();
         if extras.is_empty() {
@@ -100,9 +127,17 @@ fn chain_vectors_hold() {
             }
         }
         let hashes: Vec<String> = hashes.iter().map(ToString::to_string).collect();
-        let expected: Vec<&str> = case["hashes"].as_array().unwrap().iter().map(text).collect();
+        let expected: Vec<&str> = case["hashes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(text)
+            .collect();
         assert_eq!(hashes, expected);
-        assert_eq!(hasher.pending_tokens(), number::<usize>(&case["partial_tokens"]));
+        assert_eq!(
+            hasher.pending_tokens(),
+            number::<usize>(&case["partial_tokens"])
+        );
     }
 }
 

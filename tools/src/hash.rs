@@ -111,12 +111,6 @@ pub(crate) fn run(args: &HashArgs) -> Result<(), HashError> {
     let key = ChainKey::derive(&namespace_id, &secret);
     let chain =
         hash_tokens(&key, args.block_tokens, &tokens).map_err(format_error("cannot hash"))?;
-    if chain.partial_tokens > 0 {
-        eprintln!(
-            "note: the last {} token(s) do not fill a block of {} and were not hashed",
-            chain.partial_tokens, args.block_tokens
-        );
-    }
     if args.json {
         let hashes: Vec<String> = chain.hashes.iter().map(ToString::to_string).collect();
         let report = serde_json::json!({
@@ -132,6 +126,12 @@ pub(crate) fn run(args: &HashArgs) -> Result<(), HashError> {
         for (index, hash) in chain.hashes.iter().enumerate() {
             println!("block {index} {hash}");
         }
+    }
+    if chain.partial_tokens > 0 {
+        eprintln!(
+            "note: the last {} token(s) do not fill a block of {} and were not hashed",
+            chain.partial_tokens, args.block_tokens
+        );
     }
     Ok(())
 }

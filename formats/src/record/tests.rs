@@ -223,3 +223,15 @@ fn non_zero_padding_is_rejected() {
         Err(Error::NonZeroReserved { .. })
     ));
 }
+
+/// SPEC.md section 1 defines CRC-32C by its parameters and check value; the
+/// implementation we use must be that function.
+#[test]
+fn crc32c_is_the_castagnoli_crc_of_the_spec() {
+    assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
+    let whole = crc32c::crc32c(b"hello world");
+    assert_eq!(
+        crc32c::crc32c_append(crc32c::crc32c(b"hello "), b"world"),
+        whole
+    );
+}

@@ -1,0 +1,47 @@
+# Pagoda's entry points. `make run` and `make test` are the two commands of
+# the README; both install what they need first (scripts/setup.sh).
+#
+# Builds share one target directory outside the clone, so a second clone or a
+# second CI run on the same machine is incremental.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/pagoda-target
+FUZZ_SECONDS ?= 10
+
+.PHONY: run test setup build lint fuzz fuzz-smoke vectors
+
+setup:
+	@scripts/setup.sh
+
+build: setup
+	cargo build --release --bin pagoda
+
+# Runs Pagoda: today the binary's version and a worked `pagoda hash` example
+# (later issues make this start the server).
+run: build
+	@scripts/demo.sh "$(CARGO_TARGET_DIR)/release/pagoda"
+
+# The whole test suite: unit, property, golden-vector and end-to-end tests,
+# the optional hardware features (cuda, rdma) built and tested on a machine
+# without the hardware, and a fuzz smoke run.
+test: setup
+	cargo test --workspace
+	cargo test -p pagoda-worker --features cuda
+	cargo test -p pagoda-client --features rdma
+	$(MAKE) fuzz-smoke
+
+lint: setup
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p pagoda-worker --all-targets --features cuda -- -D warnings
+	cargo clippy -p pagoda-client --all-targets --features rdma -- -D warnings
+
+# Every fuzz target for FUZZ_SECONDS (10 s in the smoke run).
+fuzz-smoke:
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# The long run, by hand: 60 s per target.
+fuzz: setup
+	scripts/fuzz.sh 60
+
+# Regenerates formats/tests/vectors/ (only when a format version changes).
+vectors:
+	cargo run -p pagoda-formats --example golden

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs what building and testing Pagoda needs, and nothing that is already
+# there: safe to run again and again (`make run` and `make test` call it).
+#
+# - Debian packages: only the missing ones, with apt-get (as root, or sudo).
+# - The Rust toolchain pinned in rust-toolchain.toml (through rustup).
+# - A nightly toolchain and cargo-fuzz, for the fuzz targets in fuzz/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+# C compiler for blake3's assembly, make for the Makefile, python3 for
+# scripts/fuzz.sh's corpus seeding, cmake and clang for rdma-mummy-sys (the
+# `rdma` feature's verbs bindings; rdma-core itself is loaded at run time).
+packages=(build-essential python3 cmake clang)
+
+missing=()
+for package in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$package")
+  fi
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  say "cargo not found: install rustup from https://rustup.rs, then run this again"
+  exit 1
+fi
+pinned=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
+if ! rustup toolchain list | grep -q "^$pinned"; then
+  say "installing Rust $pinned (pinned in rust-toolchain.toml)"
+  rustup toolchain install "$pinned" --profile minimal --component rustfmt,clippy
+fi
+if ! rustup toolchain list | grep -q '^nightly'; then
+  say "installing the nightly toolchain (for cargo fuzz)"
+  rustup toolchain install nightly --profile minimal
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  say "installing cargo-fuzz"
+  cargo install cargo-fuzz --locked --version 0.13.2
+fi
