@@ -2,16 +2,21 @@
 //! feature is on. protox parses the files in-process, so no `protoc` binary is
 //! needed on the machine.
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() {
     println!("cargo:rerun-if-changed=proto");
     #[cfg(feature = "grpc")]
-    {
-        let files = ["proto/pagoda/v1/store.proto", "proto/pagoda/v1/admin.proto"];
-        let descriptors = protox::compile(files, ["proto"])?;
-        tonic_prost_build::configure()
-            .build_server(true)
-            .build_client(true)
-            .compile_fds(descriptors)?;
+    if let Err(error) = generate() {
+        panic!("gRPC code generation from formats/proto failed: {error}");
     }
+}
+
+#[cfg(feature = "grpc")]
+fn generate() -> Result<(), Box<dyn std::error::Error>> {
+    let files = ["proto/pagoda/v1/store.proto", "proto/pagoda/v1/admin.proto"];
+    let descriptors = protox::compile(files, ["proto"])?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(descriptors)?;
     Ok(())
 }

@@ -21,6 +21,8 @@ pub enum Structure {
     BlockHeader,
     /// A block payload (the bytes after its header).
     BlockPayload,
+    /// A log segment's header.
+    SegmentHeader,
 }
 
 impl fmt::Display for Structure {
@@ -32,6 +34,7 @@ impl fmt::Display for Structure {
             Structure::Record => "record",
             Structure::BlockHeader => "block header",
             Structure::BlockPayload => "block payload",
+            Structure::SegmentHeader => "segment header",
         })
     }
 }

@@ -3,7 +3,8 @@
 //! Everything another implementation needs to interoperate with Pagoda, and
 //! nothing that does I/O: namespaces and their ids ([`namespace`]), chain
 //! hashing of token blocks ([`chain`]), block keys ([`key`]), the record
-//! framing of the logs ([`record`]), the block payload header ([`block`]),
+//! framing of the logs ([`record`]) and their segment files ([`segment`]),
+//! the block payload header ([`block`]),
 //! the gRPC API (`proto`, with the `grpc` feature) and every limit
 //! ([`limits`]). `formats/SPEC.md` is the normative specification; this crate
 //! follows it, and its golden vectors (`formats/tests/vectors/`) pin it.
@@ -42,6 +43,7 @@ pub mod namespace;
 #[cfg(feature = "grpc")]
 pub mod proto;
 pub mod record;
+pub mod segment;
 #[cfg(test)]
 mod strategies;
 
