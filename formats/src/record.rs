@@ -110,23 +110,44 @@ pub fn encode_record(header: &RecordHeader, payload: &[u8], out: &mut Vec<u8>) -
         "payload_len mismatch"
     );
     let start = out.len();
-    out.extend_from_slice(&RECORD_MAGIC);
-    out.extend_from_slice(&FormatVersion::CURRENT.number().to_le_bytes());
-    out.push(header.kind as u8);
-    out.push(0);
-    out.extend_from_slice(&header.payload_len.to_le_bytes());
-    out.extend_from_slice(&header.sequence.to_le_bytes());
-    out.extend_from_slice(&header.epoch.to_le_bytes());
-    out.extend_from_slice(&header.synced_through.to_le_bytes());
-    let header_crc = crc32c::crc32c(out.get(start..).expect("header just written"));
-    out.extend_from_slice(&header_crc.to_le_bytes());
-    let crc = crc32c::crc32c(out.get(start..).expect("header just written"));
-    let record_crc = crc32c::crc32c_append(crc, payload);
-    out.extend_from_slice(&record_crc.to_le_bytes());
+    out.extend_from_slice(&encode_header(header, crc32c::crc32c(payload)));
     out.extend_from_slice(payload);
     let end = start as u64 + header.encoded_len();
     out.resize(usize::try_from(end).expect("record fits in memory"), 0);
     Ok(())
+}
+
+/// Encodes a record header for a payload whose CRC-32C (`payload_crc`) the
+/// caller computed: the record checksum is combined from the header's and the
+/// payload's without reading the payload again, so writers can checksum
+/// payloads in parallel and frame them later.
+pub fn encode_header(header: &RecordHeader, payload_crc: u32) -> [u8; RECORD_HEADER_SIZE] {
+    let mut out = [0u8; RECORD_HEADER_SIZE];
+    let fields = [
+        &RECORD_MAGIC[..],
+        &FormatVersion::CURRENT.number().to_le_bytes(),
+        &[header.kind as u8, 0],
+        &header.payload_len.to_le_bytes(),
+        &header.sequence.to_le_bytes(),
+        &header.epoch.to_le_bytes(),
+        &header.synced_through.to_le_bytes(),
+    ];
+    let mut at = 0;
+    for field in fields {
+        out.get_mut(at..at + field.len())
+            .expect("fields fit the header")
+            .copy_from_slice(field);
+        at += field.len();
+    }
+    debug_assert_eq!(at, HEADER_CRC_OFFSET);
+    let (head, tail) = out.split_at_mut(HEADER_CRC_OFFSET);
+    let header_crc = crc32c::crc32c(head);
+    let (header_crc_bytes, record_crc_bytes) = tail.split_at_mut(4);
+    header_crc_bytes.copy_from_slice(&header_crc.to_le_bytes());
+    let head_crc = crc32c::crc32c_append(header_crc, &header_crc.to_le_bytes());
+    let record_crc = crc32c::crc32c_combine(head_crc, payload_crc, header.payload_len as usize);
+    record_crc_bytes.copy_from_slice(&record_crc.to_le_bytes());
+    out
 }
 
 /// Decodes and verifies a record header (magic, header checksum, version,

@@ -1,14 +1,63 @@
 //! `pagoda-wal`: the log engine under Pagoda's SSD tier.
 //!
-//! An append-only, segmented log of checksummed records (framing in
-//! `formats/SPEC.md`, "Record framing"): block payloads are appended to
-//! fixed-size segments, the engine's RocksDB index points into them, and space
-//! comes back a whole segment at a time. The same crate carries the engine's
-//! small metadata log (namespaces created and dropped, tenant changes).
+//! An append-only, segmented log of checksummed records (framing and segment
+//! header in `formats/SPEC.md`): block payloads are appended to fixed-size
+//! segments, the engine's RocksDB index points into them, and space comes back
+//! a whole segment at a time ([`Wal::reclaim_oldest`]). The same crate carries
+//! the engine's metadata log (a [`Wal`] with [`LogKind::Meta`]).
 //!
-//! Planned shape (issue "wal"): group commit with per-append durability
-//! (`sync`, `async`, `none`), recovery that truncates a torn tail and refuses
-//! mid-log corruption, and a `Disk` trait with io_uring, `std::fs` and
-//! simulated (fault-injecting) implementations. This crate is empty until that
-//! issue lands; it exists now so the workspace has its final shape.
-#![forbid(unsafe_code)]
+//! - **Group commit.** Appenders on many threads are batched by one writer
+//!   thread into one write and at most one `fdatasync` per batch. Each append
+//!   chooses its [`Durability`]: `SyncData` (acknowledged after the sync) or
+//!   `Buffered` (after the write; synced within `sync_interval`). The third
+//!   level of Pagoda's durability setting, memory only, is the engine's DRAM
+//!   tier and never reaches the log.
+//! - **Recovery.** Opening scans the last segment, truncates a torn tail, and
+//!   refuses (or, with [`Recovery::SkipCorruption`], skips and reports)
+//!   corruption in the middle, naming the segment and offset.
+//! - **Storage.** Everything goes through the [`Disk`] trait: io_uring by
+//!   default, `std::fs` where io_uring is unavailable, and [`sim::SimDisk`]
+//!   (feature `sim`) for deterministic crash and fault tests.
+//! - **Failure.** After any failed write or sync the log is *poisoned*: it
+//!   refuses writes with [`Error::Poisoned`] until reopened (recovery then
+//!   decides what survived); reads keep working. Full disks report
+//!   [`Error::is_no_space`].
+//!
+//! Limits: records up to the segment size (a 256 MiB segment holds a payload
+//! of 256 MiB − 4144 bytes), [`limits`] for batches and queues.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use pagoda_formats::record::RecordKind;
+//! use pagoda_wal::{Durability, Wal, WalOptions, disk};
+//!
+//! let dir = std::env::temp_dir().join(format!("pagoda-wal-doc-{}", std::process::id()));
+//! let disk = disk::open_dir(&dir, disk::BackendChoice::Auto)?;
+//! let wal = Wal::open(disk, WalOptions { segment_bytes: 1 << 20, ..WalOptions::default() })?;
+//! let location = wal.append(RecordKind::Block, b"kv bytes", Durability::SyncData)?;
+//! assert_eq!(wal.read(&location)?, b"kv bytes");
+//! wal.close()?;
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(clippy::indexing_slicing)]
+
+pub mod disk;
+mod error;
+pub mod limits;
+mod log;
+mod recovery;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
+
+pub use disk::{Disk, DiskFile};
+pub use error::{Error, Result};
+pub use log::{
+    Durability, Location, Reclaimed, Recovery, RecoveryReport, SegmentInfo, Wal, WalOptions,
+    WalStats,
+};
+pub use pagoda_formats::segment::LogKind;
+pub use recovery::{InspectedSegment, inspect};
+
+#[cfg(test)]
+mod tests;

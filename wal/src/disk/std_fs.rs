@@ -1,0 +1,117 @@
+//! The portable backend: `std::fs` with positional reads and writes
+//! (`pread`/`pwrite`), `fdatasync`, and `fallocate` through rustix.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{Backend, Disk, DiskFile};
+
+/// A directory on a local filesystem, used through `std::fs`.
+#[derive(Debug)]
+pub struct StdDisk {
+    root: PathBuf,
+}
+
+impl StdDisk {
+    /// Uses `root` (which must exist) as the directory.
+    pub fn open(root: &Path) -> io::Result<Self> {
+        File::open(root)?;
+        Ok(StdDisk {
+            root: root.to_path_buf(),
+        })
+    }
+}
+
+/// An open file of a [`StdDisk`].
+#[derive(Debug)]
+pub(crate) struct StdFile {
+    pub(crate) file: File,
+}
+
+pub(crate) fn open_file(root: &Path, name: &str, create: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .open(root.join(name))
+}
+
+pub(crate) fn list_dir(root: &Path) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(root)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len) {
+        Ok(()) => Ok(()),
+        // Filesystems without fallocate (tmpfs on old kernels, some FUSE):
+        // a sparse extension reads back as zeros too.
+        Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => {
+            if file.metadata()?.len() < len {
+                file.set_len(len)?;
+            }
+            Ok(())
+        }
+        Err(errno) => Err(errno.into()),
+    }
+}
+
+impl DiskFile for StdFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        allocate(&self.file, len)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+}
+
+impl Disk for StdDisk {
+    fn open(&self, name: &str, create: bool) -> io::Result<Arc<dyn DiskFile>> {
+        Ok(Arc::new(StdFile {
+            file: open_file(&self.root, name, create)?,
+        }))
+    }
+
+    fn list(&self) -> io::Result<Vec<String>> {
+        list_dir(&self.root)
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        std::fs::remove_file(self.root.join(name))
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        File::open(&self.root)?.sync_all()
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::Std
+    }
+}

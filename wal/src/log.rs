@@ -1,0 +1,1089 @@
+//! The log: segments in a directory, a group-committing writer thread,
+//! positional reads, recovery, and segment reclaim.
+//!
+//! # Threads and state
+//!
+//! - **Callers** (any thread) encode and checksum their payloads, then queue
+//!   an append request and block until the writer answers. They read records
+//!   directly from segment files (`pread`), never through the writer.
+//! - **The writer thread** owns the active segment: it drains the queue,
+//!   assigns sequence numbers and offsets, frames every queued record into one
+//!   buffer, writes it with one call, and syncs once if any request in the
+//!   batch asked for `SyncData` (group commit). A `Buffered` request is
+//!   answered after the write; the writer syncs buffered data within
+//!   `sync_interval`. It rotates to a new segment when the next record does not
+//!   fit, after syncing and sealing the full one.
+//!
+//! Shared state and who may touch it:
+//!
+//! | state | written by | read by |
+//! |---|---|---|
+//! | `segments` map | writer (insert), `remove_oldest_segment` (remove), under the write lock | everyone, under the read lock |
+//! | `SegmentEntry::data_end` | writer, after each write completes (release) | readers (acquire): never read past it |
+//! | `SegmentEntry::sealed` | writer, once the segment is synced and truncated | reclaim and removal |
+//! | `poisoned` | writer, on the first failed write or sync | callers, before queueing |
+//!
+//! A record is acknowledged only after its bytes were written (and synced,
+//! for `SyncData`), so every acknowledged location is below its segment's
+//! `data_end` and can be read at once.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pagoda_formats::limits::RECORD_PAYLOAD_BYTES_MAX;
+use pagoda_formats::record::{
+    self, RECORD_HEADER_SIZE, RecordHeader, RecordKind, ScanEnd, decode_record, record_len,
+};
+use pagoda_formats::segment::{LogKind, SEGMENT_HEADER_SIZE, SegmentHeader, segment_file_name};
+
+use crate::disk::{Disk, DiskFile};
+use crate::error::{Error, Result};
+use crate::limits;
+
+/// When an append is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Durability {
+    /// After the write; synced within `sync_interval`. A crash may lose it,
+    /// never corrupt it.
+    Buffered,
+    /// After `fdatasync`: survives a crash.
+    SyncData,
+}
+
+/// What recovery does with damage in the middle of the tail segment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Recovery {
+    /// Truncate a torn tail; refuse to open on corruption in the middle.
+    #[default]
+    TolerateTornTail,
+    /// Truncate a torn tail; skip corrupt ranges in the middle and report them.
+    SkipCorruption,
+}
+
+/// Options of a log.
+#[derive(Clone, Debug)]
+pub struct WalOptions {
+    /// Value log or metadata log (stored in every segment header).
+    pub log_kind: LogKind,
+    /// Bytes per segment, header included.
+    pub segment_bytes: u64,
+    /// Longest time buffered appends stay unsynced; `None` syncs them only
+    /// with a later `SyncData` append, `sync()`, rotation or close.
+    pub sync_interval: Option<Duration>,
+    /// What to do with mid-log corruption at open.
+    pub recovery: Recovery,
+    /// Most bytes framed into one write.
+    pub batch_bytes_max: u64,
+    /// Most append requests waiting for the writer.
+    pub queued_appends_max: usize,
+    /// Most payload bytes waiting for the writer.
+    pub queued_bytes_max: u64,
+    /// Reserve each segment's space at creation (fallocate).
+    pub preallocate: bool,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            log_kind: LogKind::Value,
+            segment_bytes: limits::SEGMENT_BYTES_DEFAULT,
+            sync_interval: Some(limits::SYNC_INTERVAL_DEFAULT),
+            recovery: Recovery::default(),
+            batch_bytes_max: limits::BATCH_BYTES_MAX_DEFAULT,
+            queued_appends_max: limits::QUEUED_APPENDS_MAX_DEFAULT,
+            queued_bytes_max: limits::QUEUED_BYTES_MAX_DEFAULT,
+            preallocate: true,
+        }
+    }
+}
+
+impl WalOptions {
+    fn validate(&self) -> Result<()> {
+        let segment_range = limits::SEGMENT_BYTES_MIN..=limits::SEGMENT_BYTES_MAX;
+        if !segment_range.contains(&self.segment_bytes) {
+            return Err(Error::InvalidOptions(format!(
+                "segment_bytes {} is outside {}..={}",
+                self.segment_bytes,
+                limits::SEGMENT_BYTES_MIN,
+                limits::SEGMENT_BYTES_MAX
+            )));
+        }
+        if self.queued_appends_max == 0 || self.batch_bytes_max == 0 {
+            return Err(Error::InvalidOptions(
+                "queue and batch limits must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The largest payload one record may carry with these options.
+    pub fn payload_bytes_max(&self) -> u64 {
+        let room = self.segment_bytes - SEGMENT_HEADER_SIZE - RECORD_HEADER_SIZE as u64;
+        (room & !(pagoda_formats::limits::RECORD_ALIGN - 1)).min(RECORD_PAYLOAD_BYTES_MAX.into())
+    }
+}
+
+/// Where a record lives: enough to read it back in one I/O and to check that
+/// the record found there is the one that was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Location {
+    /// Segment id.
+    pub segment_id: u64,
+    /// Offset of the record's first byte in the segment.
+    pub offset: u64,
+    /// The record's sequence number.
+    pub sequence: u64,
+    /// Payload bytes.
+    pub payload_len: u32,
+}
+
+impl Location {
+    /// Bytes the record occupies in its segment.
+    pub fn record_len(&self) -> u64 {
+        record_len(self.payload_len)
+    }
+}
+
+/// What recovery found and did at open.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segments found.
+    pub segment_count: usize,
+    /// The last segment, whose tail was scanned.
+    pub tail_segment: Option<u64>,
+    /// Where its valid records end.
+    pub tail_end: u64,
+    /// Bytes cut off its end (a torn tail, or preallocated space).
+    pub truncated_bytes: u64,
+    /// How the scan ended: "clean", "stale" or "torn".
+    pub end: &'static str,
+    /// A last segment removed because its creation never completed.
+    pub removed_incomplete_segment: Option<u64>,
+    /// Corrupt ranges skipped (only with `Recovery::SkipCorruption`):
+    /// (segment, from offset, to offset, what was wrong).
+    pub skipped: Vec<(u64, u64, u64, String)>,
+}
+
+/// Counters of the writer, for benchmarks and `pagoda wal` reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalStats {
+    /// Append requests acknowledged.
+    pub appends: u64,
+    /// Records written.
+    pub records: u64,
+    /// Batches (writes) issued.
+    pub batches: u64,
+    /// Syncs issued.
+    pub syncs: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    appends: AtomicU64,
+    records: AtomicU64,
+    batches: AtomicU64,
+    syncs: AtomicU64,
+    bytes_written: AtomicU64,
+}
+
+/// A segment as the log knows it.
+#[derive(Debug)]
+pub(crate) struct SegmentEntry {
+    pub(crate) file: Arc<dyn DiskFile>,
+    pub(crate) header: SegmentHeader,
+    pub(crate) data_end: AtomicU64,
+    pub(crate) sealed: AtomicBool,
+}
+
+/// A summary of one segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// Segment id.
+    pub id: u64,
+    /// Its epoch.
+    pub epoch: u64,
+    /// Sequence number of its first record.
+    pub first_sequence: u64,
+    /// End of its written records.
+    pub data_end: u64,
+    /// Whether it is sealed (never written again).
+    pub sealed: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    disk: Arc<dyn Disk>,
+    options: WalOptions,
+    segments: RwLock<BTreeMap<u64, Arc<SegmentEntry>>>,
+    poisoned: Mutex<Option<String>>,
+    queued_bytes: AtomicU64,
+    counters: Counters,
+}
+
+impl Shared {
+    fn poison_cause(&self) -> Option<String> {
+        self.poisoned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn segment(&self, id: u64) -> Option<Arc<SegmentEntry>> {
+        self.segments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .cloned()
+    }
+}
+
+/// A record framed by the caller, waiting for its header.
+#[derive(Debug)]
+struct PendingRecord {
+    kind: RecordKind,
+    /// Header placeholder, payload, zero padding.
+    encoded: Vec<u8>,
+    payload_crc: u32,
+    payload_len: u32,
+}
+
+enum Request {
+    Append {
+        records: Vec<PendingRecord>,
+        bytes: u64,
+        durability: Durability,
+        reply: SyncSender<Result<Vec<Location>>>,
+    },
+    Sync {
+        reply: SyncSender<Result<()>>,
+    },
+    Rotate {
+        reply: SyncSender<Result<()>>,
+    },
+    Shutdown {
+        reply: SyncSender<Result<()>>,
+    },
+}
+
+/// A segmented, checksummed, group-committed append log.
+pub struct Wal {
+    shared: Arc<Shared>,
+    sender: Mutex<Option<SyncSender<Request>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    recovery: RecoveryReport,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("backend", &self.shared.disk.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+fn io_error(operation: &'static str, segment: Option<u64>) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Io {
+        operation,
+        segment,
+        source,
+    }
+}
+
+impl Wal {
+    /// Opens (recovering) or creates the log on `disk`.
+    pub fn open(disk: Arc<dyn Disk>, options: WalOptions) -> Result<Wal> {
+        options.validate()?;
+        let recovered = crate::recovery::recover(disk.as_ref(), &options)?;
+        let segments: BTreeMap<u64, Arc<SegmentEntry>> = recovered.segments;
+        let shared = Arc::new(Shared {
+            disk,
+            options,
+            segments: RwLock::new(segments),
+            poisoned: Mutex::new(None),
+            queued_bytes: AtomicU64::new(0),
+            counters: Counters::default(),
+        });
+        let (sender, receiver) = std::sync::mpsc::sync_channel(shared.options.queued_appends_max);
+        let writer = Writer {
+            shared: Arc::clone(&shared),
+            active: None,
+            next_segment_id: recovered.next_segment_id,
+            epoch: recovered.epoch,
+            next_sequence: recovered.next_sequence,
+            dirty: false,
+        };
+        let handle = std::thread::Builder::new()
+            .name("pagoda-wal-writer".into())
+            .spawn(move || writer.run(&receiver))
+            .map_err(io_error("spawn writer thread", None))?;
+        Ok(Wal {
+            shared,
+            sender: Mutex::new(Some(sender)),
+            writer: Mutex::new(Some(handle)),
+            recovery: recovered.report,
+        })
+    }
+
+    /// What recovery found at open.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// The options the log runs with.
+    pub fn options(&self) -> &WalOptions {
+        &self.shared.options
+    }
+
+    /// Appends one record; returns where it lives once acknowledged.
+    pub fn append(
+        &self,
+        kind: RecordKind,
+        payload: &[u8],
+        durability: Durability,
+    ) -> Result<Location> {
+        let mut locations = self.append_batch(&[(kind, payload)], durability)?;
+        Ok(locations.pop().expect("one record in, one location out"))
+    }
+
+    /// Appends records, in order, as one request (one acknowledgement).
+    pub fn append_batch(
+        &self,
+        records: &[(RecordKind, &[u8])],
+        durability: Durability,
+    ) -> Result<Vec<Location>> {
+        let mut pending = Vec::with_capacity(records.len());
+        let mut bytes = 0u64;
+        for (kind, payload) in records {
+            let record = self.frame(*kind, payload)?;
+            bytes += record.encoded.len() as u64;
+            pending.push(record);
+        }
+        if bytes > self.shared.options.batch_bytes_max {
+            return Err(Error::RecordTooLarge {
+                len: bytes,
+                max: self.shared.options.batch_bytes_max,
+            });
+        }
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        self.reserve_queue(bytes)?;
+        let request = Request::Append {
+            records: pending,
+            bytes,
+            durability,
+            reply,
+        };
+        if let Err(error) = self.send(request) {
+            self.shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            return Err(error);
+        }
+        answer.recv().map_err(|_| Error::Closed)?
+    }
+
+    fn frame(&self, kind: RecordKind, payload: &[u8]) -> Result<PendingRecord> {
+        let max = self.shared.options.payload_bytes_max();
+        if payload.len() as u64 > max {
+            return Err(Error::RecordTooLarge {
+                len: payload.len() as u64,
+                max,
+            });
+        }
+        let payload_len = u32::try_from(payload.len()).expect("bounded by payload_bytes_max");
+        let total = usize::try_from(record_len(payload_len)).expect("bounded record length");
+        let mut encoded = Vec::with_capacity(total);
+        encoded.resize(RECORD_HEADER_SIZE, 0);
+        encoded.extend_from_slice(payload);
+        encoded.resize(total, 0);
+        Ok(PendingRecord {
+            kind,
+            encoded,
+            payload_crc: crc32c::crc32c(payload),
+            payload_len,
+        })
+    }
+
+    fn reserve_queue(&self, bytes: u64) -> Result<()> {
+        if let Some(cause) = self.shared.poison_cause() {
+            return Err(Error::Poisoned { cause });
+        }
+        let limit = self.shared.options.queued_bytes_max;
+        let before = self.shared.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+        if before > 0 && before + bytes > limit {
+            self.shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            return Err(Error::QueueFull {
+                max: self.shared.options.queued_appends_max,
+            });
+        }
+        Ok(())
+    }
+
+    fn send(&self, request: Request) -> Result<()> {
+        let sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
+        let sender = sender.as_ref().ok_or(Error::Closed)?;
+        sender.try_send(request).map_err(|error| match error {
+            TrySendError::Full(_) => Error::QueueFull {
+                max: self.shared.options.queued_appends_max,
+            },
+            TrySendError::Disconnected(_) => Error::Closed,
+        })
+    }
+
+    fn control(&self, make: impl FnOnce(SyncSender<Result<()>>) -> Request) -> Result<()> {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
+        let sender = sender.as_ref().ok_or(Error::Closed)?;
+        sender.send(make(reply)).map_err(|_| Error::Closed)?;
+        answer.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Makes everything written so far durable.
+    pub fn sync(&self) -> Result<()> {
+        self.control(|reply| Request::Sync { reply })
+    }
+
+    /// Seals the active segment (synced, truncated, never written again); the
+    /// next append starts a new one. Lets the engine reclaim everything.
+    pub fn rotate(&self) -> Result<()> {
+        self.control(|reply| Request::Rotate { reply })
+    }
+
+    /// Reads a record's payload, verifying its checksums and that the record
+    /// at `location` is the one written there.
+    pub fn read(&self, location: &Location) -> Result<Vec<u8>> {
+        let segment = self
+            .shared
+            .segment(location.segment_id)
+            .ok_or(Error::NotFound {
+                location: *location,
+            })?;
+        let total = location.record_len();
+        let end = segment.data_end.load(Ordering::Acquire);
+        if location.offset < SEGMENT_HEADER_SIZE
+            || location
+                .offset
+                .checked_add(total)
+                .is_none_or(|record_end| record_end > end)
+        {
+            return Err(Error::NotFound {
+                location: *location,
+            });
+        }
+        let mut bytes = vec![0u8; usize::try_from(total).expect("bounded record length")];
+        segment
+            .file
+            .read_at(&mut bytes, location.offset)
+            .map_err(io_error("read", Some(location.segment_id)))?;
+        let record = decode_record(&bytes).map_err(|detail| Error::BadRecord {
+            location: *location,
+            detail,
+        })?;
+        if record.header.sequence != location.sequence
+            || record.header.payload_len != location.payload_len
+            || record.header.epoch != segment.header.epoch
+        {
+            return Err(Error::BadRecord {
+                location: *location,
+                detail: pagoda_formats::Error::SequenceRegression {
+                    previous: location.sequence,
+                    found: record.header.sequence,
+                },
+            });
+        }
+        bytes.truncate(RECORD_HEADER_SIZE + location.payload_len as usize);
+        bytes.drain(..RECORD_HEADER_SIZE);
+        Ok(bytes)
+    }
+
+    /// Reads `len` bytes at `offset` of a record's payload. The whole record
+    /// is read and its checksum verified on every call (`formats/SPEC.md`,
+    /// "Range reads"), so no unverified byte is ever returned.
+    pub fn read_range(&self, location: &Location, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let payload = self.read(location)?;
+        let start = usize::try_from(offset).ok();
+        let end = start
+            .zip(usize::try_from(len).ok())
+            .and_then(|(start, len)| start.checked_add(len));
+        match start
+            .zip(end)
+            .and_then(|(start, end)| payload.get(start..end))
+        {
+            Some(range) => Ok(range.to_vec()),
+            None => Err(Error::InvalidOptions(format!(
+                "range {offset}+{len} is outside the payload of {} bytes",
+                payload.len()
+            ))),
+        }
+    }
+
+    /// The log's segments, oldest first.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        let segments = self
+            .shared
+            .segments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        segments
+            .iter()
+            .map(|(id, entry)| SegmentInfo {
+                id: *id,
+                epoch: entry.header.epoch,
+                first_sequence: entry.header.first_sequence,
+                data_end: entry.data_end.load(Ordering::Acquire),
+                sealed: entry.sealed.load(Ordering::Acquire),
+            })
+            .collect()
+    }
+
+    /// The records of a segment from `from_offset` (a record boundary; the
+    /// first record when `None`), with how the scan ended.
+    pub fn scan_segment(
+        &self,
+        segment_id: u64,
+        from_offset: Option<u64>,
+    ) -> Result<(Vec<(Location, RecordKind)>, ScanEnd)> {
+        let missing = Location {
+            segment_id,
+            offset: 0,
+            sequence: 0,
+            payload_len: 0,
+        };
+        let segment = self
+            .shared
+            .segment(segment_id)
+            .ok_or(Error::NotFound { location: missing })?;
+        let from = from_offset
+            .unwrap_or(SEGMENT_HEADER_SIZE)
+            .max(SEGMENT_HEADER_SIZE);
+        let end = segment.data_end.load(Ordering::Acquire);
+        let len = usize::try_from(end.saturating_sub(from)).expect("segment fits in memory");
+        let mut bytes = vec![0u8; len];
+        segment
+            .file
+            .read_at(&mut bytes, from)
+            .map_err(io_error("scan", Some(segment_id)))?;
+        let report = record::scan(&bytes, from, segment.header.epoch);
+        let records = report
+            .records
+            .iter()
+            .map(|found| {
+                let location = Location {
+                    segment_id,
+                    offset: found.offset,
+                    sequence: found.header.sequence,
+                    payload_len: found.header.payload_len,
+                };
+                (location, found.header.kind)
+            })
+            .collect();
+        Ok((records, report.end))
+    }
+
+    /// Deletes the oldest segment, which must be sealed.
+    pub fn remove_oldest_segment(&self) -> Result<u64> {
+        let mut segments = self
+            .shared
+            .segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (&id, entry) = segments.iter().next().ok_or(Error::SegmentBusy {
+            segment: 0,
+            reason: "the log has no segments",
+        })?;
+        if !entry.sealed.load(Ordering::Acquire) {
+            return Err(Error::SegmentBusy {
+                segment: id,
+                reason: "it is the active segment",
+            });
+        }
+        segments.remove(&id);
+        drop(segments);
+        let disk = &self.shared.disk;
+        disk.remove(&segment_file_name(id))
+            .map_err(io_error("remove segment", Some(id)))?;
+        disk.sync_dir()
+            .map_err(io_error("sync directory", Some(id)))?;
+        Ok(id)
+    }
+
+    /// Reclaims the oldest segment: the records `keep` accepts are appended
+    /// again (synced), then the segment is deleted. Returns the segment id and
+    /// each kept record's old and new location, in order.
+    pub fn reclaim_oldest(
+        &self,
+        mut keep: impl FnMut(&Location, RecordKind, &[u8]) -> bool,
+    ) -> Result<Reclaimed> {
+        let oldest = self.segments().first().copied().ok_or(Error::SegmentBusy {
+            segment: 0,
+            reason: "the log has no segments",
+        })?;
+        if !oldest.sealed {
+            return Err(Error::SegmentBusy {
+                segment: oldest.id,
+                reason: "it is the active segment",
+            });
+        }
+        let (records, _) = self.scan_segment(oldest.id, None)?;
+        let mut kept = Vec::new();
+        let mut dropped = 0u64;
+        for (location, kind) in records {
+            if kind == RecordKind::Padding {
+                continue;
+            }
+            let payload = self.read(&location)?;
+            if keep(&location, kind, &payload) {
+                kept.push((location, kind, payload));
+            } else {
+                dropped += 1;
+            }
+        }
+        let mut moved = Vec::with_capacity(kept.len());
+        for (location, kind, payload) in kept {
+            let new = self.append(kind, &payload, Durability::SyncData)?;
+            moved.push((location, new));
+        }
+        self.remove_oldest_segment()?;
+        Ok(Reclaimed {
+            segment_id: oldest.id,
+            moved,
+            dropped,
+        })
+    }
+
+    /// Counters of the writer.
+    pub fn stats(&self) -> WalStats {
+        let counters = &self.shared.counters;
+        WalStats {
+            appends: counters.appends.load(Ordering::Relaxed),
+            records: counters.records.load(Ordering::Relaxed),
+            batches: counters.batches.load(Ordering::Relaxed),
+            syncs: counters.syncs.load(Ordering::Relaxed),
+            bytes_written: counters.bytes_written.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Syncs, seals the active segment and stops the writer.
+    pub fn close(self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        let sender = self
+            .sender
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(sender) = sender else { return Ok(()) };
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let result = match sender.send(Request::Shutdown { reply }) {
+            Ok(()) => answer.recv().unwrap_or(Err(Error::Closed)),
+            Err(_) => Err(Error::Closed),
+        };
+        drop(sender);
+        if let Some(handle) = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            handle.join().map_err(|_| Error::Poisoned {
+                cause: "writer thread panicked".into(),
+            })?;
+        }
+        result
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        // Errors here were already reported to the appenders they concern.
+        let _ = self.shutdown();
+    }
+}
+
+/// The outcome of [`Wal::reclaim_oldest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reclaimed {
+    /// The deleted segment.
+    pub segment_id: u64,
+    /// Old and new location of each kept record.
+    pub moved: Vec<(Location, Location)>,
+    /// Records not kept.
+    pub dropped: u64,
+}
+
+/// The segment being written, owned by the writer thread.
+struct Active {
+    id: u64,
+    entry: Arc<SegmentEntry>,
+    /// End of the bytes written.
+    offset: u64,
+    /// End of the bytes synced.
+    synced: u64,
+}
+
+enum Reply {
+    Append(SyncSender<Result<Vec<Location>>>, Vec<Location>, u64),
+    Done(SyncSender<Result<()>>),
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    active: Option<Active>,
+    next_segment_id: u64,
+    epoch: u64,
+    next_sequence: u64,
+    /// Written bytes of the active segment are not all synced.
+    dirty: bool,
+}
+
+impl Writer {
+    fn run(mut self, receiver: &Receiver<Request>) {
+        loop {
+            let first = match self.shared.options.sync_interval {
+                Some(interval) if self.dirty => match receiver.recv_timeout(interval) {
+                    Ok(request) => request,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.timed_sync();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                _ => match receiver.recv() {
+                    Ok(request) => request,
+                    Err(_) => break,
+                },
+            };
+            let mut bytes = request_bytes(&first);
+            let mut batch = vec![first];
+            while bytes < self.shared.options.batch_bytes_max {
+                match receiver.try_recv() {
+                    Ok(request) => {
+                        bytes += request_bytes(&request);
+                        batch.push(request);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            if self.process(batch) {
+                break;
+            }
+        }
+        let _ = self.finish(false);
+    }
+
+    fn timed_sync(&mut self) {
+        if let Err(error) = self.flush(&mut Vec::new(), true) {
+            self.poison(&error);
+        }
+    }
+
+    /// Records the first failure; from now on the log refuses writes.
+    fn poison(&self, error: &Error) {
+        let mut poisoned = self
+            .shared
+            .poisoned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        poisoned.get_or_insert_with(|| error.to_string());
+    }
+
+    /// Handles one batch; returns true on shutdown.
+    fn process(&mut self, batch: Vec<Request>) -> bool {
+        let mut buffer = Vec::new();
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut sync = false;
+        let mut shutdown = false;
+        let mut rotate = false;
+        let mut failure = self
+            .shared
+            .poison_cause()
+            .map(|cause| Error::Poisoned { cause });
+        for request in batch {
+            match request {
+                Request::Append {
+                    records,
+                    durability,
+                    reply,
+                    ..
+                } => {
+                    if failure.is_some() {
+                        replies.push(Reply::Append(reply, Vec::new(), 0));
+                        continue;
+                    }
+                    let count = records.len() as u64;
+                    match self.place(records, &mut buffer) {
+                        Ok(locations) => replies.push(Reply::Append(reply, locations, count)),
+                        Err(error) => {
+                            self.poison(&error);
+                            failure = Some(error);
+                            replies.push(Reply::Append(reply, Vec::new(), 0));
+                        }
+                    }
+                    sync |= durability == Durability::SyncData;
+                }
+                Request::Sync { reply } => {
+                    sync = true;
+                    replies.push(Reply::Done(reply));
+                }
+                Request::Rotate { reply } => {
+                    rotate = true;
+                    replies.push(Reply::Done(reply));
+                }
+                Request::Shutdown { reply } => {
+                    shutdown = true;
+                    replies.push(Reply::Done(reply));
+                }
+            }
+        }
+        if failure.is_none() {
+            let flushed = self.flush(&mut buffer, sync || rotate || shutdown);
+            let sealed = flushed.and_then(|()| {
+                if rotate || shutdown {
+                    self.seal()
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(error) = sealed {
+                self.poison(&error);
+                failure = Some(error);
+            }
+        }
+        self.answer(replies, failure.as_ref());
+        shutdown
+    }
+
+    /// Answers every request of a batch: the batch's own failure, if any,
+    /// goes to each of its requests (an I/O error keeps its OS error code).
+    fn answer(&self, replies: Vec<Reply>, failure: Option<&Error>) {
+        let counters = &self.shared.counters;
+        for reply in replies {
+            let failed = || failure.map_or(Error::Closed, copy_error);
+            match reply {
+                Reply::Append(reply, locations, count) => {
+                    if failure.is_none() {
+                        counters.appends.fetch_add(1, Ordering::Relaxed);
+                        counters.records.fetch_add(count, Ordering::Relaxed);
+                    }
+                    let _ = reply.send(if failure.is_some() {
+                        Err(failed())
+                    } else {
+                        Ok(locations)
+                    });
+                }
+                Reply::Done(reply) => {
+                    let _ = reply.send(if failure.is_some() {
+                        Err(failed())
+                    } else {
+                        Ok(())
+                    });
+                }
+            }
+        }
+    }
+
+    /// Frames `records` into `buffer`, rotating segments as needed.
+    fn place(
+        &mut self,
+        records: Vec<PendingRecord>,
+        buffer: &mut Vec<u8>,
+    ) -> Result<Vec<Location>> {
+        let mut locations = Vec::with_capacity(records.len());
+        for record in records {
+            let len = record.encoded.len() as u64;
+            let fits = |active: &Active| {
+                active.offset + buffer.len() as u64 + len <= self.shared.options.segment_bytes
+            };
+            if self.active.as_ref().is_some_and(|active| !fits(active)) {
+                self.flush(buffer, true)?;
+                self.seal()?;
+            }
+            if self.active.is_none() {
+                self.create_segment()?;
+            }
+            let active = self.active.as_ref().expect("created above");
+            let offset = active.offset + buffer.len() as u64;
+            let header = RecordHeader {
+                kind: record.kind,
+                payload_len: record.payload_len,
+                sequence: self.next_sequence,
+                epoch: self.epoch,
+                synced_through: active.synced,
+            };
+            let mut encoded = record.encoded;
+            encoded
+                .get_mut(..RECORD_HEADER_SIZE)
+                .expect("framed with a header")
+                .copy_from_slice(&record::encode_header(&header, record.payload_crc));
+            buffer.extend_from_slice(&encoded);
+            locations.push(Location {
+                segment_id: active.id,
+                offset,
+                sequence: self.next_sequence,
+                payload_len: record.payload_len,
+            });
+            self.next_sequence += 1;
+        }
+        Ok(locations)
+    }
+
+    /// Writes `buffer` at the end of the active segment, syncing if asked.
+    fn flush(&mut self, buffer: &mut Vec<u8>, sync: bool) -> Result<()> {
+        let Some(active) = self.active.as_mut() else {
+            return Ok(());
+        };
+        let counters = &self.shared.counters;
+        let id = Some(active.id);
+        if !buffer.is_empty() {
+            let file = &active.entry.file;
+            if sync {
+                file.write_and_sync(buffer, active.offset)
+                    .map_err(io_error("write and sync", id))?;
+            } else {
+                file.write_at(buffer, active.offset)
+                    .map_err(io_error("write", id))?;
+            }
+            counters.batches.fetch_add(1, Ordering::Relaxed);
+            counters
+                .bytes_written
+                .fetch_add(buffer.len() as u64, Ordering::Relaxed);
+            active.offset += buffer.len() as u64;
+            active
+                .entry
+                .data_end
+                .store(active.offset, Ordering::Release);
+            buffer.clear();
+            if sync {
+                counters.syncs.fetch_add(1, Ordering::Relaxed);
+                active.synced = active.offset;
+                self.dirty = false;
+            } else {
+                self.dirty = true;
+            }
+        } else if sync && self.dirty {
+            active
+                .entry
+                .file
+                .sync_data()
+                .map_err(io_error("sync", id))?;
+            counters.syncs.fetch_add(1, Ordering::Relaxed);
+            active.synced = active.offset;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Seals the (synced) active segment: truncates the unused preallocated
+    /// space, syncs, and marks it sealed.
+    fn seal(&mut self) -> Result<()> {
+        let Some(active) = self.active.take() else {
+            return Ok(());
+        };
+        debug_assert_eq!(active.synced, active.offset, "sealed segments are synced");
+        let id = Some(active.id);
+        let file = &active.entry.file;
+        file.set_len(active.offset)
+            .map_err(io_error("truncate sealed segment", id))?;
+        file.sync_data()
+            .map_err(io_error("sync sealed segment", id))?;
+        active.entry.sealed.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn create_segment(&mut self) -> Result<()> {
+        let id = self.next_segment_id;
+        let header = SegmentHeader {
+            log_kind: self.shared.options.log_kind,
+            segment_id: id,
+            epoch: self.epoch,
+            first_sequence: self.next_sequence,
+            created_at_unix_ms: now_unix_ms(),
+        };
+        let disk = &self.shared.disk;
+        let segment = Some(id);
+        let file = disk
+            .open(&segment_file_name(id), true)
+            .map_err(io_error("create segment", segment))?;
+        if self.shared.options.preallocate {
+            file.allocate(self.shared.options.segment_bytes)
+                .map_err(io_error("preallocate segment", segment))?;
+        }
+        file.write_and_sync(&header.encode(), 0)
+            .map_err(io_error("write segment header", segment))?;
+        disk.sync_dir()
+            .map_err(io_error("sync directory", segment))?;
+        let entry = Arc::new(SegmentEntry {
+            file,
+            header,
+            data_end: AtomicU64::new(SEGMENT_HEADER_SIZE),
+            sealed: AtomicBool::new(false),
+        });
+        self.shared
+            .segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, Arc::clone(&entry));
+        self.next_segment_id += 1;
+        self.active = Some(Active {
+            id,
+            entry,
+            offset: SEGMENT_HEADER_SIZE,
+            synced: SEGMENT_HEADER_SIZE,
+        });
+        Ok(())
+    }
+
+    /// On shutdown (or when the channel closes): sync and seal what is active.
+    fn finish(&mut self, _: bool) -> Result<()> {
+        if self.shared.poison_cause().is_some() {
+            return Ok(());
+        }
+        self.flush(&mut Vec::new(), true)?;
+        self.seal()
+    }
+}
+
+/// A copy of a batch's failure for each of its requests.
+fn copy_error(error: &Error) -> Error {
+    match error {
+        Error::Io {
+            operation,
+            segment,
+            source,
+        } => Error::Io {
+            operation,
+            segment: *segment,
+            source: source.raw_os_error().map_or_else(
+                || std::io::Error::new(source.kind(), source.to_string()),
+                std::io::Error::from_raw_os_error,
+            ),
+        },
+        Error::Poisoned { cause } => Error::Poisoned {
+            cause: cause.clone(),
+        },
+        other => Error::Poisoned {
+            cause: other.to_string(),
+        },
+    }
+}
+
+fn request_bytes(request: &Request) -> u64 {
+    match request {
+        Request::Append { bytes, .. } => *bytes,
+        _ => 0,
+    }
+}
