@@ -2,15 +2,18 @@
 //!
 //! Subcommands land with the issues that build what they front: today
 //! `pagoda hash` (chain hashes of a token sequence, for checking a client
-//! implementation against the reference) and `pagoda --version`. Later: `serve`,
-//! `stats`, `fsck`, `bench`, `trace` and `replay`.
+//! implementation against the reference), `pagoda wal` (dump, verify and
+//! crash-test a log directory), `pagoda bench wal` and `pagoda --version`.
+//! Later: `serve`, `stats`, `fsck`, `trace` and `replay`.
 //!
 //! Exit status: 0 on success, 1 when the command failed (the reason is on
 //! stderr), 2 for a usage error.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod hash;
 mod tokens;
+mod wal_cmd;
 
 use std::process::ExitCode;
 
@@ -28,12 +31,20 @@ struct Cli {
 enum Command {
     /// Print the namespace id and the chain hashes of a token sequence.
     Hash(hash::HashArgs),
+    /// Inspect, verify or crash-test a log directory.
+    #[command(subcommand)]
+    Wal(wal_cmd::WalCommand),
+    /// Measure Pagoda against baselines run in the same process.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Hash(args) => hash::run(&args),
+        Command::Hash(args) => hash::run(&args).map_err(|error| error.to_string()),
+        Command::Wal(command) => wal_cmd::run(&command).map_err(|error| error.to_string()),
+        Command::Bench(command) => bench::run(&command).map_err(|error| error.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,289 @@
+//! `pagoda bench`: Pagoda measured against a baseline run in the same process,
+//! on the same filesystem, reported as ratios (absolute times on a shared
+//! machine are noise; ratios of neighbours in one run are not).
+//!
+//! `pagoda bench wal` runs two workloads on each disk backend:
+//!
+//! 1. **Sequential**: 1 MiB records, `Buffered`, with a `sync` every 64 MiB,
+//!    against a plain `pwrite` of the same bytes in 1 MiB writes with an
+//!    `fdatasync` every 64 MiB into a preallocated file. Goal: ratio ≥ 0.9.
+//! 2. **Group commit**: 4 KiB records, `SyncData`, from 1, 8 and 64 threads,
+//!    acknowledged appends per second against raw `pwrite`+`fdatasync` pairs
+//!    per second from one thread. Group commit lets many appenders share one
+//!    sync, so the ratio grows with the thread count.
+//!
+//! Each figure is the median of `--rounds` rounds, the rounds of the baseline
+//! and of each backend interleaved so drift hits them alike.
+
+#![expect(
+    clippy::cast_precision_loss,
+    reason = "rates are reported to three digits"
+)]
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use pagoda_formats::record::RecordKind;
+use pagoda_wal::disk::{self, BackendChoice};
+use pagoda_wal::{Durability, Wal, WalOptions};
+
+/// Subcommands of `pagoda bench`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCommand {
+    /// The log against raw writes and fsyncs.
+    Wal(WalBenchArgs),
+}
+
+/// Flags of `pagoda bench wal`.
+#[derive(Debug, Args)]
+pub(crate) struct WalBenchArgs {
+    /// Scratch directory on the filesystem to measure (emptied of bench files after).
+    #[arg(long, default_value = "pagoda-bench")]
+    dir: PathBuf,
+    /// MiB written per sequential round.
+    #[arg(long, default_value_t = 256)]
+    sequential_mib: u64,
+    /// Seconds per group-commit round.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Rounds per figure (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Appender thread counts for the group-commit workload.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 8, 64])]
+    threads: Vec<usize>,
+}
+
+/// Why a benchmark failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BenchError {
+    #[error("I/O error in {what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Wal(#[from] pagoda_wal::Error),
+}
+
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> BenchError {
+    move |source| BenchError::Io { what, source }
+}
+
+const MIB: u64 = 1 << 20;
+const RECORD_BYTES: usize = 4096;
+
+pub(crate) fn run(command: &BenchCommand) -> Result<(), BenchError> {
+    match command {
+        BenchCommand::Wal(args) => bench_wal(args),
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn backends(dir: &Path) -> Vec<(&'static str, BackendChoice)> {
+    let mut found = vec![("std", BackendChoice::Std)];
+    if disk::open_dir(dir, BackendChoice::IoUring).is_ok() {
+        found.insert(0, ("io_uring", BackendChoice::IoUring));
+    } else {
+        eprintln!("io_uring unavailable here: measuring the std backend only");
+    }
+    found
+}
+
+fn bench_wal(args: &WalBenchArgs) -> Result<(), BenchError> {
+    std::fs::create_dir_all(&args.dir).map_err(io("create bench dir"))?;
+    let backends = backends(&args.dir);
+    let mut rows = Vec::new();
+
+    eprintln!(
+        "sequential: {} MiB of 1 MiB records, sync every 64 MiB, {} rounds",
+        args.sequential_mib, args.rounds
+    );
+    let mut raw = Vec::new();
+    let mut logs = vec![Vec::new(); backends.len()];
+    for round in 0..args.rounds {
+        raw.push(raw_sequential(&args.dir, args.sequential_mib)?);
+        for (index, (name, choice)) in backends.iter().enumerate() {
+            logs[index].push(wal_sequential(&args.dir, *choice, args.sequential_mib)?);
+            eprintln!("  round {}: {name} done", round + 1);
+        }
+    }
+    let raw = median(raw);
+    for ((name, _), figures) in backends.iter().zip(logs) {
+        let log = median(figures);
+        rows.push(format!(
+            "| sequential 1 MiB, sync/64 MiB | {name} | {:.2} GB/s | {:.2} GB/s raw pwrite+fdatasync | {:.2} |",
+            log / 1e9,
+            raw / 1e9,
+            log / raw
+        ));
+    }
+
+    let seconds = Duration::from_secs_f64(args.seconds);
+    eprintln!("group commit: 4 KiB SyncData appends, {seconds:?} per round");
+    for &threads in &args.threads {
+        let mut raw = Vec::new();
+        let mut logs = vec![Vec::new(); backends.len()];
+        for _ in 0..args.rounds {
+            raw.push(raw_fsyncs(&args.dir, seconds)?);
+            for (index, (_, choice)) in backends.iter().enumerate() {
+                logs[index].push(wal_group_commit(&args.dir, *choice, threads, seconds)?);
+            }
+        }
+        let raw = median(raw);
+        for ((name, _), figures) in backends.iter().zip(logs) {
+            let log = median(figures);
+            rows.push(format!(
+                "| 4 KiB SyncData, {threads} appender(s) | {name} | {log:.0} appends/s | {raw:.0} fsyncs/s raw | {:.2} |",
+                log / raw
+            ));
+        }
+        eprintln!("  {threads} thread(s) done");
+    }
+    let _ = std::fs::remove_dir(&args.dir);
+
+    println!("| workload | backend | pagoda-wal | baseline (same run) | ratio |");
+    println!("|---|---|---|---|---|");
+    for row in rows {
+        println!("{row}");
+    }
+    Ok(())
+}
+
+/// Bytes per second of plain 1 MiB `pwrite`s with an `fdatasync` every 64 MiB.
+fn raw_sequential(dir: &Path, mib: u64) -> Result<f64, BenchError> {
+    let path = dir.join("raw-sequential.bin");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io("create raw file"))?;
+    rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, mib * MIB)
+        .map_err(|errno| io("fallocate")(errno.into()))?;
+    let chunk = vec![0x5au8; usize::try_from(MIB).unwrap_or(usize::MAX)];
+    let started = Instant::now();
+    for index in 0..mib {
+        file.write_all_at(&chunk, index * MIB)
+            .map_err(io("raw write"))?;
+        if (index + 1) % 64 == 0 {
+            file.sync_data().map_err(io("raw fdatasync"))?;
+        }
+    }
+    file.sync_data().map_err(io("raw fdatasync"))?;
+    let elapsed = started.elapsed().as_secs_f64();
+    drop(file);
+    std::fs::remove_file(&path).map_err(io("remove raw file"))?;
+    Ok((mib * MIB) as f64 / elapsed)
+}
+
+fn fresh_wal(dir: &Path, choice: BackendChoice, name: &str) -> Result<(Wal, PathBuf), BenchError> {
+    let path = dir.join(name);
+    let _ = std::fs::remove_dir_all(&path);
+    let disk = disk::open_dir(&path, choice).map_err(io("open log dir"))?;
+    let options = WalOptions {
+        sync_interval: None,
+        ..WalOptions::default()
+    };
+    Ok((Wal::open(disk, options)?, path))
+}
+
+/// Bytes per second of 1 MiB `Buffered` appends with a `sync` every 64 MiB.
+fn wal_sequential(dir: &Path, choice: BackendChoice, mib: u64) -> Result<f64, BenchError> {
+    let (wal, path) = fresh_wal(dir, choice, "wal-sequential")?;
+    let record = vec![0x5au8; usize::try_from(MIB).unwrap_or(usize::MAX)];
+    let started = Instant::now();
+    for index in 0..mib {
+        wal.append(RecordKind::Block, &record, Durability::Buffered)?;
+        if (index + 1) % 64 == 0 {
+            wal.sync()?;
+        }
+    }
+    wal.sync()?;
+    let elapsed = started.elapsed().as_secs_f64();
+    wal.close()?;
+    std::fs::remove_dir_all(&path).map_err(io("remove log dir"))?;
+    Ok((mib * MIB) as f64 / elapsed)
+}
+
+/// `pwrite` + `fdatasync` pairs of 4 KiB per second, from one thread.
+fn raw_fsyncs(dir: &Path, duration: Duration) -> Result<f64, BenchError> {
+    let path = dir.join("raw-fsync.bin");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io("create raw file"))?;
+    let block = vec![0x42u8; RECORD_BYTES];
+    let started = Instant::now();
+    let mut count = 0u64;
+    while started.elapsed() < duration {
+        file.write_all_at(&block, count * RECORD_BYTES as u64)
+            .map_err(io("raw write"))?;
+        file.sync_data().map_err(io("raw fdatasync"))?;
+        count += 1;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    drop(file);
+    std::fs::remove_file(&path).map_err(io("remove raw file"))?;
+    Ok(count as f64 / elapsed)
+}
+
+/// Acknowledged 4 KiB `SyncData` appends per second from `threads` threads.
+fn wal_group_commit(
+    dir: &Path,
+    choice: BackendChoice,
+    threads: usize,
+    duration: Duration,
+) -> Result<f64, BenchError> {
+    let (wal, path) = fresh_wal(dir, choice, "wal-group-commit")?;
+    let wal = Arc::new(wal);
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (wal, acknowledged, failed) = (
+                Arc::clone(&wal),
+                Arc::clone(&acknowledged),
+                Arc::clone(&failed),
+            );
+            std::thread::spawn(move || {
+                let record = vec![0x42u8; RECORD_BYTES];
+                while started.elapsed() < duration {
+                    match wal.append(RecordKind::Block, &record, Durability::SyncData) {
+                        Ok(_) => acknowledged.fetch_add(1, Ordering::Relaxed),
+                        Err(pagoda_wal::Error::QueueFull { .. }) => continue,
+                        Err(_) => {
+                            failed.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        let _ = handle.join();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let count = acknowledged.load(Ordering::Relaxed);
+    if failed.load(Ordering::Relaxed) {
+        wal.sync()?;
+    }
+    drop(wal);
+    std::fs::remove_dir_all(&path).map_err(io("remove log dir"))?;
+    Ok(count as f64 / elapsed)
+}
