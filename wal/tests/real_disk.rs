@@ -1,11 +1,7 @@
 //! The log on real files, through both storage backends: io_uring (the
 //! default where the kernel allows it) and the `std::fs` fallback, so CI
 //! exercises both on every run.
-#![expect(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    reason = "test fixtures"
-)]
+#![expect(clippy::unwrap_used, reason = "test fixtures")]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -55,7 +51,7 @@ fn backends() -> Vec<BackendChoice> {
 
 fn payload(index: usize) -> Vec<u8> {
     (0..(index * 997) % 20_000)
-        .map(|at| (at * 13 + index) as u8)
+        .map(|at| (at * 13 + index).to_le_bytes()[0])
         .collect()
 }
 
