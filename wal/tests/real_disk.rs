@@ -51,7 +51,7 @@ fn backends() -> Vec<BackendChoice> {
 
 fn payload(index: usize) -> Vec<u8> {
     (0..(index * 997) % 20_000)
-        .map(|at| (at * 13 + index).to_le_bytes()[0])
+        .map(|at| u8::try_from((at * 13 + index) % 256).unwrap())
         .collect()
 }
 
