@@ -15,7 +15,7 @@ seconds=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(record segment_scan block_header block_key namespace)
+  targets=(record segment_scan block_header block_key namespace log_dir)
 fi
 
 # Seed corpora from the golden vectors: every "encoding" hex string becomes a
