@@ -53,8 +53,8 @@ pub mod sim;
 pub use disk::{Disk, DiskFile};
 pub use error::{Error, Result};
 pub use log::{
-    Durability, Location, Reclaimed, Recovery, RecoveryReport, SegmentInfo, Wal, WalOptions,
-    WalStats,
+    AppendTicket, Durability, Location, Reclaimed, Recovery, RecoveryReport, SegmentInfo, Wal,
+    WalOptions, WalStats,
 };
 pub use pagoda_formats::segment::LogKind;
 pub use recovery::{InspectedSegment, inspect};

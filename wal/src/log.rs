@@ -243,14 +243,49 @@ impl Shared {
     }
 }
 
-/// A record framed by the caller, waiting for its header.
+/// A record checksummed by the caller, waiting for its header.
 #[derive(Debug)]
 struct PendingRecord {
     kind: RecordKind,
-    /// Header placeholder, payload, zero padding.
-    encoded: Vec<u8>,
+    payload: Vec<u8>,
     payload_crc: u32,
     payload_len: u32,
+}
+
+impl PendingRecord {
+    fn encoded_len(&self) -> u64 {
+        record_len(self.payload_len)
+    }
+}
+
+/// The records of one batch, framed but not copied: each record is its
+/// header, its payload buffer and its padding, written with one vectored write.
+#[derive(Debug, Default)]
+struct Batch {
+    pieces: Vec<Vec<u8>>,
+    bytes: u64,
+}
+
+impl Batch {
+    fn push(&mut self, header: [u8; RECORD_HEADER_SIZE], payload: Vec<u8>, encoded_len: u64) {
+        let padding = encoded_len - RECORD_HEADER_SIZE as u64 - payload.len() as u64;
+        self.pieces.push(header.to_vec());
+        self.pieces.push(payload);
+        if padding > 0 {
+            self.pieces
+                .push(vec![0; usize::try_from(padding).expect("padding < 8")]);
+        }
+        self.bytes += encoded_len;
+    }
+
+    fn slices(&self) -> Vec<&[u8]> {
+        self.pieces.iter().map(Vec::as_slice).collect()
+    }
+
+    fn clear(&mut self) {
+        self.pieces.clear();
+        self.bytes = 0;
+    }
 }
 
 enum Request {
@@ -365,11 +400,28 @@ impl Wal {
         records: &[(RecordKind, &[u8])],
         durability: Durability,
     ) -> Result<Vec<Location>> {
+        let owned = records
+            .iter()
+            .map(|(kind, payload)| (*kind, payload.to_vec()))
+            .collect();
+        self.submit(owned, durability)?.wait()
+    }
+
+    /// Queues records, taking ownership of their payloads (no copy), and
+    /// returns at once; [`AppendTicket::wait`] gives the acknowledgement.
+    /// Keeping several submissions in flight lets one caller overlap its
+    /// checksumming with the writer's I/O; their order in the log is the
+    /// order of the `submit` calls.
+    pub fn submit(
+        &self,
+        records: Vec<(RecordKind, Vec<u8>)>,
+        durability: Durability,
+    ) -> Result<AppendTicket> {
         let mut pending = Vec::with_capacity(records.len());
         let mut bytes = 0u64;
         for (kind, payload) in records {
-            let record = self.frame(*kind, payload)?;
-            bytes += record.encoded.len() as u64;
+            let record = self.frame(kind, payload)?;
+            bytes += record.encoded_len();
             pending.push(record);
         }
         if bytes > self.shared.options.batch_bytes_max {
@@ -390,10 +442,10 @@ impl Wal {
             self.shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
             return Err(error);
         }
-        answer.recv().map_err(|_| Error::Closed)?
+        Ok(AppendTicket { answer })
     }
 
-    fn frame(&self, kind: RecordKind, payload: &[u8]) -> Result<PendingRecord> {
+    fn frame(&self, kind: RecordKind, payload: Vec<u8>) -> Result<PendingRecord> {
         let max = self.shared.options.payload_bytes_max();
         if payload.len() as u64 > max {
             return Err(Error::RecordTooLarge {
@@ -402,15 +454,11 @@ impl Wal {
             });
         }
         let payload_len = u32::try_from(payload.len()).expect("bounded by payload_bytes_max");
-        let total = usize::try_from(record_len(payload_len)).expect("bounded record length");
-        let mut encoded = Vec::with_capacity(total);
-        encoded.resize(RECORD_HEADER_SIZE, 0);
-        encoded.extend_from_slice(payload);
-        encoded.resize(total, 0);
+        let payload_crc = crc32c::crc32c(&payload);
         Ok(PendingRecord {
             kind,
-            encoded,
-            payload_crc: crc32c::crc32c(payload),
+            payload,
+            payload_crc,
             payload_len,
         })
     }
@@ -713,6 +761,20 @@ impl Drop for Wal {
     }
 }
 
+/// An append in flight ([`Wal::submit`]).
+#[derive(Debug)]
+#[must_use = "an append is only acknowledged once its ticket is waited on"]
+pub struct AppendTicket {
+    answer: std::sync::mpsc::Receiver<Result<Vec<Location>>>,
+}
+
+impl AppendTicket {
+    /// Waits for the acknowledgement: the records' locations, in order.
+    pub fn wait(self) -> Result<Vec<Location>> {
+        self.answer.recv().map_err(|_| Error::Closed)?
+    }
+}
+
 /// The outcome of [`Wal::reclaim_oldest`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reclaimed {
@@ -786,7 +848,7 @@ impl Writer {
     }
 
     fn timed_sync(&mut self) {
-        if let Err(error) = self.flush(&mut Vec::new(), true) {
+        if let Err(error) = self.flush(&mut Batch::default(), true) {
             self.poison(&error);
         }
     }
@@ -803,7 +865,7 @@ impl Writer {
 
     /// Handles one batch; returns true on shutdown.
     fn process(&mut self, batch: Vec<Request>) -> bool {
-        let mut buffer = Vec::new();
+        let mut buffer = Batch::default();
         let mut replies = Vec::with_capacity(batch.len());
         let mut sync = false;
         let mut shutdown = false;
@@ -897,16 +959,12 @@ impl Writer {
     }
 
     /// Frames `records` into `buffer`, rotating segments as needed.
-    fn place(
-        &mut self,
-        records: Vec<PendingRecord>,
-        buffer: &mut Vec<u8>,
-    ) -> Result<Vec<Location>> {
+    fn place(&mut self, records: Vec<PendingRecord>, buffer: &mut Batch) -> Result<Vec<Location>> {
         let mut locations = Vec::with_capacity(records.len());
         for record in records {
-            let len = record.encoded.len() as u64;
+            let len = record.encoded_len();
             let fits = |active: &Active| {
-                active.offset + buffer.len() as u64 + len <= self.shared.options.segment_bytes
+                active.offset + buffer.bytes + len <= self.shared.options.segment_bytes
             };
             if self.active.as_ref().is_some_and(|active| !fits(active)) {
                 self.flush(buffer, true)?;
@@ -916,7 +974,7 @@ impl Writer {
                 self.create_segment()?;
             }
             let active = self.active.as_ref().expect("created above");
-            let offset = active.offset + buffer.len() as u64;
+            let offset = active.offset + buffer.bytes;
             let header = RecordHeader {
                 kind: record.kind,
                 payload_len: record.payload_len,
@@ -924,12 +982,8 @@ impl Writer {
                 epoch: self.epoch,
                 synced_through: active.synced,
             };
-            let mut encoded = record.encoded;
-            encoded
-                .get_mut(..RECORD_HEADER_SIZE)
-                .expect("framed with a header")
-                .copy_from_slice(&record::encode_header(&header, record.payload_crc));
-            buffer.extend_from_slice(&encoded);
+            let framed = record::encode_header(&header, record.payload_crc);
+            buffer.push(framed, record.payload, len);
             locations.push(Location {
                 segment_id: active.id,
                 offset,
@@ -942,26 +996,27 @@ impl Writer {
     }
 
     /// Writes `buffer` at the end of the active segment, syncing if asked.
-    fn flush(&mut self, buffer: &mut Vec<u8>, sync: bool) -> Result<()> {
+    fn flush(&mut self, buffer: &mut Batch, sync: bool) -> Result<()> {
         let Some(active) = self.active.as_mut() else {
             return Ok(());
         };
         let counters = &self.shared.counters;
         let id = Some(active.id);
-        if !buffer.is_empty() {
+        if buffer.bytes > 0 {
             let file = &active.entry.file;
+            let slices = buffer.slices();
             if sync {
-                file.write_and_sync(buffer, active.offset)
+                file.write_vectored_and_sync(&slices, active.offset)
                     .map_err(io_error("write and sync", id))?;
             } else {
-                file.write_at(buffer, active.offset)
+                file.write_vectored_at(&slices, active.offset)
                     .map_err(io_error("write", id))?;
             }
             counters.batches.fetch_add(1, Ordering::Relaxed);
             counters
                 .bytes_written
-                .fetch_add(buffer.len() as u64, Ordering::Relaxed);
-            active.offset += buffer.len() as u64;
+                .fetch_add(buffer.bytes, Ordering::Relaxed);
+            active.offset += buffer.bytes;
             active
                 .entry
                 .data_end
@@ -1052,7 +1107,7 @@ impl Writer {
         if self.shared.poison_cause().is_some() {
             return Ok(());
         }
-        self.flush(&mut Vec::new(), true)?;
+        self.flush(&mut Batch::default(), true)?;
         self.seal()
     }
 }

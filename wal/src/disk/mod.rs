@@ -42,6 +42,17 @@ pub trait DiskFile: Send + Sync + fmt::Debug {
         self.write_at(buf, offset)?;
         self.sync_data()
     }
+    /// Writes the concatenation of `bufs` at `offset` (the log's batches:
+    /// each record's header and payload stay in their own buffers, so the
+    /// writer copies nothing). The default concatenates and calls `write_at`.
+    fn write_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        self.write_at(&bufs.concat(), offset)
+    }
+    /// [`DiskFile::write_vectored_at`], then [`DiskFile::sync_data`].
+    fn write_vectored_and_sync(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        self.write_vectored_at(bufs, offset)?;
+        self.sync_data()
+    }
     /// Reserves space up to `len` bytes (fallocate) where the filesystem
     /// supports it; reads of the reserved range return zeros.
     fn allocate(&self, len: u64) -> io::Result<()>;
@@ -49,6 +60,32 @@ pub trait DiskFile: Send + Sync + fmt::Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// The file's current length.
     fn len(&self) -> io::Result<u64>;
+}
+
+/// Most buffers in one vectored write (the kernel's `IOV_MAX`).
+pub(crate) const IOVECS_MAX: usize = 1024;
+
+/// Writes `bufs` at `offset` with `write_some`, a vectored write that may
+/// write fewer bytes than asked, until all are written.
+pub(crate) fn write_all_vectored(
+    bufs: &[&[u8]],
+    mut offset: u64,
+    mut write_some: impl FnMut(&[io::IoSlice<'_>], u64) -> io::Result<usize>,
+) -> io::Result<()> {
+    for group in bufs.chunks(IOVECS_MAX) {
+        let mut slices: Vec<io::IoSlice<'_>> =
+            group.iter().map(|buf| io::IoSlice::new(buf)).collect();
+        let mut remaining: &mut [io::IoSlice<'_>] = &mut slices;
+        while !remaining.is_empty() {
+            let written = write_some(remaining, offset)?;
+            if written == 0 {
+                return Err(io::Error::from(io::ErrorKind::WriteZero));
+            }
+            offset += written as u64;
+            io::IoSlice::advance_slices(&mut remaining, written);
+        }
+    }
+    Ok(())
 }
 
 /// A directory of files.

@@ -79,6 +79,12 @@ impl DiskFile for StdFile {
         self.file.sync_data()
     }
 
+    fn write_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        super::write_all_vectored(bufs, offset, |slices, at| {
+            rustix::io::pwritev(&self.file, slices, at).map_err(io::Error::from)
+        })
+    }
+
     fn allocate(&self, len: u64) -> io::Result<()> {
         allocate(&self.file, len)
     }

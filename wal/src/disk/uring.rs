@@ -195,6 +195,43 @@ impl DiskFile for UringFile {
             .with_ring(|ring| check(first(&submit(ring, &[self.sync_entry()])?)).map(drop))
     }
 
+    fn write_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        self.pool.with_ring(|ring| {
+            super::write_all_vectored(bufs, offset, |slices, at| {
+                let count = u32::try_from(slices.len()).unwrap_or(u32::MAX);
+                // `IoSlice` is ABI-compatible with `struct iovec` on Unix.
+                let entry =
+                    opcode::Writev::new(self.fd(), slices.as_ptr().cast(), count).offset(at);
+                check(first(&submit(ring, &[entry.build()])?))
+            })
+        })
+    }
+
+    fn write_vectored_and_sync(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        if bufs.len() > super::IOVECS_MAX {
+            self.write_vectored_at(bufs, offset)?;
+            return self.sync_data();
+        }
+        let total: usize = bufs.iter().map(|buf| buf.len()).sum();
+        let slices: Vec<io::IoSlice<'_>> = bufs.iter().map(|buf| io::IoSlice::new(buf)).collect();
+        let count = u32::try_from(slices.len()).unwrap_or(u32::MAX);
+        let linked = opcode::Writev::new(self.fd(), slices.as_ptr().cast(), count)
+            .offset(offset)
+            .build()
+            .flags(squeue::Flags::IO_LINK);
+        let results = self
+            .pool
+            .with_ring(|ring| submit(ring, &[linked, self.sync_entry()]))?;
+        let written = check(first(&results))?;
+        if written == total {
+            return check(results.get(1).copied().unwrap_or(-libc_eio())).map(drop);
+        }
+        // A short write cancels the linked sync: finish the rest plainly.
+        let rest: Vec<u8> = bufs.concat().split_off(written);
+        self.write_at(&rest, offset + written as u64)?;
+        self.sync_data()
+    }
+
     fn write_and_sync(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let linked = self.write_entry(buf, offset).flags(squeue::Flags::IO_LINK);
         let results = self
