@@ -6,7 +6,9 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/pagoda-target
 FUZZ_SECONDS ?= 10
 
-.PHONY: run test setup build lint fuzz fuzz-smoke vectors
+SEEDS ?= 1000
+
+.PHONY: run test setup build lint fuzz fuzz-smoke vectors crash-test bench
 
 setup:
 	@scripts/setup.sh
@@ -45,3 +47,11 @@ fuzz: setup
 # Regenerates formats/tests/vectors/ (only when a format version changes).
 vectors:
 	cargo run -p pagoda-formats --example golden
+
+# The log's crash test for SEEDS seeds (CI runs 12 inside `make test`).
+crash-test: build
+	"$(CARGO_TARGET_DIR)/release/pagoda" wal crash-test --seeds $(SEEDS)
+
+# The log against raw writes and fsyncs on this machine's filesystem.
+bench: build
+	"$(CARGO_TARGET_DIR)/release/pagoda" bench wal --dir pagoda-bench
