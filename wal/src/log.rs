@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pagoda_formats::limits::RECORD_PAYLOAD_BYTES_MAX;
+use pagoda_formats::limits::{DIRECT_IO_ALIGN, RECORD_PAYLOAD_BYTES_MAX};
 use pagoda_formats::record::{
     self, RECORD_HEADER_SIZE, RecordHeader, RecordKind, ScanEnd, decode_record, record_len,
 };
@@ -84,6 +84,12 @@ pub struct WalOptions {
     pub queued_bytes_max: u64,
     /// Reserve each segment's space at creation (fallocate).
     pub preallocate: bool,
+    /// Write batches with `O_DIRECT` where the filesystem allows it, each
+    /// batch padded to a 4096-byte boundary with a padding record. Pays off
+    /// for large records (steadier, faster sequential writes, no page-cache
+    /// pollution); costs up to 4 KiB of padding per batch, so small synced
+    /// records are better served buffered. Reads stay buffered.
+    pub direct_io: bool,
 }
 
 impl Default for WalOptions {
@@ -97,11 +103,22 @@ impl Default for WalOptions {
             queued_appends_max: limits::QUEUED_APPENDS_MAX_DEFAULT,
             queued_bytes_max: limits::QUEUED_BYTES_MAX_DEFAULT,
             preallocate: true,
+            direct_io: false,
         }
     }
 }
 
 impl WalOptions {
+    /// Bytes kept free at a segment's end for the padding record that ends a
+    /// direct-I/O batch on a 4096-byte boundary (at most 4096 + 47 bytes).
+    fn padding_reserve(&self) -> u64 {
+        if self.direct_io {
+            2 * DIRECT_IO_ALIGN
+        } else {
+            0
+        }
+    }
+
     fn validate(&self) -> Result<()> {
         let segment_range = limits::SEGMENT_BYTES_MIN..=limits::SEGMENT_BYTES_MAX;
         if !segment_range.contains(&self.segment_bytes) {
@@ -122,7 +139,10 @@ impl WalOptions {
 
     /// The largest payload one record may carry with these options.
     pub fn payload_bytes_max(&self) -> u64 {
-        let room = self.segment_bytes - SEGMENT_HEADER_SIZE - RECORD_HEADER_SIZE as u64;
+        let room = self.segment_bytes
+            - SEGMENT_HEADER_SIZE
+            - RECORD_HEADER_SIZE as u64
+            - self.padding_reserve();
         (room & !(pagoda_formats::limits::RECORD_ALIGN - 1)).min(RECORD_PAYLOAD_BYTES_MAX.into())
     }
 }
@@ -761,6 +781,42 @@ impl Drop for Wal {
     }
 }
 
+/// One 4096-byte page, aligned as `O_DIRECT` needs its buffers.
+#[derive(Clone, Copy)]
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+
+const _: () = assert!(std::mem::size_of::<Page>() as u64 == DIRECT_IO_ALIGN);
+
+/// Copies a padded batch into aligned pages for an `O_DIRECT` write.
+fn aligned_pages(buffer: &Batch) -> Vec<Page> {
+    assert!(
+        buffer.bytes.is_multiple_of(DIRECT_IO_ALIGN),
+        "direct batches are padded"
+    );
+    let count = usize::try_from(buffer.bytes / DIRECT_IO_ALIGN).expect("batch fits in memory");
+    let mut pages = vec![Page([0; 4096]); count];
+    let mut at = 0usize;
+    for piece in &buffer.pieces {
+        let mut rest = piece.as_slice();
+        while !rest.is_empty() {
+            let page = pages
+                .get_mut(at / 4096)
+                .expect("pieces add up to the pages");
+            let start = at % 4096;
+            let take = rest.len().min(4096 - start);
+            let (head, tail) = rest.split_at(take);
+            page.0
+                .get_mut(start..start + take)
+                .expect("within the page")
+                .copy_from_slice(head);
+            rest = tail;
+            at += take;
+        }
+    }
+    pages
+}
+
 /// An append in flight ([`Wal::submit`]).
 #[derive(Debug)]
 #[must_use = "an append is only acknowledged once its ticket is waited on"]
@@ -790,6 +846,8 @@ pub struct Reclaimed {
 struct Active {
     id: u64,
     entry: Arc<SegmentEntry>,
+    /// An `O_DIRECT` handle for writes, when `direct_io` is on and allowed.
+    direct: Option<Arc<dyn DiskFile>>,
     /// End of the bytes written.
     offset: u64,
     /// End of the bytes synced.
@@ -963,8 +1021,9 @@ impl Writer {
         let mut locations = Vec::with_capacity(records.len());
         for record in records {
             let len = record.encoded_len();
+            let reserve = self.shared.options.padding_reserve();
             let fits = |active: &Active| {
-                active.offset + buffer.bytes + len <= self.shared.options.segment_bytes
+                active.offset + buffer.bytes + len + reserve <= self.shared.options.segment_bytes
             };
             if self.active.as_ref().is_some_and(|active| !fits(active)) {
                 self.flush(buffer, true)?;
@@ -996,15 +1055,31 @@ impl Writer {
     }
 
     /// Writes `buffer` at the end of the active segment, syncing if asked.
+    /// With a direct handle the batch is first padded to a 4096-byte boundary
+    /// and copied into aligned pages, as `O_DIRECT` requires.
     fn flush(&mut self, buffer: &mut Batch, sync: bool) -> Result<()> {
+        if buffer.bytes > 0
+            && self
+                .active
+                .as_ref()
+                .is_some_and(|active| active.direct.is_some())
+        {
+            self.pad_for_direct_io(buffer)?;
+        }
         let Some(active) = self.active.as_mut() else {
             return Ok(());
         };
         let counters = &self.shared.counters;
         let id = Some(active.id);
         if buffer.bytes > 0 {
-            let file = &active.entry.file;
-            let slices = buffer.slices();
+            let pages;
+            let slices = if active.direct.is_some() {
+                pages = aligned_pages(buffer);
+                pages.iter().map(|page| page.0.as_slice()).collect()
+            } else {
+                buffer.slices()
+            };
+            let file = active.direct.as_ref().unwrap_or(&active.entry.file);
             if sync {
                 file.write_vectored_and_sync(&slices, active.offset)
                     .map_err(io_error("write and sync", id))?;
@@ -1039,6 +1114,37 @@ impl Writer {
             active.synced = active.offset;
             self.dirty = false;
         }
+        Ok(())
+    }
+
+    /// Ends the batch on a 4096-byte boundary with a padding record
+    /// (`formats/SPEC.md`, "Alignment for O_DIRECT").
+    fn pad_for_direct_io(&mut self, buffer: &mut Batch) -> Result<()> {
+        let active = self.active.as_ref().expect("checked by the caller");
+        let len = record::padding_len(active.offset + buffer.bytes);
+        if len == 0 {
+            return Ok(());
+        }
+        let mut padding = Vec::new();
+        record::encode_padding(
+            len,
+            self.next_sequence,
+            self.epoch,
+            active.synced,
+            &mut padding,
+        )
+        .map_err(|detail| Error::BadRecord {
+            location: Location {
+                segment_id: active.id,
+                offset: active.offset + buffer.bytes,
+                sequence: self.next_sequence,
+                payload_len: 0,
+            },
+            detail,
+        })?;
+        self.next_sequence += 1;
+        buffer.pieces.push(padding);
+        buffer.bytes += len;
         Ok(())
     }
 
@@ -1093,9 +1199,21 @@ impl Writer {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id, Arc::clone(&entry));
         self.next_segment_id += 1;
+        let direct = if self.shared.options.direct_io {
+            match disk.open_direct(&segment_file_name(id)) {
+                Ok(file) => Some(file),
+                Err(error) => {
+                    tracing::warn!(%error, segment = id, "O_DIRECT unavailable; writing buffered");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         self.active = Some(Active {
             id,
             entry,
+            direct,
             offset: SEGMENT_HEADER_SIZE,
             synced: SEGMENT_HEADER_SIZE,
         });

@@ -14,7 +14,7 @@ use crate::{Durability, Error, Location, Recovery, Wal, WalOptions};
 fn options() -> WalOptions {
     WalOptions {
         sync_interval: None,
-        ..crash::crash_options()
+        ..crash::crash_options(0)
     }
 }
 
@@ -424,6 +424,43 @@ fn an_incomplete_new_segment_is_removed_at_open() {
         Wal::open(Arc::new(disk), options()),
         Err(Error::BadSegment { .. })
     ));
+}
+
+#[test]
+fn direct_io_batches_are_aligned_and_padded() {
+    let disk = SimDisk::new(13);
+    let direct = WalOptions {
+        direct_io: true,
+        ..options()
+    };
+    let wal = Wal::open(Arc::new(disk.clone()), direct.clone()).unwrap();
+    let written = fill(&wal, 30, 3000, Durability::SyncData);
+    let mut paddings = 0;
+    for segment in wal.segments() {
+        assert_eq!(
+            segment.data_end % 4096,
+            0,
+            "direct batches end on a page boundary"
+        );
+        let (records, end) = wal.scan_segment(segment.id, None).unwrap();
+        assert!(
+            matches!(end, pagoda_formats::record::ScanEnd::Clean { .. }),
+            "{end:?}"
+        );
+        paddings += records
+            .iter()
+            .filter(|(_, kind)| *kind == RecordKind::Padding)
+            .count();
+    }
+    assert!(paddings > 0);
+    for (location, bytes) in &written {
+        assert_eq!(&wal.read(location).unwrap(), bytes);
+    }
+    wal.close().unwrap();
+    let wal = Wal::open(Arc::new(disk), direct).unwrap();
+    for (location, bytes) in &written {
+        assert_eq!(&wal.read(location).unwrap(), bytes);
+    }
 }
 
 proptest! {

@@ -152,6 +152,36 @@ fn both_backends_cut_a_torn_tail_and_refuse_mid_log_corruption() {
 }
 
 #[test]
+fn direct_io_round_trips_on_both_backends() {
+    for choice in backends() {
+        let dir = TempDir::new(&format!("direct-{choice:?}"));
+        let options = WalOptions {
+            direct_io: true,
+            ..options()
+        };
+        // This filesystem (ext4) allows O_DIRECT, so the log really uses it.
+        let probe = disk::open_dir(&dir.0, choice).unwrap();
+        probe.open("probe", true).unwrap();
+        probe.open_direct("probe").unwrap();
+        probe.remove("probe").unwrap();
+        let wal = Wal::open(disk::open_dir(&dir.0, choice).unwrap(), options.clone()).unwrap();
+        let written = write(&wal, 40);
+        for (location, bytes) in &written {
+            assert_eq!(&wal.read(location).unwrap(), bytes, "{choice:?}");
+        }
+        wal.close().unwrap();
+        let wal = Wal::open(disk::open_dir(&dir.0, choice).unwrap(), options).unwrap();
+        for (location, bytes) in &written {
+            assert_eq!(
+                &wal.read(location).unwrap(),
+                bytes,
+                "{choice:?} after reopen"
+            );
+        }
+    }
+}
+
+#[test]
 fn concurrent_sync_appenders_on_a_real_disk() {
     for choice in backends() {
         let dir = TempDir::new(&format!("concurrent-{choice:?}"));

@@ -92,6 +92,15 @@ pub(crate) fn write_all_vectored(
 pub trait Disk: Send + Sync + fmt::Debug {
     /// Opens a file, creating it when `create` is true.
     fn open(&self, name: &str, create: bool) -> io::Result<Arc<dyn DiskFile>>;
+    /// Opens an existing file for direct I/O (`O_DIRECT`, bypassing the page
+    /// cache): every write through it must start at a multiple of
+    /// [`DIRECT_IO_ALIGN`](pagoda_formats::limits::DIRECT_IO_ALIGN), be a
+    /// multiple of it long, and come from buffers aligned to it. Fails with
+    /// `Unsupported` where the filesystem or backend cannot.
+    fn open_direct(&self, name: &str) -> io::Result<Arc<dyn DiskFile>> {
+        let _ = name;
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
     /// Names of the files in the directory, sorted.
     fn list(&self) -> io::Result<Vec<String>>;
     /// Removes a file.

@@ -39,6 +39,17 @@ pub(crate) fn open_file(root: &Path, name: &str, create: bool) -> io::Result<Fil
         .open(root.join(name))
 }
 
+/// Opens an existing file with `O_DIRECT`.
+pub(crate) fn open_direct_file(root: &Path, name: &str) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let direct = i32::try_from(rustix::fs::OFlags::DIRECT.bits()).unwrap_or(0);
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(direct)
+        .open(root.join(name))
+}
+
 pub(crate) fn list_dir(root: &Path) -> io::Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(root)? {
@@ -102,6 +113,12 @@ impl Disk for StdDisk {
     fn open(&self, name: &str, create: bool) -> io::Result<Arc<dyn DiskFile>> {
         Ok(Arc::new(StdFile {
             file: open_file(&self.root, name, create)?,
+        }))
+    }
+
+    fn open_direct(&self, name: &str) -> io::Result<Arc<dyn DiskFile>> {
+        Ok(Arc::new(StdFile {
+            file: open_direct_file(&self.root, name)?,
         }))
     }
 

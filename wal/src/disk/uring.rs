@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use io_uring::{IoUring, opcode, squeue, types};
 
-use super::std_fs::{allocate, list_dir, open_file};
+use super::std_fs::{allocate, list_dir, open_direct_file, open_file};
 use super::{Backend, Disk, DiskFile};
 
 /// Rings kept for reuse; callers beyond this many at once get a fresh ring
@@ -265,6 +265,14 @@ impl DiskFile for UringFile {
 impl Disk for UringDisk {
     fn open(&self, name: &str, create: bool) -> io::Result<Arc<dyn DiskFile>> {
         let file = open_file(&self.root, name, create)?;
+        Ok(Arc::new(UringFile {
+            file,
+            pool: Arc::clone(&self.pool),
+        }))
+    }
+
+    fn open_direct(&self, name: &str) -> io::Result<Arc<dyn DiskFile>> {
+        let file = open_direct_file(&self.root, name)?;
         Ok(Arc::new(UringFile {
             file,
             pool: Arc::clone(&self.pool),

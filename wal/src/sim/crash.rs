@@ -35,11 +35,13 @@ pub struct SeedReport {
 }
 
 /// Options of the workload's log: small segments so rotation happens often,
-/// no timer so the run is deterministic.
-pub fn crash_options() -> WalOptions {
+/// no timer so the run is deterministic; odd seeds write with direct I/O
+/// (aligned, padded batches), even seeds buffered.
+pub fn crash_options(seed: u64) -> WalOptions {
     WalOptions {
         segment_bytes: crate::limits::SEGMENT_BYTES_MIN,
         sync_interval: None,
+        direct_io: seed % 2 == 1,
         ..WalOptions::default()
     }
 }
@@ -64,12 +66,18 @@ struct Outcome {
     acknowledged: Vec<(Location, Vec<u8>, Durability)>,
     /// Every payload handed to an append, acknowledged or not.
     attempted: Vec<Vec<u8>>,
+    /// The error that stopped the workload, if one did.
+    stopped_by: Option<String>,
 }
 
 fn run_workload(disk: &SimDisk, seed: u64) -> Outcome {
     let mut outcome = Outcome::default();
-    let Ok(wal) = Wal::open(Arc::new(disk.clone()), crash_options()) else {
-        return outcome;
+    let wal = match Wal::open(Arc::new(disk.clone()), crash_options(seed)) {
+        Ok(wal) => wal,
+        Err(error) => {
+            outcome.stopped_by = Some(format!("open: {error}"));
+            return outcome;
+        }
     };
     let mut rng = SimRng::new(seed);
     for request in 0..40 {
@@ -93,12 +101,15 @@ fn run_workload(disk: &SimDisk, seed: u64) -> Outcome {
                     outcome.acknowledged.push((location, bytes, durability));
                 }
             }
-            Err(_) => break,
+            Err(error) => {
+                outcome.stopped_by = Some(format!("append: {error}"));
+                break;
+            }
         }
-        if rng.one_in(8) && wal.sync().is_err() {
-            break;
-        }
-        if rng.one_in(16) && wal.rotate().is_err() {
+        let step = if rng.one_in(8) { wal.sync() } else { Ok(()) };
+        let step = step.and_then(|()| if rng.one_in(16) { wal.rotate() } else { Ok(()) });
+        if let Err(error) = step {
+            outcome.stopped_by = Some(format!("sync or rotate: {error}"));
             break;
         }
     }
@@ -106,8 +117,8 @@ fn run_workload(disk: &SimDisk, seed: u64) -> Outcome {
     outcome
 }
 
-fn verify(disk: SimDisk, outcome: &Outcome, context: &str) -> Result<(), String> {
-    let wal = Wal::open(Arc::new(disk), crash_options())
+fn verify(disk: SimDisk, seed: u64, outcome: &Outcome, context: &str) -> Result<(), String> {
+    let wal = Wal::open(Arc::new(disk), crash_options(seed))
         .map_err(|error| format!("{context}: reopen failed: {error}"))?;
     for (location, bytes, durability) in &outcome.acknowledged {
         match wal.read(location) {
@@ -128,7 +139,10 @@ fn verify(disk: SimDisk, outcome: &Outcome, context: &str) -> Result<(), String>
         let (records, _) = wal.scan_segment(segment.id, None).map_err(|error| {
             format!("{context}: scan of segment {} failed: {error}", segment.id)
         })?;
-        for (location, _) in records {
+        for (location, kind) in records {
+            if kind == RecordKind::Padding {
+                continue;
+            }
             let read = wal
                 .read(&location)
                 .map_err(|error| format!("{context}: scanned {location:?} unreadable: {error}"))?;
@@ -162,8 +176,18 @@ fn verify(disk: SimDisk, outcome: &Outcome, context: &str) -> Result<(), String>
 pub fn run_seed(seed: u64) -> Result<SeedReport, String> {
     let clean = SimDisk::new(seed);
     let outcome = run_workload(&clean, seed);
+    if let Some(error) = &outcome.stopped_by {
+        return Err(format!(
+            "seed {seed}: the fault-free workload failed: {error}"
+        ));
+    }
     let counts = clean.counts();
-    verify(clean.crash(), &outcome, &format!("seed {seed}, no fault"))?;
+    verify(
+        clean.crash(),
+        seed,
+        &outcome,
+        &format!("seed {seed}, no fault"),
+    )?;
     let mut report = SeedReport {
         records: outcome.acknowledged.len() as u64,
         ..SeedReport::default()
@@ -177,6 +201,7 @@ pub fn run_seed(seed: u64) -> Result<SeedReport, String> {
         let outcome = run_workload(&disk, seed);
         verify(
             disk.crash(),
+            seed,
             &outcome,
             &format!("seed {seed}, crash before sync {point}"),
         )?;
@@ -191,6 +216,7 @@ pub fn run_seed(seed: u64) -> Result<SeedReport, String> {
         let outcome = run_workload(&disk, seed);
         verify(
             disk.crash(),
+            seed,
             &outcome,
             &format!("seed {seed}, crash in write {point}"),
         )?;

@@ -463,6 +463,26 @@ impl SimDisk {
 struct SimFile {
     disk: SimDisk,
     inode: u64,
+    /// Opened for direct I/O: writes must be aligned as `O_DIRECT` demands,
+    /// or they fail with `EINVAL`, as the kernel's do.
+    direct: bool,
+}
+
+/// `EINVAL` unless a direct write is aligned in offset, length and memory.
+fn check_direct(bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+    let align = pagoda_formats::limits::DIRECT_IO_ALIGN;
+    let aligned = offset.is_multiple_of(align)
+        && bufs.iter().all(|buf| {
+            (buf.len() as u64).is_multiple_of(align)
+                && (buf.as_ptr() as usize as u64).is_multiple_of(align)
+        });
+    if aligned {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(
+            rustix::io::Errno::INVAL.raw_os_error(),
+        ))
+    }
 }
 
 impl DiskFile for SimFile {
@@ -471,7 +491,17 @@ impl DiskFile for SimFile {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        if self.direct {
+            check_direct(&[buf], offset)?;
+        }
         self.disk.lock().write(self.inode, buf, offset)
+    }
+
+    fn write_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        if self.direct {
+            check_direct(bufs, offset)?;
+        }
+        self.disk.lock().write(self.inode, &bufs.concat(), offset)
     }
 
     fn sync_data(&self) -> io::Result<()> {
@@ -532,6 +562,21 @@ impl Disk for SimDisk {
         Ok(Arc::new(SimFile {
             disk: self.clone(),
             inode,
+            direct: false,
+        }))
+    }
+
+    fn open_direct(&self, name: &str) -> io::Result<Arc<dyn DiskFile>> {
+        let state = self.lock();
+        state.check_power()?;
+        let inode = *state
+            .names
+            .get(name)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        Ok(Arc::new(SimFile {
+            disk: self.clone(),
+            inode,
+            direct: true,
         }))
     }
 
