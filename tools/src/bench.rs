@@ -14,7 +14,8 @@
 //!    per second from one thread. Group commit lets many appenders share one
 //!    sync, so the ratio grows with the thread count.
 //!
-//! Each figure is the median of `--rounds` rounds, the rounds of the baseline
+//! Each workload runs on io_uring and on `std`, each buffered and with
+//! `O_DIRECT` (`WalOptions::direct_io`). Each figure is the median of `--rounds` rounds, the rounds of the baseline
 //! and of each backend interleaved so drift hits them alike.
 
 #![expect(
@@ -91,10 +92,17 @@ fn median(mut values: Vec<f64>) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
-fn backends(dir: &Path) -> Vec<(&'static str, BackendChoice)> {
-    let mut found = vec![("std", BackendChoice::Std)];
+/// A configuration of the log under test: name, backend, direct I/O.
+type Contender = (&'static str, BackendChoice, bool);
+
+fn backends(dir: &Path) -> Vec<Contender> {
+    let mut found = vec![
+        ("std", BackendChoice::Std, false),
+        ("std+O_DIRECT", BackendChoice::Std, true),
+    ];
     if disk::open_dir(dir, BackendChoice::IoUring).is_ok() {
-        found.insert(0, ("io_uring", BackendChoice::IoUring));
+        found.insert(0, ("io_uring+O_DIRECT", BackendChoice::IoUring, true));
+        found.insert(0, ("io_uring", BackendChoice::IoUring, false));
     } else {
         eprintln!("io_uring unavailable here: measuring the std backend only");
     }
@@ -111,40 +119,47 @@ fn bench_wal(args: &WalBenchArgs) -> Result<(), BenchError> {
         args.sequential_mib, args.rounds
     );
     let mut raw = Vec::new();
+    let mut raw_direct = Vec::new();
     let mut logs = vec![Vec::new(); backends.len()];
     // One unmeasured run first: the first large write of a process pays for
     // the page cache it has to claim.
-    raw_sequential(&args.dir, args.sequential_mib)?;
+    raw_sequential(&args.dir, args.sequential_mib, false)?;
     for round in 0..args.rounds {
         // Rotate the order each round, so no contender always runs first.
-        let contenders = backends.len() + 1;
+        let contenders = backends.len() + 2;
         eprint!("  round {}:", round + 1);
         for turn in 0..contenders {
             let which = (turn + round) % contenders;
-            if which == backends.len() {
-                let figure = raw_sequential(&args.dir, args.sequential_mib)?;
-                eprint!(" raw {:.2} GB/s", figure / 1e9);
-                raw.push(figure);
+            if which >= backends.len() {
+                let direct = which > backends.len();
+                let figure = raw_sequential(&args.dir, args.sequential_mib, direct)?;
+                let name = if direct { "raw+O_DIRECT" } else { "raw" };
+                eprint!(" {name} {:.2} GB/s", figure / 1e9);
+                if direct {
+                    raw_direct.push(figure);
+                } else {
+                    raw.push(figure);
+                }
             } else {
-                let (name, choice) = backends[which];
-                let figure = wal_sequential(&args.dir, choice, args.sequential_mib)?;
+                let (name, choice, direct) = backends[which];
+                let figure = wal_sequential(&args.dir, choice, direct, args.sequential_mib)?;
                 eprint!(" {name} {:.2} GB/s", figure / 1e9);
                 logs[which].push(figure);
             }
         }
         eprintln!();
     }
-    let raw_best = raw.iter().copied().fold(0.0, f64::max);
     let raw = median(raw);
-    for ((name, _), figures) in backends.iter().zip(logs) {
+    let raw_direct = median(raw_direct);
+    for ((name, _, _), figures) in backends.iter().zip(logs) {
         let log = median(figures);
         rows.push(format!(
-            "| sequential 1 MiB, sync/64 MiB | {name} | {:.2} GB/s | {:.2} GB/s raw pwrite+fdatasync (best round {:.2}) | {:.2} (vs best raw {:.2}) |",
+            "| sequential 1 MiB, sync/64 MiB | {name} | {:.2} GB/s | {:.2} GB/s raw pwrite+fdatasync; {:.2} GB/s with O_DIRECT | {:.2}; {:.2} vs O_DIRECT raw |",
             log / 1e9,
             raw / 1e9,
-            raw_best / 1e9,
+            raw_direct / 1e9,
             log / raw,
-            log / raw_best
+            log / raw_direct
         ));
     }
 
@@ -155,12 +170,13 @@ fn bench_wal(args: &WalBenchArgs) -> Result<(), BenchError> {
         let mut logs = vec![Vec::new(); backends.len()];
         for _ in 0..args.rounds {
             raw.push(raw_fsyncs(&args.dir, seconds)?);
-            for (index, (_, choice)) in backends.iter().enumerate() {
-                logs[index].push(wal_group_commit(&args.dir, *choice, threads, seconds)?);
+            for (index, (_, choice, direct)) in backends.iter().enumerate() {
+                let figure = wal_group_commit(&args.dir, *choice, *direct, threads, seconds)?;
+                logs[index].push(figure);
             }
         }
         let raw = median(raw);
-        for ((name, _), figures) in backends.iter().zip(logs) {
+        for ((name, _, _), figures) in backends.iter().zip(logs) {
             let log = median(figures);
             rows.push(format!(
                 "| 4 KiB SyncData, {threads} appender(s) | {name} | {log:.0} appends/s | {raw:.0} fsyncs/s raw | {:.2} |",
@@ -182,9 +198,15 @@ fn bench_wal(args: &WalBenchArgs) -> Result<(), BenchError> {
 /// Bytes per second of plain 1 MiB `pwrite`s with an `fdatasync` every 64 MiB,
 /// into files of the log's segment size, each preallocated (fallocate) when
 /// started, inside the timed run — the file layout of the log without the log.
-fn raw_sequential(dir: &Path, mib: u64) -> Result<f64, BenchError> {
+/// With `direct`, the files are written with `O_DIRECT` from an aligned buffer.
+fn raw_sequential(dir: &Path, mib: u64, direct: bool) -> Result<f64, BenchError> {
     let file_mib = WalOptions::default().segment_bytes / MIB;
-    let chunk = vec![0x5au8; usize::try_from(MIB).unwrap_or(usize::MAX)];
+    let mib_bytes = usize::try_from(MIB).unwrap_or(usize::MAX);
+    let mut storage = vec![0x5au8; mib_bytes + 4096];
+    let start = storage.as_ptr().align_offset(4096);
+    let chunk = storage
+        .get_mut(start..start + mib_bytes)
+        .ok_or_else(|| io("align buffer")(std::io::ErrorKind::OutOfMemory.into()))?;
     let mut paths = Vec::new();
     let started = Instant::now();
     let mut file = None;
@@ -194,13 +216,13 @@ fn raw_sequential(dir: &Path, mib: u64) -> Result<f64, BenchError> {
                 std::fs::File::sync_data(&full).map_err(io("raw fdatasync"))?;
             }
             let path = dir.join(format!("raw-sequential-{}.bin", index / file_mib));
-            let created = OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(io("create raw file"))?;
+            let mut options = OpenOptions::new();
+            options.create(true).truncate(true).read(true).write(true);
+            if direct {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.custom_flags(i32::try_from(rustix::fs::OFlags::DIRECT.bits()).unwrap_or(0));
+            }
+            let created = options.open(&path).map_err(io("create raw file"))?;
             rustix::fs::fallocate(
                 &created,
                 rustix::fs::FallocateFlags::empty(),
@@ -213,7 +235,7 @@ fn raw_sequential(dir: &Path, mib: u64) -> Result<f64, BenchError> {
         }
         let current = file.as_ref().expect("opened above");
         current
-            .write_all_at(&chunk, (index % file_mib) * MIB)
+            .write_all_at(chunk, (index % file_mib) * MIB)
             .map_err(io("raw write"))?;
         if (index + 1) % 64 == 0 {
             current.sync_data().map_err(io("raw fdatasync"))?;
@@ -237,12 +259,18 @@ fn settle(dir: &Path) -> Result<(), BenchError> {
     rustix::fs::syncfs(&handle).map_err(|errno| io("syncfs")(errno.into()))
 }
 
-fn fresh_wal(dir: &Path, choice: BackendChoice, name: &str) -> Result<(Wal, PathBuf), BenchError> {
+fn fresh_wal(
+    dir: &Path,
+    choice: BackendChoice,
+    direct_io: bool,
+    name: &str,
+) -> Result<(Wal, PathBuf), BenchError> {
     let path = dir.join(name);
     let _ = std::fs::remove_dir_all(&path);
     let disk = disk::open_dir(&path, choice).map_err(io("open log dir"))?;
     let options = WalOptions {
         sync_interval: None,
+        direct_io,
         ..WalOptions::default()
     };
     Ok((Wal::open(disk, options)?, path))
@@ -254,8 +282,13 @@ const SEQUENTIAL_IN_FLIGHT: usize = 4;
 
 /// Bytes per second of 1 MiB `Buffered` appends with a `sync` every 64 MiB,
 /// from one caller keeping a few appends in flight.
-fn wal_sequential(dir: &Path, choice: BackendChoice, mib: u64) -> Result<f64, BenchError> {
-    let (wal, path) = fresh_wal(dir, choice, "wal-sequential")?;
+fn wal_sequential(
+    dir: &Path,
+    choice: BackendChoice,
+    direct: bool,
+    mib: u64,
+) -> Result<f64, BenchError> {
+    let (wal, path) = fresh_wal(dir, choice, direct, "wal-sequential")?;
     let record = vec![0x5au8; usize::try_from(MIB).unwrap_or(usize::MAX)];
     let started = Instant::now();
     let mut in_flight = std::collections::VecDeque::new();
@@ -314,10 +347,11 @@ fn raw_fsyncs(dir: &Path, duration: Duration) -> Result<f64, BenchError> {
 fn wal_group_commit(
     dir: &Path,
     choice: BackendChoice,
+    direct: bool,
     threads: usize,
     duration: Duration,
 ) -> Result<f64, BenchError> {
-    let (wal, path) = fresh_wal(dir, choice, "wal-group-commit")?;
+    let (wal, path) = fresh_wal(dir, choice, direct, "wal-group-commit")?;
     let wal = Arc::new(wal);
     let acknowledged = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicBool::new(false));

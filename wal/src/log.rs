@@ -781,40 +781,47 @@ impl Drop for Wal {
     }
 }
 
-/// One 4096-byte page, aligned as `O_DIRECT` needs its buffers.
-#[derive(Clone, Copy)]
-#[repr(C, align(4096))]
-struct Page([u8; 4096]);
+/// A padded batch copied into one contiguous buffer whose start is aligned
+/// to 4096 bytes, as `O_DIRECT` needs: the allocation is over-sized by one
+/// page and the aligned window inside it is used (no `unsafe` needed).
+struct AlignedBatch {
+    storage: Vec<u8>,
+    start: usize,
+    len: usize,
+}
 
-const _: () = assert!(std::mem::size_of::<Page>() as u64 == DIRECT_IO_ALIGN);
-
-/// Copies a padded batch into aligned pages for an `O_DIRECT` write.
-fn aligned_pages(buffer: &Batch) -> Vec<Page> {
-    assert!(
-        buffer.bytes.is_multiple_of(DIRECT_IO_ALIGN),
-        "direct batches are padded"
-    );
-    let count = usize::try_from(buffer.bytes / DIRECT_IO_ALIGN).expect("batch fits in memory");
-    let mut pages = vec![Page([0; 4096]); count];
-    let mut at = 0usize;
-    for piece in &buffer.pieces {
-        let mut rest = piece.as_slice();
-        while !rest.is_empty() {
-            let page = pages
-                .get_mut(at / 4096)
-                .expect("pieces add up to the pages");
-            let start = at % 4096;
-            let take = rest.len().min(4096 - start);
-            let (head, tail) = rest.split_at(take);
-            page.0
-                .get_mut(start..start + take)
-                .expect("within the page")
-                .copy_from_slice(head);
-            rest = tail;
-            at += take;
+impl AlignedBatch {
+    fn copy_of(buffer: &Batch) -> Self {
+        assert!(
+            buffer.bytes.is_multiple_of(DIRECT_IO_ALIGN),
+            "direct batches are padded"
+        );
+        let align = usize::try_from(DIRECT_IO_ALIGN).expect("4096 fits");
+        let len = usize::try_from(buffer.bytes).expect("batch fits in memory");
+        let mut storage = vec![0u8; len + align];
+        let start = storage.as_ptr().align_offset(align);
+        assert!(
+            start < align,
+            "a byte buffer can always be aligned within one page"
+        );
+        let mut window = storage.get_mut(start..start + len).expect("sized above");
+        for piece in &buffer.pieces {
+            let (head, tail) = window.split_at_mut(piece.len());
+            head.copy_from_slice(piece);
+            window = tail;
+        }
+        AlignedBatch {
+            storage,
+            start,
+            len,
         }
     }
-    pages
+
+    fn bytes(&self) -> &[u8] {
+        self.storage
+            .get(self.start..self.start + self.len)
+            .expect("sized at creation")
+    }
 }
 
 /// An append in flight ([`Wal::submit`]).
@@ -1072,10 +1079,10 @@ impl Writer {
         let counters = &self.shared.counters;
         let id = Some(active.id);
         if buffer.bytes > 0 {
-            let pages;
+            let aligned;
             let slices = if active.direct.is_some() {
-                pages = aligned_pages(buffer);
-                pages.iter().map(|page| page.0.as_slice()).collect()
+                aligned = AlignedBatch::copy_of(buffer);
+                vec![aligned.bytes()]
             } else {
                 buffer.slices()
             };
