@@ -12,6 +12,10 @@
 //!   `Buffered` (after the write; synced within `sync_interval`). The third
 //!   level of Pagoda's durability setting, memory only, is the engine's DRAM
 //!   tier and never reaches the log.
+//!   [`Wal::submit`] queues an append without waiting (an [`AppendTicket`]),
+//!   so one caller can keep several in flight. Batches are written with one
+//!   vectored write and no copy, or, with [`WalOptions::direct_io`], copied
+//!   into an aligned buffer, padded to 4096 bytes and written with `O_DIRECT`.
 //! - **Recovery.** Opening scans the last segment, truncates a torn tail, and
 //!   refuses (or, with [`Recovery::SkipCorruption`], skips and reports)
 //!   corruption in the middle, naming the segment and offset.
