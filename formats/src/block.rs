@@ -14,7 +14,7 @@
 //! 100  header_crc            u32      CRC-32C of bytes 0..100
 //! ```
 
-use crate::codec::{FormatVersion, Reader};
+use crate::codec::{FormatVersion, Reader, check_header_crc};
 use crate::error::{Error, Result, Structure};
 use crate::key::BlockKey;
 use crate::limits;
@@ -82,24 +82,12 @@ impl BlockHeader {
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let mut reader = Reader::new(bytes, Structure::BlockHeader);
         reader.magic(BLOCK_MAGIC)?;
-        let covered = bytes.get(..HEADER_CRC_OFFSET).ok_or(Error::Truncated {
-            structure: Structure::BlockHeader,
-            needed: BLOCK_HEADER_SIZE as u64,
-            available: bytes.len() as u64,
-        })?;
-        let mut tail = Reader::new(
-            bytes.get(HEADER_CRC_OFFSET..).unwrap_or_default(),
+        check_header_crc(
+            bytes,
+            HEADER_CRC_OFFSET,
+            BLOCK_HEADER_SIZE,
             Structure::BlockHeader,
-        );
-        let stored = tail.u32()?;
-        let computed = crc32c::crc32c(covered);
-        if stored != computed {
-            return Err(Error::Checksum {
-                structure: Structure::BlockHeader,
-                stored,
-                computed,
-            });
-        }
+        )?;
         reader.version()?;
         reader.reserved(2)?;
         let payload_len = check_payload_len(reader.u32()?.into())?;

@@ -136,6 +136,37 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Verifies a header's own checksum: the CRC-32C stored at `crc_offset` over
+/// the bytes before it. Decoders call this right after the magic, before they
+/// trust any other field (a damaged length must never size a read).
+pub(crate) fn check_header_crc(
+    bytes: &[u8],
+    crc_offset: usize,
+    header_len: usize,
+    structure: Structure,
+) -> Result<()> {
+    if bytes.len() < header_len {
+        return Err(Error::Truncated {
+            structure,
+            needed: header_len as u64,
+            available: bytes.len() as u64,
+        });
+    }
+    let mut reader = Reader::new(bytes, structure);
+    let covered = reader.take(crc_offset)?;
+    let stored = reader.u32()?;
+    let computed = crc32c::crc32c(covered);
+    if stored == computed {
+        Ok(())
+    } else {
+        Err(Error::Checksum {
+            structure,
+            stored,
+            computed,
+        })
+    }
+}
+
 /// Rounds `value` up to a multiple of `align` (a power of two).
 pub const fn align_up(value: u64, align: u64) -> u64 {
     assert!(align.is_power_of_two());

@@ -22,7 +22,7 @@
 //! corruption in the middle (refuse, or salvage): see `formats/SPEC.md`,
 //! "Torn tails and corruption".
 
-use crate::codec::{FormatVersion, Reader, align_up};
+use crate::codec::{FormatVersion, Reader, align_up, check_header_crc};
 use crate::error::{Error, Result, Structure};
 use crate::limits;
 
@@ -159,25 +159,17 @@ pub fn decode_header(bytes: &[u8]) -> Result<RecordHeader> {
 fn decode_header_and_crc(bytes: &[u8]) -> Result<(RecordHeader, u32)> {
     let mut reader = Reader::new(bytes, Structure::RecordHeader);
     reader.magic(RECORD_MAGIC)?;
-    let covered = bytes.get(..HEADER_CRC_OFFSET).ok_or(Error::Truncated {
-        structure: Structure::RecordHeader,
-        needed: RECORD_HEADER_SIZE as u64,
-        available: bytes.len() as u64,
-    })?;
+    check_header_crc(
+        bytes,
+        HEADER_CRC_OFFSET,
+        RECORD_HEADER_SIZE,
+        Structure::RecordHeader,
+    )?;
     let mut tail = Reader::new(
-        bytes.get(HEADER_CRC_OFFSET..).unwrap_or_default(),
+        bytes.get(RECORD_CRC_OFFSET..).unwrap_or_default(),
         Structure::RecordHeader,
     );
-    let stored = tail.u32()?;
     let record_crc = tail.u32()?;
-    let computed = crc32c::crc32c(covered);
-    if stored != computed {
-        return Err(Error::Checksum {
-            structure: Structure::RecordHeader,
-            stored,
-            computed,
-        });
-    }
     reader.version()?;
     let kind = RecordKind::from_code(reader.u8()?)?;
     reader.reserved(1)?;

@@ -17,7 +17,7 @@
 //! Records start at [`SEGMENT_HEADER_SIZE`] (4096), so the first record is
 //! aligned for `O_DIRECT`. See `formats/SPEC.md`, "Segments".
 
-use crate::codec::{FormatVersion, Reader};
+use crate::codec::{FormatVersion, Reader, check_header_crc};
 use crate::error::{Error, Result, Structure};
 
 /// Magic of a segment header.
@@ -99,24 +99,12 @@ impl SegmentHeader {
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let mut reader = Reader::new(bytes, Structure::SegmentHeader);
         reader.magic(SEGMENT_MAGIC)?;
-        let covered = bytes.get(..48).ok_or(Error::Truncated {
-            structure: Structure::SegmentHeader,
-            needed: SEGMENT_HEADER_FIELDS_SIZE as u64,
-            available: bytes.len() as u64,
-        })?;
-        let mut tail = Reader::new(
-            bytes.get(48..).unwrap_or_default(),
+        check_header_crc(
+            bytes,
+            48,
+            SEGMENT_HEADER_FIELDS_SIZE,
             Structure::SegmentHeader,
-        );
-        let stored = tail.u32()?;
-        let computed = crc32c::crc32c(covered);
-        if stored != computed {
-            return Err(Error::Checksum {
-                structure: Structure::SegmentHeader,
-                stored,
-                computed,
-            });
-        }
+        )?;
         reader.version()?;
         let log_kind = LogKind::from_code(reader.u8()?)?;
         reader.reserved(5)?;

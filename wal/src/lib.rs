@@ -20,7 +20,7 @@
 //!   refuses (or, with [`Recovery::SkipCorruption`], skips and reports)
 //!   corruption in the middle, naming the segment and offset.
 //! - **Storage.** Everything goes through the [`Disk`] trait: io_uring by
-//!   default, `std::fs` where io_uring is unavailable, and [`sim::SimDisk`]
+//!   default, `std::fs` where io_uring is unavailable, and `sim::SimDisk`
 //!   (feature `sim`) for deterministic crash and fault tests.
 //! - **Failure.** After any failed write or sync the log is *poisoned*: it
 //!   refuses writes with [`Error::Poisoned`] until reopened (recovery then

@@ -1,6 +1,6 @@
 //! The `Disk` trait: everything the log asks of storage, so that the same log
 //! runs on io_uring, on `std::fs`, and on the simulated, fault-injecting
-//! [`SimDisk`](crate::sim::SimDisk).
+//! `SimDisk` (module `sim`).
 //!
 //! A `Disk` is rooted at one directory and names files by plain names (no
 //! paths). The log relies on exactly these semantics, which every

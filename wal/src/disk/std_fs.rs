@@ -50,6 +50,14 @@ pub(crate) fn open_direct_file(root: &Path, name: &str) -> io::Result<File> {
         .open(root.join(name))
 }
 
+pub(crate) fn remove_file(root: &Path, name: &str) -> io::Result<()> {
+    std::fs::remove_file(root.join(name))
+}
+
+pub(crate) fn sync_directory(root: &Path) -> io::Result<()> {
+    File::open(root)?.sync_all()
+}
+
 pub(crate) fn list_dir(root: &Path) -> io::Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(root)? {
@@ -127,11 +135,11 @@ impl Disk for StdDisk {
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
-        std::fs::remove_file(self.root.join(name))
+        remove_file(&self.root, name)
     }
 
     fn sync_dir(&self) -> io::Result<()> {
-        File::open(&self.root)?.sync_all()
+        sync_directory(&self.root)
     }
 
     fn backend(&self) -> Backend {

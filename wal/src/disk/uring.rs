@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use io_uring::{IoUring, opcode, squeue, types};
 
-use super::std_fs::{allocate, list_dir, open_direct_file, open_file};
+use super::std_fs::{allocate, list_dir, open_direct_file, open_file, remove_file, sync_directory};
 use super::{Backend, Disk, DiskFile};
 
 /// Rings kept for reuse; callers beyond this many at once get a fresh ring
@@ -284,11 +284,11 @@ impl Disk for UringDisk {
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
-        std::fs::remove_file(self.root.join(name))
+        remove_file(&self.root, name)
     }
 
     fn sync_dir(&self) -> io::Result<()> {
-        File::open(&self.root)?.sync_all()
+        sync_directory(&self.root)
     }
 
     fn backend(&self) -> Backend {

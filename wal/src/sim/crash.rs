@@ -192,34 +192,31 @@ pub fn run_seed(seed: u64) -> Result<SeedReport, String> {
         records: outcome.acknowledged.len() as u64,
         ..SeedReport::default()
     };
-    for point in 1..=counts.syncs {
+    let crash_at = |plan: FaultPlan, what: String| {
         let disk = SimDisk::new(seed);
-        disk.set_plan(FaultPlan {
-            crash_at_sync: Some(point),
-            ..FaultPlan::default()
-        });
+        disk.set_plan(plan);
         let outcome = run_workload(&disk, seed);
         verify(
             disk.crash(),
             seed,
             &outcome,
-            &format!("seed {seed}, crash before sync {point}"),
-        )?;
+            &format!("seed {seed}, {what}"),
+        )
+    };
+    for point in 1..=counts.syncs {
+        let plan = FaultPlan {
+            crash_at_sync: Some(point),
+            ..FaultPlan::default()
+        };
+        crash_at(plan, format!("crash before sync {point}"))?;
         report.sync_points += 1;
     }
     for point in 1..=counts.writes {
-        let disk = SimDisk::new(seed);
-        disk.set_plan(FaultPlan {
+        let plan = FaultPlan {
             crash_at_write: Some(point),
             ..FaultPlan::default()
-        });
-        let outcome = run_workload(&disk, seed);
-        verify(
-            disk.crash(),
-            seed,
-            &outcome,
-            &format!("seed {seed}, crash in write {point}"),
-        )?;
+        };
+        crash_at(plan, format!("crash in write {point}"))?;
         report.write_points += 1;
     }
     Ok(report)
