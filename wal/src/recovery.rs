@@ -149,10 +149,11 @@ pub(crate) fn recover(disk: &dyn Disk, options: &WalOptions) -> Result<Recovered
     })
 }
 
-/// A last segment whose header never became valid was being created when the
-/// process died (the header is synced before any record is written): if
-/// nothing but zeros follows the header area, it held no record and is
-/// removed. Anything else is damage to report, never to delete.
+/// A last segment whose header never became valid, or whose file is shorter
+/// than the header region, was being created when the process died (the
+/// header is synced before any record is written): if nothing but zeros
+/// follows the header area, it held no record and is removed. Anything else
+/// is damage to report, never to delete.
 fn remove_incomplete_last(
     disk: &dyn Disk,
     found: &mut Vec<FoundSegment>,
@@ -161,7 +162,10 @@ fn remove_incomplete_last(
     let Some(last) = found.last() else {
         return Ok(());
     };
-    if last.header.is_ok() {
+    // A file shorter than its header region never held a record: records
+    // start after it, and a completed creation (header synced) is 4096 bytes.
+    let short = last.len < SEGMENT_HEADER_SIZE;
+    if last.header.is_ok() && !short {
         return Ok(());
     }
     let body = read_all(

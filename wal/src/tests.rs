@@ -463,6 +463,33 @@ fn direct_io_batches_are_aligned_and_padded() {
     }
 }
 
+/// Found by `pagoda wal crash-test` (seed 1008, crash in write 1): power was
+/// lost while the first segment's header was written; its first sector landed
+/// but the file's length did not, leaving a 512-byte file with a valid header.
+/// Recovery kept it as a segment whose records would start past its end, and
+/// scanning it failed. Such a file is an interrupted creation and is removed.
+#[test]
+fn a_segment_shorter_than_its_header_region_is_an_interrupted_creation() {
+    let header = pagoda_formats::segment::SegmentHeader {
+        log_kind: pagoda_formats::segment::LogKind::Value,
+        segment_id: 1,
+        epoch: 1,
+        first_sequence: 1,
+        created_at_unix_ms: 0,
+    };
+    let first_sector = header.encode()[..512].to_vec();
+    let disk = SimDisk::with_files(14, vec![(segment_file_name(1), first_sector)]);
+    let wal = open(&disk);
+    assert_eq!(wal.recovery_report().removed_incomplete_segment, Some(1));
+    let location = wal
+        .append(RecordKind::Block, b"first", Durability::SyncData)
+        .unwrap();
+    assert_eq!(wal.read(&location).unwrap(), b"first");
+    for segment in wal.segments() {
+        wal.scan_segment(segment.id, None).unwrap();
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
 
