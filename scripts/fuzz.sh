@@ -15,7 +15,7 @@ seconds=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(record segment_scan block_header block_key namespace log_dir)
+  targets=(record segment_scan block_header block_key namespace segment_header log_dir)
 fi
 
 # Seed corpora from the golden vectors: every "encoding" hex string becomes a
@@ -24,6 +24,7 @@ python3 - <<'PY'
 import json, pathlib
 vectors = pathlib.Path("formats/tests/vectors")
 seeds = {"record": "record.json", "segment_scan": "record.json",
+         "segment_header": None, "log_dir": None,
          "block_header": "block.json", "block_key": "key.json",
          "namespace": "namespace.json"}
 def encodings(value):
@@ -39,6 +40,8 @@ def encodings(value):
 for target, name in seeds.items():
     corpus = pathlib.Path("fuzz/corpus") / target
     corpus.mkdir(parents=True, exist_ok=True)
+    if name is None:
+        continue
     for index, data in enumerate(encodings(json.loads((vectors / name).read_text()))):
         if target == "segment_scan":
             data = bytes([3]) + data
