@@ -10,10 +10,11 @@ cd "$(dirname "$0")/.."
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
-# C compiler for blake3's assembly, make for the Makefile, python3 for
-# scripts/fuzz.sh's corpus seeding, cmake and clang for rdma-mummy-sys (the
-# `rdma` feature's verbs bindings; rdma-core itself is loaded at run time).
-packages=(build-essential python3 cmake clang)
+# C/C++ compilers for blake3's assembly and RocksDB, make for the Makefile,
+# python3 for scripts/fuzz.sh's corpus seeding, libclang-dev for RocksDB's
+# bindgen, cmake and clang for rdma-mummy-sys (the `rdma` feature's verbs
+# bindings; rdma-core itself is loaded at run time).
+packages=(build-essential python3 libclang-dev cmake clang)
 
 missing=()
 for package in "${packages[@]}"; do

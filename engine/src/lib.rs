@@ -8,5 +8,13 @@
 //! admission policy decides what earns a place on SSD, and every tier
 //! transition verifies the payload checksum.
 //!
-//! This crate is the only one allowed `unsafe` (in `engine::io`, for aligned
-//! buffers and io_uring). It is empty until the engine issue lands.
+//! Built so far: the SSD tier's index ([`index`]). The DRAM tier, tier
+//! movement, eviction, tenants and the engine API land with the rest of the
+//! engine issue. This crate is the only one where `unsafe` will be allowed
+//! (in `engine::io`, for the page pool's aligned memory); so far it has none.
+#![forbid(unsafe_code)]
+
+mod error;
+pub mod index;
+
+pub use error::{Error, Result};

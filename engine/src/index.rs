@@ -1,0 +1,319 @@
+//! The SSD tier's index: RocksDB mapping each block key to where its record
+//! lives in the value log.
+//!
+//! Keys are the 64-byte block keys of `formats` (namespace first, so a
+//! namespace is one key range). Values are [`IndexEntry`]s, a fixed 56-byte
+//! little-endian encoding (`formats/SPEC.md`, "Index entries"). A second column
+//! family, `meta`, holds the index checkpoint: the highest value-log sequence
+//! number whose records are all reflected in the index. Index writes may lag
+//! the log; on open the engine replays the log past the checkpoint.
+//!
+//! Space of dead entries comes back without a scan: a compaction filter drops
+//! entries that point into segments older than the oldest live one, and
+//! entries of dropped namespace generations. The filter reads a [`Liveness`]
+//! the engine updates (segment reclaim raises the floor; dropping a namespace
+//! records its generation), so removal costs nothing at call time.
+//!
+//! Threads: RocksDB is internally synchronised; [`Liveness`] is behind an
+//! `RwLock` read by compaction threads and written by the engine.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use pagoda_formats::key::{BLOCK_KEY_SIZE, BlockKey};
+use pagoda_formats::namespace::NamespaceId;
+use rocksdb::compaction_filter::Decision;
+use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteBatch, WriteOptions};
+
+use crate::error::{Error, Result};
+
+/// Bytes of an encoded [`IndexEntry`].
+pub const INDEX_ENTRY_SIZE: usize = 56;
+
+/// Format version of index entries.
+const INDEX_ENTRY_VERSION: u16 = 1;
+
+/// Column family of the index checkpoint.
+const META_CF: &str = "meta";
+/// Key of the checkpoint in [`META_CF`].
+const CHECKPOINT_KEY: &[u8] = b"checkpoint";
+
+/// Where a block's record lives in the value log, and what the index knows
+/// about it without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// Value-log segment.
+    pub segment_id: u64,
+    /// Record offset in the segment.
+    pub offset: u64,
+    /// Record sequence number (checked on read: a stale entry is detected).
+    pub sequence: u64,
+    /// Record payload length (block header and KV bytes).
+    pub record_payload_len: u32,
+    /// CRC-32C of the block's KV bytes.
+    pub payload_crc: u32,
+    /// Generation of the block's namespace when it was stored.
+    pub namespace_generation: u64,
+    /// Last access, milliseconds since the Unix epoch (eviction input).
+    pub last_access_unix_ms: u64,
+}
+
+impl IndexEntry {
+    /// The fixed 56-byte encoding.
+    pub fn encode(&self) -> [u8; INDEX_ENTRY_SIZE] {
+        let mut out = [0u8; INDEX_ENTRY_SIZE];
+        let fields: [&[u8]; 10] = [
+            &INDEX_ENTRY_VERSION.to_le_bytes(),
+            &0u16.to_le_bytes(),
+            &self.record_payload_len.to_le_bytes(),
+            &self.segment_id.to_le_bytes(),
+            &self.offset.to_le_bytes(),
+            &self.sequence.to_le_bytes(),
+            &self.namespace_generation.to_le_bytes(),
+            &self.last_access_unix_ms.to_le_bytes(),
+            &self.payload_crc.to_le_bytes(),
+            &0u32.to_le_bytes(),
+        ];
+        let mut at = 0;
+        for field in fields {
+            out.get_mut(at..at + field.len())
+                .expect("fields fill 56 bytes")
+                .copy_from_slice(field);
+            at += field.len();
+        }
+        debug_assert_eq!(at, INDEX_ENTRY_SIZE);
+        out
+    }
+
+    /// Decodes exactly 56 bytes; anything else is an error.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let bytes: &[u8; INDEX_ENTRY_SIZE] =
+            bytes.try_into().map_err(|_| Error::BadIndexEntry {
+                reason: format!("{} bytes, expected {INDEX_ENTRY_SIZE}", bytes.len()),
+            })?;
+        let u16_at = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]);
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        if u16_at(0) != INDEX_ENTRY_VERSION {
+            return Err(Error::BadIndexEntry {
+                reason: format!("version {}", u16_at(0)),
+            });
+        }
+        if u16_at(2) != 0 || u32_at(52) != 0 {
+            return Err(Error::BadIndexEntry {
+                reason: "non-zero reserved bytes".into(),
+            });
+        }
+        Ok(IndexEntry {
+            record_payload_len: u32_at(4),
+            segment_id: u64_at(8),
+            offset: u64_at(16),
+            sequence: u64_at(24),
+            namespace_generation: u64_at(32),
+            last_access_unix_ms: u64_at(40),
+            payload_crc: u32_at(48),
+        })
+    }
+}
+
+/// What the compaction filter may drop: entries below a segment floor, and
+/// entries of namespace generations that were dropped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Liveness {
+    /// Segments below this id have been reclaimed.
+    pub oldest_live_segment: u64,
+    /// Per namespace: entries with a generation below this are dead.
+    pub live_generation: BTreeMap<NamespaceId, u64>,
+}
+
+impl Liveness {
+    /// Whether an entry under `key` is dead.
+    pub fn is_dead(&self, key: &[u8], entry: &IndexEntry) -> bool {
+        if entry.segment_id < self.oldest_live_segment {
+            return true;
+        }
+        let Ok(key) = BlockKey::decode(key) else {
+            return false;
+        };
+        self.live_generation
+            .get(&key.namespace)
+            .is_some_and(|live| entry.namespace_generation < *live)
+    }
+}
+
+/// The RocksDB index.
+pub struct Index {
+    db: DB,
+    liveness: Arc<RwLock<Liveness>>,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index")
+            .field("path", &self.db.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Index {
+    /// Opens (creating) the index in `path`.
+    pub fn open(path: &Path) -> Result<Index> {
+        let liveness = Arc::new(RwLock::new(Liveness::default()));
+        let filter_liveness = Arc::clone(&liveness);
+        let mut blocks = Options::default();
+        blocks.set_compaction_filter(
+            "pagoda-dead-blocks",
+            move |_level, key: &[u8], value: &[u8]| {
+                let Ok(entry) = IndexEntry::decode(value) else {
+                    return Decision::Keep;
+                };
+                let liveness = filter_liveness
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if liveness.is_dead(key, &entry) {
+                    Decision::Remove
+                } else {
+                    Decision::Keep
+                }
+            },
+        );
+        let mut db_options = Options::default();
+        db_options.create_if_missing(true);
+        db_options.create_missing_column_families(true);
+        let families = vec![
+            ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, blocks),
+            ColumnFamilyDescriptor::new(META_CF, Options::default()),
+        ];
+        let db = DB::open_cf_descriptors(&db_options, path, families)?;
+        Ok(Index { db, liveness })
+    }
+
+    /// Stores entries, atomically; `sync` waits for RocksDB's WAL to be synced.
+    pub fn put_all(&self, entries: &[(BlockKey, IndexEntry)], sync: bool) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for (key, entry) in entries {
+            batch.put(key.encode(), entry.encode());
+        }
+        self.db.write_opt(batch, &write_options(sync))?;
+        Ok(())
+    }
+
+    /// Stores one entry.
+    pub fn put(&self, key: &BlockKey, entry: &IndexEntry) -> Result<()> {
+        self.put_all(&[(*key, *entry)], false)
+    }
+
+    /// The entry of `key`, if any (dead entries not yet compacted away are
+    /// filtered here too, so they are never returned).
+    pub fn get(&self, key: &BlockKey) -> Result<Option<IndexEntry>> {
+        let encoded = key.encode();
+        let Some(value) = self.db.get_pinned(encoded)? else {
+            return Ok(None);
+        };
+        let entry = IndexEntry::decode(&value)?;
+        let liveness = self.liveness.read().unwrap_or_else(PoisonError::into_inner);
+        Ok((!liveness.is_dead(&encoded, &entry)).then_some(entry))
+    }
+
+    /// Removes one entry.
+    pub fn delete(&self, key: &BlockKey) -> Result<()> {
+        self.db.delete(key.encode())?;
+        Ok(())
+    }
+
+    /// Removes every entry of a namespace with one range deletion.
+    pub fn delete_namespace(&self, namespace: &NamespaceId) -> Result<()> {
+        let (first, last) = BlockKey::namespace_range(namespace);
+        let mut batch = WriteBatch::default();
+        batch.delete_range(first, last);
+        batch.delete(last);
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// The live entries of a namespace, in key order.
+    pub fn namespace_entries(
+        &self,
+        namespace: &NamespaceId,
+    ) -> Result<Vec<(BlockKey, IndexEntry)>> {
+        let (first, last) = BlockKey::namespace_range(namespace);
+        let liveness = self
+            .liveness
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mode = rocksdb::IteratorMode::From(&first, rocksdb::Direction::Forward);
+        let mut entries = Vec::new();
+        for item in self.db.iterator(mode) {
+            let (key, value) = item?;
+            if key.len() != BLOCK_KEY_SIZE || key.as_ref() > last.as_slice() {
+                break;
+            }
+            let entry = IndexEntry::decode(&value)?;
+            if !liveness.is_dead(&key, &entry) {
+                entries.push((BlockKey::decode(&key).map_err(Error::Format)?, entry));
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Replaces what the compaction filter (and `get`) consider dead.
+    pub fn set_liveness(&self, liveness: Liveness) {
+        *self
+            .liveness
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = liveness;
+    }
+
+    /// Compacts the whole key space now (normally RocksDB does it in the
+    /// background), running the compaction filter over every entry.
+    pub fn compact(&self) {
+        self.db.compact_range::<&[u8], &[u8]>(None, None);
+    }
+
+    /// Records that every value-log record up to `sequence` is in the index.
+    pub fn set_checkpoint(&self, sequence: u64) -> Result<()> {
+        let family = self
+            .db
+            .cf_handle(META_CF)
+            .ok_or(Error::MissingColumnFamily(META_CF))?;
+        self.db.put_cf_opt(
+            family,
+            CHECKPOINT_KEY,
+            sequence.to_le_bytes(),
+            &write_options(true),
+        )?;
+        Ok(())
+    }
+
+    /// The last checkpoint (0 for a new index).
+    pub fn checkpoint(&self) -> Result<u64> {
+        let family = self
+            .db
+            .cf_handle(META_CF)
+            .ok_or(Error::MissingColumnFamily(META_CF))?;
+        match self.db.get_cf(family, CHECKPOINT_KEY)? {
+            None => Ok(0),
+            Some(bytes) => {
+                let bytes: [u8; 8] =
+                    bytes
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| Error::BadIndexEntry {
+                            reason: "checkpoint is not 8 bytes".into(),
+                        })?;
+                Ok(u64::from_le_bytes(bytes))
+            }
+        }
+    }
+}
+
+fn write_options(sync: bool) -> WriteOptions {
+    let mut options = WriteOptions::default();
+    options.set_sync(sync);
+    options
+}
+
+#[cfg(test)]
+mod tests;
