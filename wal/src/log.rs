@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pagoda_formats::limits::{DIRECT_IO_ALIGN, RECORD_PAYLOAD_BYTES_MAX};
 use pagoda_formats::record::{
@@ -379,7 +379,7 @@ impl Wal {
             next_segment_id: recovered.next_segment_id,
             epoch: recovered.epoch,
             next_sequence: recovered.next_sequence,
-            dirty: false,
+            dirty_since: None,
         };
         let handle = std::thread::Builder::new()
             .name("pagoda-wal-writer".into())
@@ -872,23 +872,33 @@ struct Writer {
     next_segment_id: u64,
     epoch: u64,
     next_sequence: u64,
-    /// Written bytes of the active segment are not all synced.
-    dirty: bool,
+    /// Since when written bytes of the active segment are not all synced
+    /// (`None` when everything written is synced).
+    dirty_since: Option<Instant>,
 }
 
 impl Writer {
     fn run(mut self, receiver: &Receiver<Request>) {
         loop {
-            let first = match self.shared.options.sync_interval {
-                Some(interval) if self.dirty => match receiver.recv_timeout(interval) {
-                    Ok(request) => request,
-                    Err(RecvTimeoutError::Timeout) => {
+            // Buffered data is synced within the interval even while
+            // requests keep arriving: the wait is what is left of it.
+            let deadline = self.shared.options.sync_interval.zip(self.dirty_since);
+            let first = match deadline {
+                Some((interval, since)) => {
+                    let Some(left) = interval.checked_sub(since.elapsed()) else {
                         self.timed_sync();
                         continue;
+                    };
+                    match receiver.recv_timeout(left) {
+                        Ok(request) => request,
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.timed_sync();
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => break,
                     }
-                    Err(RecvTimeoutError::Disconnected) => break,
-                },
-                _ => match receiver.recv() {
+                }
+                None => match receiver.recv() {
                     Ok(request) => request,
                     Err(_) => break,
                 },
@@ -1107,11 +1117,11 @@ impl Writer {
             if sync {
                 counters.syncs.fetch_add(1, Ordering::Relaxed);
                 active.synced = active.offset;
-                self.dirty = false;
+                self.dirty_since = None;
             } else {
-                self.dirty = true;
+                self.dirty_since.get_or_insert_with(Instant::now);
             }
-        } else if sync && self.dirty {
+        } else if sync && self.dirty_since.is_some() {
             active
                 .entry
                 .file
@@ -1119,7 +1129,7 @@ impl Writer {
                 .map_err(io_error("sync", id))?;
             counters.syncs.fetch_add(1, Ordering::Relaxed);
             active.synced = active.offset;
-            self.dirty = false;
+            self.dirty_since = None;
         }
         Ok(())
     }

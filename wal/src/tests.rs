@@ -490,6 +490,30 @@ fn a_segment_shorter_than_its_header_region_is_an_interrupted_creation() {
     }
 }
 
+/// Buffered appends are synced within `sync_interval` even when appends
+/// never pause (a writer that only synced when idle would never sync here).
+#[test]
+fn buffered_appends_are_synced_within_the_interval_under_continuous_load() {
+    let disk = SimDisk::new(15);
+    let options = WalOptions {
+        sync_interval: Some(std::time::Duration::from_millis(1)),
+        ..options()
+    };
+    let wal = Wal::open(Arc::new(disk), options).unwrap();
+    let started = std::time::Instant::now();
+    let mut appends = 0;
+    while wal.stats().syncs == 0 && appends < 1_000_000 {
+        wal.append(RecordKind::Block, b"buffered", Durability::Buffered)
+            .unwrap();
+        appends += 1;
+    }
+    assert!(
+        wal.stats().syncs > 0,
+        "no sync after {appends} appends in {:?}",
+        started.elapsed()
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
 
