@@ -1,4 +1,5 @@
-//! The one error type of `pagoda-engine`.
+//! The one error type of `pagoda-engine`, and the class of each error (what
+//! a server maps it to).
 
 /// Errors of the engine.
 #[derive(Debug, thiserror::Error)]
@@ -16,9 +17,92 @@ pub enum Error {
     /// The index lacks a column family it needs (a damaged or foreign index).
     #[error("index has no column family {0:?}")]
     MissingColumnFamily(&'static str),
-    /// A key or record failed to decode.
+    /// A key or record failed to decode, or an argument is malformed.
     #[error("{0}")]
     Format(pagoda_formats::Error),
+    /// The value log failed.
+    #[error("value log: {0}")]
+    Wal(#[from] pagoda_wal::Error),
+    /// A file-system operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The namespace does not exist (or was dropped).
+    #[error("unknown namespace {0}")]
+    UnknownNamespace(String),
+    /// The tenant is not configured.
+    #[error("unknown tenant {0:?}")]
+    UnknownTenant(String),
+    /// An argument is outside what the engine accepts.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The payload's checksum is not the one the caller sent.
+    #[error("payload checksum mismatch: caller sent {sent:#010x}, bytes give {computed:#010x}")]
+    ChecksumMismatch {
+        /// The checksum sent with the payload.
+        sent: u32,
+        /// The checksum of the bytes received.
+        computed: u32,
+    },
+    /// A named limit or quota was reached; retrying later may succeed.
+    #[error("resource exhausted: {0}")]
+    ResourceExhausted(String),
+    /// Options are invalid.
+    #[error("invalid options: {0}")]
+    InvalidOptions(String),
+    /// The engine is closed.
+    #[error("the engine is closed")]
+    Closed,
+}
+
+/// What kind of failure an [`Error`] is, for callers that map errors to
+/// status codes (`formats/SPEC.md`, "gRPC API").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// The request is malformed or breaks a limit (`INVALID_ARGUMENT`).
+    InvalidArgument,
+    /// The namespace or tenant does not exist (`NOT_FOUND`).
+    NotFound,
+    /// A quota or queue is full (`RESOURCE_EXHAUSTED`).
+    ResourceExhausted,
+    /// Stored bytes are damaged beyond repair (`DATA_LOSS`).
+    DataLoss,
+    /// Anything else (`INTERNAL` / `UNAVAILABLE`).
+    Internal,
+}
+
+impl Error {
+    /// The class of this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::Format(_)
+            | Error::InvalidArgument(_)
+            | Error::ChecksumMismatch { .. }
+            | Error::InvalidOptions(_) => ErrorClass::InvalidArgument,
+            Error::UnknownNamespace(_) | Error::UnknownTenant(_) => ErrorClass::NotFound,
+            Error::ResourceExhausted(_) => ErrorClass::ResourceExhausted,
+            Error::Wal(error) if matches!(error, pagoda_wal::Error::QueueFull { .. }) => {
+                ErrorClass::ResourceExhausted
+            }
+            Error::BadIndexEntry { .. } => ErrorClass::DataLoss,
+            _ => ErrorClass::Internal,
+        }
+    }
+
+    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Io { what, source }
+    }
+}
+
+impl From<pagoda_formats::Error> for Error {
+    fn from(error: pagoda_formats::Error) -> Self {
+        Error::Format(error)
+    }
 }
 
 /// Result with this crate's [`Error`].

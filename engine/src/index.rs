@@ -2,7 +2,7 @@
 //! lives in the value log.
 //!
 //! Keys are the 64-byte block keys of `formats` (namespace first, so a
-//! namespace is one key range). Values are [`IndexEntry`]s, a fixed 56-byte
+//! namespace is one key range). Values are [`IndexEntry`]s, a fixed 88-byte
 //! little-endian encoding (`formats/SPEC.md`, "Index entries"). A second column
 //! family, `meta`, holds the index checkpoint: the highest value-log sequence
 //! number whose records are all reflected in the index. Index writes may lag
@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};
 
+use pagoda_formats::chain::ChainHash;
 use pagoda_formats::key::{BLOCK_KEY_SIZE, BlockKey};
 use pagoda_formats::namespace::NamespaceId;
 use rocksdb::compaction_filter::Decision;
@@ -29,7 +30,7 @@ use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteBatch, WriteOptions};
 use crate::error::{Error, Result};
 
 /// Bytes of an encoded [`IndexEntry`].
-pub const INDEX_ENTRY_SIZE: usize = 56;
+pub const INDEX_ENTRY_SIZE: usize = 88;
 
 /// Format version of index entries.
 const INDEX_ENTRY_VERSION: u16 = 1;
@@ -57,13 +58,15 @@ pub struct IndexEntry {
     pub namespace_generation: u64,
     /// Last access, milliseconds since the Unix epoch (eviction input).
     pub last_access_unix_ms: u64,
+    /// Chain hash of the block's parent (`ChainHash::ROOT` for a first block).
+    pub parent: ChainHash,
 }
 
 impl IndexEntry {
-    /// The fixed 56-byte encoding.
+    /// The fixed 88-byte encoding.
     pub fn encode(&self) -> [u8; INDEX_ENTRY_SIZE] {
         let mut out = [0u8; INDEX_ENTRY_SIZE];
-        let fields: [&[u8]; 10] = [
+        let fields: [&[u8]; 11] = [
             &INDEX_ENTRY_VERSION.to_le_bytes(),
             &0u16.to_le_bytes(),
             &self.record_payload_len.to_le_bytes(),
@@ -74,11 +77,12 @@ impl IndexEntry {
             &self.last_access_unix_ms.to_le_bytes(),
             &self.payload_crc.to_le_bytes(),
             &0u32.to_le_bytes(),
+            self.parent.as_bytes(),
         ];
         let mut at = 0;
         for field in fields {
             out.get_mut(at..at + field.len())
-                .expect("fields fill 56 bytes")
+                .expect("fields fill 88 bytes")
                 .copy_from_slice(field);
             at += field.len();
         }
@@ -86,7 +90,7 @@ impl IndexEntry {
         out
     }
 
-    /// Decodes exactly 56 bytes; anything else is an error.
+    /// Decodes exactly 88 bytes; anything else is an error.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let bytes: &[u8; INDEX_ENTRY_SIZE] =
             bytes.try_into().map_err(|_| Error::BadIndexEntry {
@@ -113,6 +117,7 @@ impl IndexEntry {
             namespace_generation: u64_at(32),
             last_access_unix_ms: u64_at(40),
             payload_crc: u32_at(48),
+            parent: ChainHash(bytes[56..88].try_into().expect("32 bytes")),
         })
     }
 }
@@ -270,6 +275,77 @@ impl Index {
     /// background), running the compaction filter over every entry.
     pub fn compact(&self) {
         self.db.compact_range::<&[u8], &[u8]>(None, None);
+    }
+
+    /// Every live entry, in key order (warm restart builds the engine's
+    /// in-memory tree from this; payloads are not read). Entries that do not
+    /// decode are returned as errors so the caller can count and drop them.
+    pub fn all_entries(&self) -> impl Iterator<Item = Result<(BlockKey, IndexEntry), Vec<u8>>> {
+        let liveness = self
+            .liveness
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        self.db
+            .iterator(rocksdb::IteratorMode::Start)
+            .filter_map(move |item| {
+                let (key, value) = item.ok()?;
+                let decoded = BlockKey::decode(&key)
+                    .ok()
+                    .zip(IndexEntry::decode(&value).ok());
+                match decoded {
+                    Some((block, entry)) if liveness.is_dead(&key, &entry) => {
+                        let _ = block;
+                        None
+                    }
+                    Some(pair) => Some(Ok(pair)),
+                    None => Some(Err(key.to_vec())),
+                }
+            })
+    }
+
+    /// Removes entries by raw key (also keys that do not decode), atomically.
+    pub fn delete_raw(&self, keys: &[Vec<u8>]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for key in keys {
+            batch.delete(key);
+        }
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// Stores a value in the `meta` column family (namespaces, checkpoint).
+    pub fn put_meta(&self, key: &[u8], value: &[u8], sync: bool) -> Result<()> {
+        let family = self
+            .db
+            .cf_handle(META_CF)
+            .ok_or(Error::MissingColumnFamily(META_CF))?;
+        self.db.put_cf_opt(family, key, value, &write_options(sync))?;
+        Ok(())
+    }
+
+    /// The `meta` entries whose key starts with `prefix`, in key order.
+    pub fn meta_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let family = self
+            .db
+            .cf_handle(META_CF)
+            .ok_or(Error::MissingColumnFamily(META_CF))?;
+        let mode = rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(family, mode) {
+            let (key, value) = item?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Flushes memtables to SST files (so a restart replays nothing).
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
     }
 
     /// Records that every value-log record up to `sequence` is in the index.

@@ -14,7 +14,17 @@
 //! (in `engine::io`, for the page pool's aligned memory); so far it has none.
 #![forbid(unsafe_code)]
 
+mod engine;
 mod error;
 pub mod index;
+pub mod options;
+pub mod policy;
+mod pool;
+mod state;
+pub mod stats;
 
-pub use error::{Error, Result};
+pub use engine::{Engine, LeaseInfo, Lookup, NamespaceInfo, PutOutcome};
+pub use error::{Error, ErrorClass, Result};
+pub use options::{Admission, Durability, EngineOptions, TenantConfig};
+pub use policy::PolicyKind;
+pub use pool::{BlockRef, Tier};

@@ -37,6 +37,7 @@ fn entry(segment_id: u64, generation: u64) -> IndexEntry {
         payload_crc: 0xdead_beef,
         namespace_generation: generation,
         last_access_unix_ms: 1_764_000_000_000,
+        parent: ChainHash([segment_id as u8; 32]),
     }
 }
 
@@ -44,16 +45,17 @@ proptest! {
     #[test]
     fn index_entries_round_trip(
         segment_id: u64, offset: u64, sequence: u64, len: u32, crc: u32, generation: u64, access: u64,
+        parent: [u8; 32],
     ) {
         let entry = IndexEntry {
             segment_id, offset, sequence, record_payload_len: len, payload_crc: crc,
-            namespace_generation: generation, last_access_unix_ms: access,
+            namespace_generation: generation, last_access_unix_ms: access, parent: ChainHash(parent),
         };
         prop_assert_eq!(IndexEntry::decode(&entry.encode())?, entry);
     }
 
     #[test]
-    fn index_entry_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+    fn index_entry_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
         let _ = IndexEntry::decode(&bytes);
     }
 }
@@ -61,7 +63,7 @@ proptest! {
 #[test]
 fn bad_index_entries_are_rejected() {
     let mut bytes = entry(1, 1).encode();
-    assert!(IndexEntry::decode(&bytes[..55]).is_err());
+    assert!(IndexEntry::decode(&bytes[..87]).is_err());
     bytes[0] = 2;
     assert!(matches!(
         IndexEntry::decode(&bytes),

@@ -1,0 +1,1848 @@
+//! The engine: the API over the state, the page pool and the SSD tier.
+//!
+//! Every call takes the state lock for metadata work only; checksums, copies
+//! into pages, value-log appends and reads, and RocksDB writes happen with it
+//! released. A put reserves its place first (a hole in the tree holding the
+//! parent, the DRAM bytes counted against the tenant), then evicts, copies
+//! and writes without the lock, then publishes the block.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use pagoda_formats::block::{
+    BLOCK_RECORD_OVERHEAD, BlockHeader, decode_block_record, encode_block_record_prefix,
+};
+use pagoda_formats::chain::{ChainHash, ChainHasher, ChainKey};
+use pagoda_formats::key::BlockKey;
+use pagoda_formats::namespace::{Namespace, NamespaceId};
+use pagoda_formats::record::RecordKind;
+use pagoda_wal::{LogKind, Location, Wal};
+
+use crate::error::{Error, Result};
+use crate::index::{Index, IndexEntry, Liveness};
+use crate::options::{Admission, Durability, EngineOptions, TenantConfig, limits};
+use crate::pool::{BlockRef, PagePool, Tier};
+use crate::state::{DOOMED, Lease, NONE, NsSlot, PENDING, Released, State, TenantState, ssd_bytes};
+use crate::stats::{
+    CorruptionReport, EngineStats, NamespaceStats, NsCounters, TenantStats,
+};
+
+/// Meta-column key prefix of the namespace registry.
+const NAMESPACE_PREFIX: &[u8] = b"ns/";
+
+/// What a put did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PutOutcome {
+    /// The block was stored.
+    Stored,
+    /// The key was already stored (or being stored) with the same checksum
+    /// and length: nothing was done.
+    Exists,
+    /// The key is stored with other bytes: counted, not stored.
+    Diverged,
+    /// The parent block is not cached, so the block could never be found by
+    /// a prefix lookup: not stored.
+    ParentMissing,
+}
+
+/// The answer to a prefix lookup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lookup {
+    /// Leading blocks cached.
+    pub matched: usize,
+    /// The tier of each matched block.
+    pub tiers: Vec<Tier>,
+    /// The chain hashes looked up (all of them, matched or not).
+    pub hashes: Vec<ChainHash>,
+}
+
+/// A lease on pinned blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseInfo {
+    /// Lease id (give it to `unpin`).
+    pub id: u64,
+    /// Leading blocks pinned (those cached).
+    pub pinned: usize,
+    /// Bytes pinned.
+    pub bytes: u64,
+}
+
+/// A namespace and its state.
+#[derive(Clone, Debug)]
+pub struct NamespaceInfo {
+    /// Its id.
+    pub id: NamespaceId,
+    /// Its definition.
+    pub namespace: Namespace,
+    /// Current generation.
+    pub generation: u64,
+}
+
+/// The value log and its index.
+#[derive(Debug)]
+struct Ssd {
+    wal: Wal,
+    index: Index,
+}
+
+#[derive(Debug)]
+struct Inner {
+    options: EngineOptions,
+    pool: PagePool,
+    ssd: Option<Ssd>,
+    state: Mutex<State>,
+    corruptions: Mutex<VecDeque<CorruptionReport>>,
+    /// Puts hold it shared from their log append to their index write; the
+    /// checkpoint takes it exclusively, so every record up to the highest
+    /// sequence seen is indexed when it is written.
+    index_barrier: RwLock<()>,
+    max_sequence: AtomicU64,
+    /// Serialises maintenance passes (reclaim, sweeps).
+    maintenance: Mutex<()>,
+    open_ms: u64,
+    closed: AtomicBool,
+}
+
+/// The tiered block store. `Send + Sync`: share it with an `Arc`.
+#[derive(Debug)]
+pub struct Engine {
+    inner: Arc<Inner>,
+    background: Mutex<Option<(SyncSender<()>, JoinHandle<()>)>>,
+}
+
+/// A block evicted from DRAM that must be written to SSD.
+#[derive(Debug)]
+struct Demotion {
+    id: u32,
+    epoch: u32,
+    key: BlockKey,
+    parent: ChainHash,
+    generation: u64,
+    crc: u32,
+    block: Arc<crate::pool::Block>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Engine {
+    /// Opens an engine: creates or recovers the data directory, replays the
+    /// value log past the index checkpoint and rebuilds the block tree from
+    /// the index (payloads are not read). Logs the time to ready.
+    pub fn open(mut options: EngineOptions) -> Result<Engine> {
+        let started = Instant::now();
+        options.validate()?;
+        options.wal.log_kind = LogKind::Value;
+        // A cache never refuses to open over a damaged record: the record is
+        // skipped (reported) and its block becomes a miss.
+        options.wal.recovery = pagoda_wal::Recovery::SkipCorruption;
+        let page_count = options.page_count()?;
+        let pool = PagePool::new(options.page_bytes, page_count);
+        let mut state = State::new(options.page_bytes as u64);
+        for tenant in &options.tenants {
+            add_tenant(&mut state, &options, tenant.clone())?;
+        }
+        let ssd = match &options.dir {
+            None => None,
+            Some(dir) => Some(open_ssd(dir, &options)?),
+        };
+        let mut max_sequence = 0;
+        if let Some(ssd) = &ssd {
+            load_namespaces(&ssd.index, &mut state)?;
+            ssd.index.set_liveness(liveness(&state, &ssd.wal));
+            max_sequence = replay_tail(ssd, &state)?;
+            load_blocks(ssd, &mut state)?;
+        }
+        let open_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        tracing::info!(
+            blocks = state.len(),
+            open_ms,
+            "engine ready after {open_ms} ms with {} blocks",
+            state.len()
+        );
+        let inner = Arc::new(Inner {
+            options,
+            pool,
+            ssd,
+            state: Mutex::new(state),
+            corruptions: Mutex::new(VecDeque::new()),
+            index_barrier: RwLock::new(()),
+            max_sequence: AtomicU64::new(max_sequence),
+            maintenance: Mutex::new(()),
+            open_ms,
+            closed: AtomicBool::new(false),
+        });
+        let background = inner.options.maintenance_interval.map(|period| {
+            let (stop, stopped) = std::sync::mpsc::sync_channel(1);
+            let weak = Arc::downgrade(&inner);
+            let handle = std::thread::Builder::new()
+                .name("pagoda-maintain".into())
+                .spawn(move || maintenance_loop(&weak, &stopped, period))
+                .expect("spawning the maintenance thread");
+            (stop, handle)
+        });
+        Ok(Engine {
+            inner,
+            background: Mutex::new(background),
+        })
+    }
+
+    /// The options the engine runs with.
+    pub fn options(&self) -> &EngineOptions {
+        &self.inner.options
+    }
+
+    /// Adds or updates a tenant (secret and quotas).
+    pub fn set_tenant(&self, tenant: TenantConfig) -> Result<()> {
+        let mut state = self.inner.lock();
+        add_tenant(&mut state, &self.inner.options, tenant)
+    }
+
+    /// Creates a namespace (idempotent: an existing live namespace is kept;
+    /// a dropped one comes back empty, with a new generation).
+    pub fn create_namespace(&self, namespace: &Namespace) -> Result<NamespaceId> {
+        let id = namespace.id();
+        let (generation, record) = {
+            let state = self.inner.lock();
+            let tenant = *state
+                .tenant_by_name
+                .get(namespace.tenant())
+                .ok_or_else(|| Error::UnknownTenant(namespace.tenant().to_owned()))?;
+            let _ = tenant;
+            match state.ns_by_id.get(&id) {
+                Some(&slot) if !state.namespaces[slot as usize].dropped => return Ok(id),
+                Some(&slot) => {
+                    let generation = state.namespaces[slot as usize].generation;
+                    (generation, namespace_record(generation, false, namespace))
+                }
+                None => {
+                    if state.namespaces.len() >= limits::NAMESPACES_MAX {
+                        return Err(Error::ResourceExhausted(format!(
+                            "at most {} namespaces",
+                            limits::NAMESPACES_MAX
+                        )));
+                    }
+                    (1, namespace_record(1, false, namespace))
+                }
+            }
+        };
+        if let Some(ssd) = &self.inner.ssd {
+            ssd.index.put_meta(&namespace_key(&id), &record, true)?;
+        }
+        let mut state = self.inner.lock();
+        register_namespace(&mut state, namespace.clone(), generation, false)?;
+        Ok(id)
+    }
+
+    /// Drops a namespace in O(1): its generation goes up, so no lookup or
+    /// get sees its blocks again; DRAM pages, index entries and log space
+    /// come back lazily. Returns whether it existed.
+    pub fn drop_namespace(&self, id: &NamespaceId) -> Result<bool> {
+        let (generation, namespace) = {
+            let state = self.inner.lock();
+            let Some(&slot) = state.ns_by_id.get(id) else {
+                return Ok(false);
+            };
+            let slot = &state.namespaces[slot as usize];
+            if slot.dropped {
+                return Ok(false);
+            }
+            (slot.generation + 1, slot.namespace.clone())
+        };
+        if let Some(ssd) = &self.inner.ssd {
+            ssd.index
+                .put_meta(&namespace_key(id), &namespace_record(generation, true, &namespace), true)?;
+        }
+        let liveness = {
+            let mut state = self.inner.lock();
+            let slot = state.ns_by_id[id];
+            let entry = &mut state.namespaces[slot as usize];
+            entry.generation = generation;
+            entry.dropped = true;
+            self.inner.ssd.as_ref().map(|ssd| liveness(&state, &ssd.wal))
+        };
+        if let (Some(ssd), Some(liveness)) = (&self.inner.ssd, liveness) {
+            ssd.index.set_liveness(liveness);
+        }
+        Ok(true)
+    }
+
+    /// Live namespaces.
+    pub fn namespaces(&self) -> Vec<NamespaceInfo> {
+        let state = self.inner.lock();
+        state
+            .namespaces
+            .iter()
+            .filter(|slot| !slot.dropped)
+            .map(|slot| NamespaceInfo {
+                id: slot.id,
+                namespace: slot.namespace.clone(),
+                generation: slot.generation,
+            })
+            .collect()
+    }
+
+    /// The chain key of a namespace (derived from its tenant's secret).
+    pub fn chain_key(&self, id: &NamespaceId) -> Result<ChainKey> {
+        let state = self.inner.lock();
+        let slot = live_slot(&state, id)?;
+        Ok(state.namespaces[slot as usize].chain_key.clone())
+    }
+
+    /// The chain hashes of the full blocks of `tokens`, hashed from the root
+    /// with the namespace's chain key.
+    pub fn hash_tokens(&self, id: &NamespaceId, tokens: &[u32]) -> Result<Vec<ChainHash>> {
+        let (key, block_tokens) = {
+            let state = self.inner.lock();
+            let slot = &state.namespaces[live_slot(&state, id)? as usize];
+            (slot.chain_key.clone(), slot.namespace.layout().block_tokens)
+        };
+        Ok(pagoda_formats::chain::hash_tokens(&key, block_tokens, tokens)?.hashes)
+    }
+
+    /// The chain hash of the block of `tokens` (exactly one block) after
+    /// `parent`, with `extra` (LoRA ids, media hashes; may be empty).
+    pub fn block_hash(
+        &self,
+        id: &NamespaceId,
+        parent: &ChainHash,
+        tokens: &[u32],
+        extra: &[u8],
+    ) -> Result<ChainHash> {
+        let (key, block_tokens) = {
+            let state = self.inner.lock();
+            let slot = &state.namespaces[live_slot(&state, id)? as usize];
+            (slot.chain_key.clone(), slot.namespace.layout().block_tokens)
+        };
+        let mut hasher = ChainHasher::resume(key, block_tokens, *parent, 1)?;
+        Ok(hasher.push_block(tokens, extra)?)
+    }
+
+    /// Stores a block under (namespace, `chain`), child of `parent`
+    /// (`ChainHash::ROOT` for a chain's first block). `crc` is the CRC-32C
+    /// of `payload`, verified here.
+    pub fn put(
+        &self,
+        id: &NamespaceId,
+        parent: &ChainHash,
+        chain: &ChainHash,
+        payload: &[u8],
+        crc: u32,
+    ) -> Result<PutOutcome> {
+        self.put_chunks(id, parent, chain, &[payload], crc)
+    }
+
+    /// [`Engine::put`] with the payload in pieces (as it arrives from a
+    /// stream); the pieces are copied straight into pages.
+    pub fn put_chunks(
+        &self,
+        id: &NamespaceId,
+        parent: &ChainHash,
+        chain: &ChainHash,
+        chunks: &[&[u8]],
+        crc: u32,
+    ) -> Result<PutOutcome> {
+        let inner = &*self.inner;
+        let len: u64 = chunks.iter().map(|chunk| chunk.len() as u64).sum();
+        if len > u64::from(inner.options.payload_bytes_max) {
+            return Err(Error::InvalidArgument(format!(
+                "payload of {len} bytes is over the limit of {} bytes",
+                inner.options.payload_bytes_max
+            )));
+        }
+        let len32 = u32::try_from(len).expect("bounded by payload_bytes_max");
+        let len_usize = usize::try_from(len).expect("bounded by payload_bytes_max");
+        let computed = chunks
+            .iter()
+            .fold(0, |crc, chunk| crc32c::crc32c_append(crc, chunk));
+        if computed != crc {
+            return Err(Error::ChecksumMismatch {
+                sent: crc,
+                computed,
+            });
+        }
+        if *chain == ChainHash::ROOT {
+            return Err(Error::InvalidArgument(
+                "the all-zero chain hash is the root, not a block".into(),
+            ));
+        }
+        let pages = inner.pool.pages_for(len_usize);
+        let dram_bytes = pages as u64 * inner.pool.page_bytes() as u64;
+
+        // Phase 1: reserve a hole under the parent and the DRAM bytes.
+        let (block_id, epoch, tenant, generation, counters, demotions) = {
+            let mut state = inner.lock();
+            let slot = live_slot(&state, id)?;
+            let generation = state.namespaces[slot as usize].generation;
+            let counters = Arc::clone(&state.namespaces[slot as usize].counters);
+            let tenant = state.namespaces[slot as usize].tenant;
+            let mut fill = None;
+            if let Some(existing) = state.find(slot, chain) {
+                if state.is_current(existing) {
+                    let meta = state.meta(existing);
+                    if meta.has_tier() || meta.flags & PENDING != 0 {
+                        if meta.crc == crc && meta.payload_len == len32 {
+                            NsCounters::bump(&counters.puts_existing);
+                            return Ok(PutOutcome::Exists);
+                        }
+                        NsCounters::bump(&counters.divergences);
+                        return Ok(PutOutcome::Diverged);
+                    }
+                    fill = Some(existing);
+                } else {
+                    let mut released = Released::default();
+                    state.remove_dead(existing, &mut released);
+                    drop(state);
+                    inner.finish_release(released);
+                    state = inner.lock();
+                }
+            }
+            let parent_id = if *parent == ChainHash::ROOT {
+                NONE
+            } else {
+                match state.find_current(slot, parent) {
+                    Some(parent_id) if state.meta(parent_id).servable() => parent_id,
+                    _ => {
+                        NsCounters::bump(&counters.parent_missing);
+                        return Ok(PutOutcome::ParentMissing);
+                    }
+                }
+            };
+            let quota = state.tenants[tenant as usize].config.dram_quota;
+            if dram_bytes > quota || pages > inner.pool.page_count() {
+                return Err(Error::ResourceExhausted(format!(
+                    "a block of {len} bytes needs {dram_bytes} bytes of DRAM, over the tenant's quota or the pool"
+                )));
+            }
+            if fill.is_none() && state.len() as u64 >= limits::BLOCKS_MAX {
+                return Err(Error::ResourceExhausted("the block table is full".into()));
+            }
+            let block_id = match fill {
+                Some(hole) => {
+                    if state.meta(hole).parent != parent_id {
+                        // A hole left by corruption keeps its old parent link.
+                        NsCounters::bump(&counters.parent_missing);
+                        return Ok(PutOutcome::ParentMissing);
+                    }
+                    hole
+                }
+                None => state.insert(slot, *chain, parent_id, generation),
+            };
+            let meta = state.meta_mut(block_id);
+            meta.flags |= PENDING;
+            meta.payload_len = len32;
+            meta.crc = crc;
+            let epoch = meta.epoch;
+            let tenant_state = &mut state.tenants[tenant as usize];
+            tenant_state.dram_bytes += dram_bytes;
+            match inner.make_room(&mut state, tenant, pages) {
+                Ok(demotions) => (block_id, epoch, tenant, generation, counters, demotions),
+                Err(error) => {
+                    inner.abort_put(&mut state, block_id, tenant, dram_bytes);
+                    return Err(error);
+                }
+            }
+        };
+        let undo = |error: Error| {
+            let mut state = inner.lock();
+            inner.abort_put(&mut state, block_id, tenant, dram_bytes);
+            error
+        };
+        inner.demote(demotions);
+
+        // Phase 2: copy into pages (evicting more if readers still hold pages).
+        let mut rounds = 0;
+        let block = loop {
+            if let Some(block) = inner.pool.store(len_usize, chunks) {
+                break block;
+            }
+            rounds += 1;
+            if rounds > limits::EVICTION_ROUNDS_MAX {
+                return Err(undo(Error::ResourceExhausted(
+                    "the DRAM pool is full of blocks being read or pinned".into(),
+                )));
+            }
+            let demotions = {
+                let mut state = inner.lock();
+                inner.make_room(&mut state, tenant, pages)
+            };
+            match demotions {
+                Ok(demotions) => inner.demote(demotions),
+                Err(error) => return Err(undo(error)),
+            }
+            std::thread::yield_now();
+        };
+
+        // Phase 3: write through to the value log.
+        let key = BlockKey {
+            namespace: *id,
+            chain: *chain,
+        };
+        let location = match inner.options.durability {
+            Durability::Memory => None,
+            durability => match inner.append_block(&key, parent, generation, crc, chunks, durability)
+            {
+                Ok(location) => Some(location),
+                Err(error) => return Err(undo(error)),
+            },
+        };
+
+        // Phase 4: publish.
+        let mut state = inner.lock();
+        let meta = state.meta(block_id);
+        if meta.epoch != epoch || !state.is_current(block_id) {
+            // The namespace was dropped meanwhile.
+            return Err(Error::UnknownNamespace(hex(id)));
+        }
+        let fingerprint = state.fingerprint(block_id);
+        let meta = state.meta_mut(block_id);
+        meta.dram = Some(Arc::new(block));
+        meta.flags &= !PENDING;
+        let tenant_state = &mut state.tenants[tenant as usize];
+        tenant_state.dram_blocks += 1;
+        tenant_state.policy.insert(block_id, fingerprint);
+        if let Some(location) = location {
+            set_ssd(&mut state, block_id, &location);
+        }
+        NsCounters::bump(&counters.puts);
+        let over_ssd = inner.over_ssd_quota(&mut state, tenant);
+        drop(state);
+        inner.finish_release(over_ssd);
+        Ok(PutOutcome::Stored)
+    }
+
+    /// The block under (namespace, `chain`), or `None` when it is not cached
+    /// (or its bytes failed their checksum: counted and reported in stats).
+    pub fn get(&self, id: &NamespaceId, chain: &ChainHash) -> Result<Option<BlockRef>> {
+        let inner = &*self.inner;
+        for _attempt in 0..2 {
+            let (block_id, epoch, segment, crc, generation, counters) = {
+                let mut state = inner.lock();
+                let slot = live_slot(&state, id)?;
+                let counters = Arc::clone(&state.namespaces[slot as usize].counters);
+                let Some(block_id) = state
+                    .find_current(slot, chain)
+                    .filter(|&block_id| state.meta(block_id).servable())
+                else {
+                    NsCounters::bump(&counters.misses);
+                    return Ok(None);
+                };
+                touch(&mut state, &[block_id]);
+                let meta = state.meta(block_id);
+                if let Some(block) = &meta.dram {
+                    NsCounters::bump(&counters.hits_dram);
+                    return Ok(Some(BlockRef::from_pages(Arc::clone(block), meta.crc)));
+                }
+                (
+                    block_id,
+                    meta.epoch,
+                    meta.ssd_segment,
+                    meta.crc,
+                    meta.generation,
+                    counters,
+                )
+            };
+            let key = BlockKey {
+                namespace: *id,
+                chain: *chain,
+            };
+            match inner.read_ssd(&key, generation, crc) {
+                Ok((record, location)) => {
+                    NsCounters::bump(&counters.hits_ssd);
+                    return Ok(Some(inner.promote(block_id, epoch, record, crc, &location)));
+                }
+                Err(reason) => {
+                    let mut state = inner.lock();
+                    let moved = state.meta(block_id).epoch == epoch
+                        && state.meta(block_id).ssd_segment != segment;
+                    if moved {
+                        continue; // reclaimed and moved while we read: read again
+                    }
+                    let gone = state.meta(block_id).epoch != epoch
+                        || state.meta(block_id).ssd_segment == NONE;
+                    if !gone {
+                        let mut released = Released::default();
+                        state.take_ssd(block_id, &mut released);
+                        state.free_if_unused(block_id);
+                        NsCounters::bump(&counters.checksum_failures);
+                        drop(state);
+                        inner.finish_release(released);
+                        inner.report_corruption(key, format!("segment {segment}"), reason);
+                    }
+                    NsCounters::bump(&counters.misses);
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether the block is cached (no bytes read, no access recorded).
+    pub fn contains(&self, id: &NamespaceId, chain: &ChainHash) -> Result<Option<Tier>> {
+        let state = self.inner.lock();
+        let slot = live_slot(&state, id)?;
+        Ok(state
+            .find_current(slot, chain)
+            .map(|block_id| state.meta(block_id))
+            .filter(|meta| meta.servable())
+            .map(|meta| if meta.dram.is_some() { Tier::Dram } else { Tier::Ssd }))
+    }
+
+    /// The longest cached prefix of a chain given by its hashes. The walk
+    /// stops at the first block not cached: cached blocks of a chain are
+    /// prefix-closed, so nothing after a miss can be a hit.
+    pub fn lookup(&self, id: &NamespaceId, hashes: &[ChainHash]) -> Result<Lookup> {
+        self.lookup_inner(id, hashes.to_vec(), None)
+    }
+
+    /// [`Engine::lookup`] of a token sequence, hashed with the namespace's
+    /// chain key (tokens after the last full block are not looked up).
+    pub fn lookup_tokens(&self, id: &NamespaceId, tokens: &[u32]) -> Result<Lookup> {
+        let hashes = self.hash_tokens(id, tokens)?;
+        self.lookup_inner(id, hashes, Some(tokens.len() as u64))
+    }
+
+    fn lookup_inner(
+        &self,
+        id: &NamespaceId,
+        hashes: Vec<ChainHash>,
+        tokens: Option<u64>,
+    ) -> Result<Lookup> {
+        let max = pagoda_formats::limits::BLOCKS_PER_LOOKUP_MAX as usize;
+        if hashes.len() > max {
+            return Err(Error::InvalidArgument(format!(
+                "{} blocks in one lookup, over the limit of {max}",
+                hashes.len()
+            )));
+        }
+        let mut state = self.inner.lock();
+        let slot = live_slot(&state, id)?;
+        let block_tokens = u64::from(state.namespaces[slot as usize].namespace.layout().block_tokens);
+        let mut ids = Vec::new();
+        let mut tiers = Vec::new();
+        for hash in &hashes {
+            let Some(block_id) = state
+                .find_current(slot, hash)
+                .filter(|&block_id| state.meta(block_id).servable())
+            else {
+                break;
+            };
+            let meta = state.meta(block_id);
+            tiers.push(if meta.dram.is_some() { Tier::Dram } else { Tier::Ssd });
+            ids.push(block_id);
+        }
+        touch(&mut state, &ids);
+        let counters = &state.namespaces[slot as usize].counters;
+        let matched = ids.len();
+        let asked_tokens = tokens.unwrap_or(hashes.len() as u64 * block_tokens);
+        NsCounters::bump(&counters.lookups);
+        NsCounters::add(&counters.lookup_blocks, hashes.len() as u64);
+        NsCounters::add(&counters.lookup_hit_blocks, matched as u64);
+        NsCounters::add(&counters.lookup_tokens, asked_tokens);
+        NsCounters::add(&counters.lookup_hit_tokens, matched as u64 * block_tokens);
+        Ok(Lookup {
+            matched,
+            tiers,
+            hashes,
+        })
+    }
+
+    /// Pins the cached leading blocks of `hashes` against eviction until
+    /// `ttl` passes or [`Engine::unpin`]; their bytes count against the
+    /// tenant's DRAM quota while pinned.
+    pub fn pin(&self, id: &NamespaceId, hashes: &[ChainHash], ttl: Duration) -> Result<LeaseInfo> {
+        let max_ttl = Duration::from_millis(pagoda_formats::limits::PIN_DURATION_MS_MAX);
+        if ttl > max_ttl {
+            return Err(Error::InvalidArgument(format!(
+                "a pin lasts at most {} ms",
+                max_ttl.as_millis()
+            )));
+        }
+        let max = pagoda_formats::limits::KEYS_PER_REQUEST_MAX as usize;
+        if hashes.len() > max {
+            return Err(Error::InvalidArgument(format!(
+                "{} blocks in one pin, over the limit of {max}",
+                hashes.len()
+            )));
+        }
+        self.inner.expire_leases();
+        let mut state = self.inner.lock();
+        let slot = live_slot(&state, id)?;
+        if state.leases.len() >= limits::LEASES_MAX {
+            return Err(Error::ResourceExhausted(format!(
+                "{} leases are held, the limit",
+                limits::LEASES_MAX
+            )));
+        }
+        let tenant = state.namespaces[slot as usize].tenant;
+        let mut blocks = Vec::new();
+        let mut bytes = 0u64;
+        for hash in hashes {
+            let Some(block_id) = state
+                .find_current(slot, hash)
+                .filter(|&block_id| state.meta(block_id).servable())
+            else {
+                break;
+            };
+            let meta = state.meta(block_id);
+            if meta.pins >= limits::PINS_PER_BLOCK_MAX {
+                return Err(Error::ResourceExhausted("a block is pinned too often".into()));
+            }
+            bytes += u64::from(meta.payload_len);
+            blocks.push((block_id, meta.epoch));
+        }
+        let tenant_state = &state.tenants[tenant as usize];
+        if tenant_state.pinned_bytes + bytes > tenant_state.config.dram_quota {
+            return Err(Error::ResourceExhausted(format!(
+                "pinning {bytes} more bytes would exceed the tenant's DRAM quota"
+            )));
+        }
+        for (block_id, _) in &blocks {
+            state.meta_mut(*block_id).pins += 1;
+        }
+        state.tenants[tenant as usize].pinned_bytes += bytes;
+        let lease_id = state.next_lease;
+        state.next_lease += 1;
+        let pinned = blocks.len();
+        state.leases.insert(
+            lease_id,
+            Lease {
+                tenant,
+                blocks,
+                bytes,
+            },
+        );
+        state
+            .deadlines
+            .push(std::cmp::Reverse((Instant::now() + ttl, lease_id)));
+        Ok(LeaseInfo {
+            id: lease_id,
+            pinned,
+            bytes,
+        })
+    }
+
+    /// Releases a lease early; false when it was unknown or had expired.
+    pub fn unpin(&self, lease: u64) -> bool {
+        let mut state = self.inner.lock();
+        release_lease(&mut state, lease)
+    }
+
+    /// One maintenance pass: releases expired leases, frees blocks of dropped
+    /// namespaces (a bounded batch), reclaims the oldest value-log segment
+    /// when the SSD tier is over its high watermark, and writes the index
+    /// checkpoint. The background thread calls it periodically.
+    pub fn maintain(&self) -> Result<()> {
+        self.inner.maintain()
+    }
+
+    /// Makes every acknowledged put durable and writes the index checkpoint.
+    pub fn sync(&self) -> Result<()> {
+        if let Some(ssd) = &self.inner.ssd {
+            ssd.wal.sync()?;
+            self.inner.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Evicts DRAM blocks (by policy, demoting as admission allows) until at
+    /// least `pages` pages are free; returns whether they are.
+    pub fn free_dram_pages(&self, pages: usize) -> bool {
+        let inner = &*self.inner;
+        let demotions = {
+            let mut state = inner.lock();
+            inner.make_room(&mut state, u16::MAX, pages)
+        };
+        match demotions {
+            Ok(demotions) => {
+                inner.demote(demotions);
+                inner.pool.free_pages() >= pages
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// A snapshot of the counters and sizes.
+    pub fn stats(&self) -> EngineStats {
+        let inner = &*self.inner;
+        let ssd_used = inner.ssd.as_ref().map_or(0, |ssd| wal_bytes(&ssd.wal));
+        let state = inner.lock();
+        let mut tenants: Vec<TenantStats> = state
+            .tenants
+            .iter()
+            .map(|tenant| TenantStats {
+                name: tenant.config.name.clone(),
+                counters: crate::stats::Counters::default(),
+                dram_bytes: tenant.dram_bytes,
+                ssd_bytes: tenant.ssd_bytes,
+                pinned_bytes: tenant.pinned_bytes,
+                dram_quota: tenant.config.dram_quota,
+                ssd_quota: tenant.config.ssd_quota,
+                dram_blocks: tenant.dram_blocks,
+                ssd_blocks: tenant.ssd_blocks,
+            })
+            .collect();
+        let mut namespaces = Vec::new();
+        for slot in &state.namespaces {
+            let counters = slot.counters.snapshot();
+            if let Some(tenant) = tenants.get_mut(slot.tenant as usize) {
+                tenant.counters.add(&counters);
+            }
+            if !slot.dropped {
+                namespaces.push(NamespaceStats {
+                    id: hex(&slot.id),
+                    tenant: slot.namespace.tenant().to_owned(),
+                    model: slot.namespace.model().to_owned(),
+                    revision: slot.namespace.revision().to_owned(),
+                    generation: slot.generation,
+                    counters,
+                });
+            }
+        }
+        let blocks = state.len() as u64;
+        let metadata = state.metadata_bytes();
+        let dead_blocks = state.dead_count();
+        drop(state);
+        let pages_used = inner.pool.page_count() - inner.pool.free_pages();
+        EngineStats {
+            tenants,
+            namespaces,
+            dram_capacity: (inner.pool.page_count() * inner.pool.page_bytes()) as u64,
+            dram_used: (pages_used * inner.pool.page_bytes()) as u64,
+            ssd_capacity: if inner.ssd.is_some() {
+                inner.options.ssd_bytes
+            } else {
+                0
+            },
+            ssd_used,
+            blocks,
+            dead_blocks,
+            recent_corruptions: inner
+                .corruptions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .cloned()
+                .collect(),
+            open_ms: inner.open_ms,
+            metadata_bytes_per_block: if blocks == 0 {
+                0.0
+            } else {
+                metadata as f64 / blocks as f64
+            },
+        }
+    }
+
+    /// Stops maintenance, syncs the log, writes the checkpoint and closes.
+    pub fn close(self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let background = self
+            .background
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some((stop, handle)) = background {
+            let _ = stop.send(());
+            let _ = handle.join();
+        }
+        if let Some(ssd) = &self.inner.ssd {
+            ssd.wal.sync()?;
+            self.inner.checkpoint()?;
+            ssd.index.flush()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Err(error) = self.shutdown() {
+            tracing::warn!(%error, "closing the engine");
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a block evicted from DRAM would be written to SSD.
+    fn admits(&self, meta: &crate::state::Meta) -> bool {
+        if self.ssd.is_none() {
+            return false;
+        }
+        match self.options.admission {
+            Admission::All => true,
+            Admission::Reused => meta.freq > 0 || meta.children > 0,
+            Admission::Never => false,
+        }
+    }
+
+    /// Evicts DRAM blocks until `tenant` is within its quota (its own blocks)
+    /// and the pool has `pages` free pages (blocks of the tenant most over its
+    /// share).
+    /// `tenant == u16::MAX` frees pool pages only.
+    fn make_room(
+        &self,
+        state: &mut State,
+        tenant: u16,
+        pages: usize,
+    ) -> Result<Vec<Demotion>> {
+        let page_bytes = self.pool.page_bytes() as u64;
+        let mut demotions = Vec::new();
+        let mut released = Released::default();
+        let mut freed_pages = 0usize;
+        let result = loop {
+            let over_quota = state
+                .tenants
+                .get(tenant as usize)
+                .is_some_and(|t| t.dram_bytes > t.config.dram_quota);
+            let short = self.pool.free_pages() + freed_pages < pages;
+            if !over_quota && !short {
+                break Ok(());
+            }
+            let victim_tenant = if over_quota {
+                Some(tenant as usize)
+            } else {
+                // The tenant most over its share of the pool.
+                state
+                    .tenants
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| !t.policy.is_empty())
+                    .max_by(|(_, a), (_, b)| {
+                        let share = |t: &TenantState| {
+                            t.dram_bytes as f64 / t.config.dram_quota.max(1) as f64
+                        };
+                        share(a).total_cmp(&share(b))
+                    })
+                    .map(|(index, _)| index)
+            };
+            let Some(victim_tenant) = victim_tenant else {
+                break Err(Error::ResourceExhausted(
+                    "the DRAM pool has no evictable block".into(),
+                ));
+            };
+            let victim = {
+                let State { slab, tenants, namespaces, .. } = &mut *state;
+                let admits = |meta: &crate::state::Meta| self.admits(meta);
+                tenants[victim_tenant].policy.victim(&mut |id| {
+                    let meta = &slab[id as usize];
+                    let current = namespaces
+                        .get(meta.ns as usize)
+                        .is_some_and(|slot| !slot.dropped && slot.generation == meta.generation);
+                    !current
+                        || (meta.pins == 0
+                            && meta.flags & PENDING == 0
+                            && (meta.ssd_segment != NONE || meta.children == 0 || admits(meta)))
+                })
+            };
+            let Some(victim) = victim else {
+                break Err(Error::ResourceExhausted(if over_quota {
+                    "the tenant's DRAM quota is full of pinned blocks".into()
+                } else {
+                    "the DRAM pool is full of pinned blocks".into()
+                }));
+            };
+            // Re-add to the policy's accounting by taking the DRAM copy.
+            let counters = state.counters_of(victim);
+            let current = state.is_current(victim);
+            let meta = state.meta(victim);
+            let pages_of = meta
+                .dram
+                .as_ref()
+                .map_or(0, |block| (block.len() as u64).div_ceil(page_bytes));
+            if Arc::strong_count(meta.dram.as_ref().expect("policy tracks DRAM blocks")) == 1 {
+                freed_pages += usize::try_from(pages_of).unwrap_or(usize::MAX);
+            }
+            NsCounters::bump(&counters.evictions_dram);
+            if !current {
+                state.remove_dead(victim, &mut released);
+                continue;
+            }
+            let meta = state.meta(victim);
+            if meta.ssd_segment != NONE {
+                state.take_dram(victim, &mut released);
+            } else if self.admits(meta) {
+                let key = state.key_of(victim);
+                let parent = match meta.parent {
+                    NONE => ChainHash::ROOT,
+                    parent => state.meta(parent).chain,
+                };
+                let meta = state.meta_mut(victim);
+                let block = meta.dram.take().expect("policy tracks DRAM blocks");
+                meta.flags |= PENDING;
+                let (epoch, generation, crc) = (meta.epoch, meta.generation, meta.crc);
+                let tenant_state = &mut state.tenants[victim_tenant];
+                tenant_state.dram_bytes = tenant_state
+                    .dram_bytes
+                    .saturating_sub(pages_of * page_bytes);
+                tenant_state.dram_blocks = tenant_state.dram_blocks.saturating_sub(1);
+                demotions.push(Demotion {
+                    id: victim,
+                    epoch,
+                    key,
+                    parent,
+                    generation,
+                    crc,
+                    block,
+                });
+            } else {
+                if self.ssd.is_some() {
+                    NsCounters::bump(&counters.admissions_rejected);
+                }
+                state.remove(victim, &mut released);
+            }
+        };
+        // Pages go back once no lock is held; demotions are written by the
+        // caller.
+        self.defer_release(released);
+        match result {
+            Ok(()) => Ok(demotions),
+            Err(error) if demotions.is_empty() => Err(error),
+            // Demotions already detached must still be written.
+            Err(_) => Ok(demotions),
+        }
+    }
+
+    fn defer_release(&self, released: Released) {
+        // Dropping `Arc<Block>`s only touches the pool's free-list lock (never
+        // the state lock), so it is safe here; index deletes need RocksDB.
+        let Released {
+            blocks,
+            index_deletes,
+        } = released;
+        drop(blocks);
+        if let Some(ssd) = &self.ssd {
+            for key in index_deletes {
+                if let Err(error) = ssd.index.delete(&key) {
+                    tracing::warn!(%error, "deleting an index entry");
+                }
+            }
+        }
+    }
+
+    fn finish_release(&self, released: Released) {
+        self.defer_release(released);
+    }
+
+    /// Undoes phase 1 of a put that failed.
+    fn abort_put(&self, state: &mut State, block_id: u32, tenant: u16, dram_bytes: u64) {
+        let tenant_state = &mut state.tenants[tenant as usize];
+        tenant_state.dram_bytes = tenant_state.dram_bytes.saturating_sub(dram_bytes);
+        let meta = state.meta_mut(block_id);
+        meta.flags &= !PENDING;
+        state.free_if_unused(block_id);
+    }
+
+    /// Writes demoted blocks to the value log and indexes them.
+    fn demote(&self, demotions: Vec<Demotion>) {
+        for demotion in demotions {
+            let chunks: Vec<&[u8]> = demotion.block.chunks().collect();
+            // Verify the bytes before they leave DRAM: bad memory is caught here.
+            let computed = chunks
+                .iter()
+                .fold(0, |crc, chunk| crc32c::crc32c_append(crc, chunk));
+            let result = if computed == demotion.crc {
+                self.append_block(
+                    &demotion.key,
+                    &demotion.parent,
+                    demotion.generation,
+                    demotion.crc,
+                    &chunks,
+                    Durability::Async,
+                )
+                .map_err(|error| error.to_string())
+            } else {
+                Err(format!(
+                    "DRAM copy has CRC {computed:#010x}, expected {:#010x}",
+                    demotion.crc
+                ))
+            };
+            let mut state = self.lock();
+            let same = state.meta(demotion.id).epoch == demotion.epoch && state.is_current(demotion.id);
+            if same {
+                state.meta_mut(demotion.id).flags &= !PENDING;
+            }
+            match result {
+                Ok(location) if same => {
+                    let counters = state.counters_of(demotion.id);
+                    NsCounters::bump(&counters.demotions);
+                    set_ssd(&mut state, demotion.id, &location);
+                }
+                Ok(_) => {}
+                Err(reason) => {
+                    if same {
+                        if computed != demotion.crc {
+                            let counters = state.counters_of(demotion.id);
+                            NsCounters::bump(&counters.checksum_failures);
+                        }
+                        state.free_if_unused(demotion.id);
+                    }
+                    drop(state);
+                    self.report_corruption(demotion.key, "dram".into(), reason);
+                    continue;
+                }
+            }
+            if same {
+                state.free_if_unused(demotion.id);
+            }
+        }
+    }
+
+    /// Appends a block record and indexes it.
+    fn append_block(
+        &self,
+        key: &BlockKey,
+        parent: &ChainHash,
+        generation: u64,
+        crc: u32,
+        chunks: &[&[u8]],
+        durability: Durability,
+    ) -> Result<Location> {
+        let ssd = self.ssd.as_ref().ok_or(Error::Closed)?;
+        let len: usize = chunks.iter().map(|chunk| chunk.len()).sum();
+        let created = now_ms();
+        let header = BlockHeader {
+            key: *key,
+            payload_len: u32::try_from(len).expect("bounded by payload_bytes_max"),
+            namespace_generation: generation,
+            created_at_unix_ms: created,
+            payload_crc: crc,
+        };
+        let mut record = Vec::with_capacity(BLOCK_RECORD_OVERHEAD + len);
+        record.extend_from_slice(&encode_block_record_prefix(&header, parent));
+        for chunk in chunks {
+            record.extend_from_slice(chunk);
+        }
+        let wal_durability = if durability == Durability::Sync {
+            pagoda_wal::Durability::SyncData
+        } else {
+            pagoda_wal::Durability::Buffered
+        };
+        let _barrier = self
+            .index_barrier
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let location = ssd
+            .wal
+            .submit(vec![(RecordKind::Block, record)], wal_durability)?
+            .wait()?
+            .pop()
+            .expect("one record in, one location out");
+        let entry = IndexEntry {
+            segment_id: location.segment_id,
+            offset: location.offset,
+            sequence: location.sequence,
+            record_payload_len: location.payload_len,
+            payload_crc: crc,
+            namespace_generation: generation,
+            last_access_unix_ms: created,
+            parent: *parent,
+        };
+        ssd.index.put(key, &entry)?;
+        self.max_sequence
+            .fetch_max(location.sequence, Ordering::AcqRel);
+        Ok(location)
+    }
+
+    /// Reads and verifies a block's record from the value log.
+    fn read_ssd(
+        &self,
+        key: &BlockKey,
+        generation: u64,
+        crc: u32,
+    ) -> std::result::Result<(Vec<u8>, Location), String> {
+        let ssd = self.ssd.as_ref().ok_or("no SSD tier")?;
+        let entry = ssd
+            .index
+            .get(key)
+            .map_err(|error| error.to_string())?
+            .ok_or("the index has no entry")?;
+        let location = Location {
+            segment_id: entry.segment_id,
+            offset: entry.offset,
+            sequence: entry.sequence,
+            payload_len: entry.record_payload_len,
+        };
+        let record = ssd.wal.read(&location).map_err(|error| error.to_string())?;
+        let decoded = decode_block_record(&record).map_err(|error| error.to_string())?;
+        if decoded.header.key != *key {
+            return Err("the record holds another block".into());
+        }
+        if decoded.header.namespace_generation != generation || decoded.header.payload_crc != crc {
+            return Err("the record is of another generation or content".into());
+        }
+        Ok((record, location))
+    }
+
+    /// Turns a verified record into a reference, copying it into DRAM when
+    /// promotion is on and pages are free.
+    fn promote(&self, block_id: u32, epoch: u32, record: Vec<u8>, crc: u32, location: &Location) -> BlockRef {
+        let _ = location;
+        let owned = BlockRef::from_record(record, BLOCK_RECORD_OVERHEAD, crc);
+        if !self.options.promote_on_ssd_hit {
+            return owned;
+        }
+        let len = owned.len();
+        let pages = self.pool.pages_for(len);
+        let dram_bytes = pages as u64 * self.pool.page_bytes() as u64;
+        let demotions = {
+            let mut state = self.lock();
+            let meta = state.meta(block_id);
+            if meta.epoch != epoch || meta.dram.is_some() || !state.is_current(block_id) {
+                return owned;
+            }
+            let tenant = state.tenant_of(block_id);
+            let tenant_state = &state.tenants[tenant as usize];
+            if tenant_state.dram_bytes + dram_bytes > tenant_state.config.dram_quota {
+                return owned;
+            }
+            match self.make_room(&mut state, u16::MAX, pages) {
+                Ok(demotions) => demotions,
+                Err(_) => return owned,
+            }
+        };
+        self.demote(demotions);
+        let chunks: Vec<&[u8]> = owned.chunks().collect();
+        let Some(block) = self.pool.store(len, &chunks) else {
+            return owned;
+        };
+        let mut state = self.lock();
+        let meta = state.meta(block_id);
+        if meta.epoch != epoch || meta.dram.is_some() || !state.is_current(block_id) {
+            return owned;
+        }
+        let block = Arc::new(block);
+        let fingerprint = state.fingerprint(block_id);
+        let tenant = state.tenant_of(block_id);
+        state.meta_mut(block_id).dram = Some(Arc::clone(&block));
+        let tenant_state = &mut state.tenants[tenant as usize];
+        tenant_state.dram_bytes += dram_bytes;
+        tenant_state.dram_blocks += 1;
+        tenant_state.policy.insert(block_id, fingerprint);
+        let counters = state.counters_of(block_id);
+        NsCounters::bump(&counters.promotions);
+        BlockRef::from_pages(block, crc).with_tier(Tier::Ssd)
+    }
+
+    fn report_corruption(&self, key: BlockKey, location: String, reason: String) {
+        tracing::warn!(key = %hex_key(&key), %location, %reason, "checksum failure: block dropped");
+        let mut reports = self
+            .corruptions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if reports.len() >= limits::CORRUPTION_REPORTS_KEPT {
+            reports.pop_front();
+        }
+        reports.push_back(CorruptionReport {
+            key,
+            location,
+            reason,
+        });
+    }
+
+    /// Drops the tenant's oldest SSD blocks while it is over its SSD quota.
+    fn over_ssd_quota(&self, state: &mut State, tenant: u16) -> Released {
+        let mut released = Released::default();
+        let mut budget = state.tenants[tenant as usize].ssd_fifo.len();
+        while budget > 0 {
+            budget -= 1;
+            let tenant_state = &mut state.tenants[tenant as usize];
+            if tenant_state.ssd_bytes <= tenant_state.config.ssd_quota {
+                break;
+            }
+            let Some((id, epoch)) = tenant_state.ssd_fifo.pop_front() else {
+                break;
+            };
+            let meta = state.meta(id);
+            if meta.epoch != epoch || meta.ssd_segment == NONE {
+                continue;
+            }
+            if meta.pins > 0 || (meta.children > 0 && meta.dram.is_none()) {
+                state.tenants[tenant as usize].ssd_fifo.push_back((id, epoch));
+                continue;
+            }
+            let counters = state.counters_of(id);
+            NsCounters::bump(&counters.evictions_ssd);
+            state.take_ssd(id, &mut released);
+            state.free_if_unused(id);
+        }
+        released
+    }
+
+    fn expire_leases(&self) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        while let Some(std::cmp::Reverse((deadline, lease))) = state.deadlines.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            state.deadlines.pop();
+            release_lease(&mut state, lease);
+        }
+    }
+
+    fn maintain(&self) -> Result<()> {
+        let _serial = self
+            .maintenance
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.expire_leases();
+        self.sweep();
+        if self.ssd.is_some() {
+            self.reclaim()?;
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Frees a batch of blocks of dropped namespace generations.
+    fn sweep(&self) {
+        let mut released = Released::default();
+        {
+            let mut state = self.lock();
+            let len = state.slab.len();
+            if len == 0 {
+                return;
+            }
+            for _ in 0..limits::SWEEP_BATCH.min(len) {
+                let id = u32::try_from(state.sweep_cursor % len).expect("slab ids are u32");
+                state.sweep_cursor = (state.sweep_cursor + 1) % len;
+                let meta = state.meta(id);
+                if meta.flags & crate::state::LIVE != 0 && !state.is_current(id) {
+                    state.remove_dead(id, &mut released);
+                }
+            }
+        }
+        self.finish_release(released);
+    }
+
+    /// Writes the index checkpoint: every record up to the highest sequence
+    /// acknowledged is indexed.
+    fn checkpoint(&self) -> Result<()> {
+        let Some(ssd) = &self.ssd else { return Ok(()) };
+        let sequence = {
+            let _barrier = self
+                .index_barrier
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.max_sequence.load(Ordering::Acquire)
+        };
+        if sequence > ssd.index.checkpoint()? {
+            ssd.index.set_checkpoint(sequence)?;
+        }
+        Ok(())
+    }
+
+    /// Reclaims the oldest segments while the log is over its high watermark.
+    fn reclaim(&self) -> Result<()> {
+        let Some(ssd) = &self.ssd else { return Ok(()) };
+        let high = (self.options.ssd_bytes as f64 * self.options.ssd_high_watermark) as u64;
+        for _ in 0..4 {
+            if wal_bytes(&ssd.wal) <= high || ssd.wal.segments().len() < 2 {
+                break;
+            }
+            let full = wal_bytes(&ssd.wal) > self.options.ssd_bytes;
+            let mut doomed = Vec::new();
+            let mut kept = Vec::new();
+            let reclaimed = ssd.wal.reclaim_oldest(|location, kind, payload| {
+                if kind != RecordKind::Block {
+                    return false;
+                }
+                let Ok(record) = decode_block_record(payload) else {
+                    return false;
+                };
+                let mut state = self.lock();
+                let Some(&slot) = state.ns_by_id.get(&record.header.key.namespace) else {
+                    return false;
+                };
+                let Some(id) = state.find_current(slot, &record.header.key.chain) else {
+                    return false;
+                };
+                let segment = u32::try_from(location.segment_id).unwrap_or(NONE);
+                let meta = state.meta(id);
+                if meta.ssd_segment != segment || meta.epoch == 0 {
+                    return false;
+                }
+                let keep = meta.children > 0
+                    || meta.pins > 0
+                    || meta.flags & PENDING != 0
+                    || (!full && meta.freq > 0 && meta.dram.is_none());
+                if keep {
+                    let meta = state.meta_mut(id);
+                    meta.freq /= 2;
+                    kept.push((id, meta.epoch));
+                } else {
+                    state.meta_mut(id).flags |= DOOMED;
+                    doomed.push((id, state.meta(id).epoch));
+                }
+                keep
+            })?;
+            let mut released = Released::default();
+            let mut moved_entries = Vec::new();
+            {
+                let mut state = self.lock();
+                // `moved` lists the kept records in the order `keep` saw them.
+                for ((id, epoch), (_old, new)) in kept.iter().copied().zip(&reclaimed.moved) {
+                    if state.meta(id).epoch != epoch || !state.is_current(id) {
+                        continue;
+                    }
+                    let key = state.key_of(id);
+                    let meta = state.meta_mut(id);
+                    meta.ssd_segment = u32::try_from(new.segment_id).unwrap_or(NONE);
+                    let generation = meta.generation;
+                    let crc = meta.crc;
+                    let parent = match state.meta(id).parent {
+                        NONE => ChainHash::ROOT,
+                        parent => state.meta(parent).chain,
+                    };
+                    moved_entries.push((
+                        key,
+                        IndexEntry {
+                            segment_id: new.segment_id,
+                            offset: new.offset,
+                            sequence: new.sequence,
+                            record_payload_len: new.payload_len,
+                            payload_crc: crc,
+                            namespace_generation: generation,
+                            last_access_unix_ms: now_ms(),
+                            parent,
+                        },
+                    ));
+                    self.max_sequence.fetch_max(new.sequence, Ordering::AcqRel);
+                }
+                for (id, epoch) in doomed {
+                    if state.meta(id).epoch != epoch || state.meta(id).flags & DOOMED == 0 {
+                        continue;
+                    }
+                    let counters = state.counters_of(id);
+                    NsCounters::bump(&counters.evictions_ssd);
+                    state.take_ssd(id, &mut released);
+                    state.free_if_unused(id);
+                }
+                let liveness = liveness(&state, &ssd.wal);
+                ssd.index.set_liveness(liveness);
+            }
+            ssd.index.put_all(&moved_entries, false)?;
+            self.finish_release(released);
+            tracing::debug!(
+                segment = reclaimed.segment_id,
+                moved = reclaimed.moved.len(),
+                dropped = reclaimed.dropped,
+                "reclaimed a value-log segment"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Records accesses deepest first, so parents end up more recent than their
+/// children in recency-ordered policies.
+fn touch(state: &mut State, ids: &[u32]) {
+    for &id in ids.iter().rev() {
+        let tenant = state.tenant_of(id) as usize;
+        let meta = state.meta_mut(id);
+        meta.freq = meta.freq.saturating_add(1).min(3);
+        if meta.dram.is_some() {
+            state.tenants[tenant].policy.access(id);
+        }
+    }
+}
+
+fn set_ssd(state: &mut State, id: u32, location: &Location) {
+    let tenant = state.tenant_of(id) as usize;
+    let meta = state.meta_mut(id);
+    let fresh = meta.ssd_segment == NONE;
+    meta.ssd_segment = u32::try_from(location.segment_id).unwrap_or(NONE);
+    let bytes = ssd_bytes(meta.payload_len);
+    let epoch = meta.epoch;
+    if fresh {
+        let tenant_state = &mut state.tenants[tenant];
+        tenant_state.ssd_bytes += bytes;
+        tenant_state.ssd_blocks += 1;
+        tenant_state.ssd_fifo.push_back((id, epoch));
+    }
+}
+
+fn release_lease(state: &mut State, lease: u64) -> bool {
+    let Some(lease) = state.leases.remove(&lease) else {
+        return false;
+    };
+    for (id, epoch) in lease.blocks {
+        let meta = state.meta_mut(id);
+        if meta.epoch == epoch && meta.pins > 0 {
+            meta.pins -= 1;
+            state.free_if_unused(id);
+        }
+    }
+    let tenant = &mut state.tenants[lease.tenant as usize];
+    tenant.pinned_bytes = tenant.pinned_bytes.saturating_sub(lease.bytes);
+    true
+}
+
+fn live_slot(state: &State, id: &NamespaceId) -> Result<u32> {
+    match state.ns_by_id.get(id) {
+        Some(&slot) if !state.namespaces[slot as usize].dropped => Ok(slot),
+        _ => Err(Error::UnknownNamespace(hex(id))),
+    }
+}
+
+fn hex(id: &NamespaceId) -> String {
+    id.as_bytes().iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn hex_key(key: &BlockKey) -> String {
+    key.encode().iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn wal_bytes(wal: &Wal) -> u64 {
+    wal.segments().iter().map(|segment| segment.data_end).sum()
+}
+
+fn add_tenant(state: &mut State, options: &EngineOptions, tenant: TenantConfig) -> Result<()> {
+    pagoda_formats::namespace::validate_name(
+        pagoda_formats::NameField::Tenant,
+        tenant.name.as_bytes(),
+    )?;
+    if let Some(&index) = state.tenant_by_name.get(&tenant.name) {
+        let existing = &mut state.tenants[index as usize];
+        let secret_changed = existing.config.secret.as_bytes() != tenant.secret.as_bytes();
+        existing.config = tenant;
+        if secret_changed {
+            for slot in &mut state.namespaces {
+                if slot.tenant == index {
+                    slot.chain_key = ChainKey::derive(&slot.id, &existing.config.secret);
+                }
+            }
+        }
+        return Ok(());
+    }
+    if state.tenants.len() >= limits::TENANTS_MAX {
+        return Err(Error::ResourceExhausted(format!(
+            "at most {} tenants",
+            limits::TENANTS_MAX
+        )));
+    }
+    let index = u16::try_from(state.tenants.len()).expect("bounded by TENANTS_MAX");
+    state.tenant_by_name.insert(tenant.name.clone(), index);
+    state.tenants.push(TenantState {
+        config: tenant,
+        policy: options.policy.build(),
+        dram_bytes: 0,
+        ssd_bytes: 0,
+        pinned_bytes: 0,
+        dram_blocks: 0,
+        ssd_blocks: 0,
+        ssd_fifo: VecDeque::new(),
+    });
+    Ok(())
+}
+
+fn namespace_key(id: &NamespaceId) -> Vec<u8> {
+    let mut key = NAMESPACE_PREFIX.to_vec();
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+fn namespace_record(generation: u64, dropped: bool, namespace: &Namespace) -> Vec<u8> {
+    let mut record = generation.to_le_bytes().to_vec();
+    record.push(u8::from(dropped));
+    record.extend_from_slice(&namespace.encode());
+    record
+}
+
+fn register_namespace(
+    state: &mut State,
+    namespace: Namespace,
+    generation: u64,
+    dropped: bool,
+) -> Result<()> {
+    let id = namespace.id();
+    let tenant = state.tenant_by_name.get(namespace.tenant()).copied();
+    let (tenant, chain_key) = match tenant {
+        Some(tenant) => (
+            tenant,
+            ChainKey::derive(&id, &state.tenants[tenant as usize].config.secret),
+        ),
+        // A namespace on disk whose tenant is not configured: kept (its blocks
+        // stay on disk) but dropped from view until the tenant comes back.
+        None => return Ok(()),
+    };
+    if let Some(&slot) = state.ns_by_id.get(&id) {
+        let entry = &mut state.namespaces[slot as usize];
+        entry.generation = generation;
+        entry.dropped = dropped;
+        entry.chain_key = chain_key;
+        return Ok(());
+    }
+    let slot = u32::try_from(state.namespaces.len()).expect("bounded by NAMESPACES_MAX");
+    state.ns_by_id.insert(id, slot);
+    state.namespaces.push(NsSlot {
+        id,
+        namespace,
+        tenant,
+        generation,
+        dropped,
+        chain_key,
+        counters: Arc::new(NsCounters::default()),
+    });
+    Ok(())
+}
+
+fn open_ssd(dir: &Path, options: &EngineOptions) -> Result<Ssd> {
+    std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+    let disk = match &options.log_disk {
+        Some(disk) => Arc::clone(disk),
+        None => {
+            let log_dir = dir.join("log");
+            std::fs::create_dir_all(&log_dir)
+                .map_err(Error::io(format!("creating {}", log_dir.display())))?;
+            pagoda_wal::disk::open_dir(&log_dir, pagoda_wal::disk::BackendChoice::Auto)
+                .map_err(Error::io(format!("opening {}", log_dir.display())))?
+        }
+    };
+    let wal = Wal::open(disk, options.wal.clone())?;
+    let index = Index::open(&dir.join("index"))?;
+    Ok(Ssd { wal, index })
+}
+
+fn load_namespaces(index: &Index, state: &mut State) -> Result<()> {
+    for (key, value) in index.meta_with_prefix(NAMESPACE_PREFIX)? {
+        let bad = || Error::BadIndexEntry {
+            reason: format!("namespace record {key:02x?} does not decode"),
+        };
+        let generation = u64::from_le_bytes(
+            value
+                .get(..8)
+                .and_then(|bytes| bytes.try_into().ok())
+                .ok_or_else(bad)?,
+        );
+        let dropped = *value.get(8).ok_or_else(bad)? != 0;
+        let namespace = Namespace::decode(value.get(9..).ok_or_else(bad)?)?;
+        register_namespace(state, namespace, generation, dropped)?;
+    }
+    Ok(())
+}
+
+fn liveness(state: &State, wal: &Wal) -> Liveness {
+    let mut live_generation = BTreeMap::new();
+    for slot in &state.namespaces {
+        let live = if slot.dropped {
+            slot.generation + 1
+        } else {
+            slot.generation
+        };
+        live_generation.insert(slot.id, live);
+    }
+    Liveness {
+        oldest_live_segment: wal.segments().first().map_or(0, |segment| segment.id),
+        live_generation,
+    }
+}
+
+/// Indexes the value-log records after the checkpoint; returns the highest
+/// sequence in the log.
+fn replay_tail(ssd: &Ssd, state: &State) -> Result<u64> {
+    let checkpoint = ssd.index.checkpoint()?;
+    let segments = ssd.wal.segments();
+    let mut max_sequence = 0;
+    let mut replayed = 0u64;
+    let mut entries = Vec::new();
+    for (position, segment) in segments.iter().enumerate() {
+        let next_first = segments
+            .get(position + 1)
+            .map_or(u64::MAX, |next| next.first_sequence);
+        max_sequence = max_sequence.max(segment.first_sequence.saturating_sub(1));
+        let (records, _end) = ssd.wal.scan_segment(segment.id, None)?;
+        if let Some((last, _)) = records.last() {
+            max_sequence = max_sequence.max(last.sequence);
+        }
+        if next_first <= checkpoint.saturating_add(1) {
+            continue;
+        }
+        for (location, kind) in records {
+            if kind != RecordKind::Block || location.sequence <= checkpoint {
+                continue;
+            }
+            let Ok(payload) = ssd.wal.read(&location) else {
+                continue;
+            };
+            let Ok(record) = decode_block_record(&payload) else {
+                continue;
+            };
+            let key = record.header.key;
+            let Some(&slot) = state.ns_by_id.get(&key.namespace) else {
+                continue;
+            };
+            let slot = &state.namespaces[slot as usize];
+            if slot.dropped || slot.generation != record.header.namespace_generation {
+                continue;
+            }
+            entries.push((
+                key,
+                IndexEntry {
+                    segment_id: location.segment_id,
+                    offset: location.offset,
+                    sequence: location.sequence,
+                    record_payload_len: location.payload_len,
+                    payload_crc: record.header.payload_crc,
+                    namespace_generation: record.header.namespace_generation,
+                    last_access_unix_ms: record.header.created_at_unix_ms,
+                    parent: record.parent,
+                },
+            ));
+            replayed += 1;
+            if entries.len() >= 4096 {
+                ssd.index.put_all(&entries, false)?;
+                entries.clear();
+            }
+        }
+    }
+    ssd.index.put_all(&entries, false)?;
+    // After a crash the log may end before the old checkpoint: lower it, so
+    // records appended from here on are replayed if the index lags again.
+    ssd.index.set_checkpoint(max_sequence)?;
+    if replayed > 0 {
+        tracing::info!(replayed, checkpoint, "replayed the value-log tail into the index");
+    }
+    Ok(max_sequence)
+}
+
+/// Builds the block tree from the index: entries pointing outside the log,
+/// of dead generations, or whose parent is missing (orphans) are deleted.
+fn load_blocks(ssd: &Ssd, state: &mut State) -> Result<()> {
+    let segments: BTreeMap<u64, u64> = ssd
+        .wal
+        .segments()
+        .iter()
+        .map(|segment| (segment.id, segment.data_end))
+        .collect();
+    let mut stale = Vec::new();
+    let mut loaded: Vec<(u32, ChainHash)> = Vec::new();
+    for item in ssd.index.all_entries() {
+        let (key, entry) = match item {
+            Ok(pair) => pair,
+            Err(raw) => {
+                stale.push(raw);
+                continue;
+            }
+        };
+        let in_log = segments.get(&entry.segment_id).is_some_and(|&end| {
+            entry.offset + pagoda_formats::record::record_len(entry.record_payload_len) <= end
+        });
+        let slot = state.ns_by_id.get(&key.namespace).copied();
+        let current = slot.is_some_and(|slot| {
+            let slot = &state.namespaces[slot as usize];
+            !slot.dropped && slot.generation == entry.namespace_generation
+        });
+        let payload_len = entry
+            .record_payload_len
+            .checked_sub(BLOCK_RECORD_OVERHEAD as u32);
+        let (Some(slot), true, true, Some(payload_len)) = (slot, in_log, current, payload_len) else {
+            stale.push(key.encode().to_vec());
+            continue;
+        };
+        if state.find(slot, &key.chain).is_some() {
+            continue;
+        }
+        let id = state.insert(slot, key.chain, NONE, entry.namespace_generation);
+        let meta = state.meta_mut(id);
+        meta.payload_len = payload_len;
+        meta.crc = entry.payload_crc;
+        let location = Location {
+            segment_id: entry.segment_id,
+            offset: entry.offset,
+            sequence: entry.sequence,
+            payload_len: entry.record_payload_len,
+        };
+        set_ssd(state, id, &location);
+        loaded.push((id, entry.parent));
+    }
+    // Link parents; an entry whose parent is missing is an orphan (no lookup
+    // can reach it), and so is every entry below it.
+    let mut orphan = vec![false; state.slab.len()];
+    let mut parent_of = vec![NONE; state.slab.len()];
+    for (id, parent) in &loaded {
+        if *parent == ChainHash::ROOT {
+            continue;
+        }
+        let ns = state.meta(*id).ns;
+        match state.find(ns, parent) {
+            Some(parent_id) => parent_of[*id as usize] = parent_id,
+            None => orphan[*id as usize] = true,
+        }
+    }
+    let mut resolved = vec![false; state.slab.len()];
+    for (id, _) in &loaded {
+        let mut path = Vec::new();
+        let mut at = *id;
+        while !resolved[at as usize] {
+            path.push(at);
+            let parent = parent_of[at as usize];
+            if parent == NONE || orphan[at as usize] {
+                break;
+            }
+            at = parent;
+        }
+        let bad = orphan[at as usize];
+        for node in path {
+            orphan[node as usize] = bad;
+            resolved[node as usize] = true;
+        }
+    }
+    let mut released = Released::default();
+    for (id, _) in &loaded {
+        if orphan[*id as usize] {
+            continue;
+        }
+        let parent = parent_of[*id as usize];
+        if parent != NONE {
+            state.meta_mut(*id).parent = parent;
+            state.meta_mut(parent).children += 1;
+        }
+    }
+    for (id, _) in &loaded {
+        if orphan[*id as usize] {
+            stale.push(state.key_of(*id).encode().to_vec());
+            state.remove(*id, &mut released);
+        }
+    }
+    released.index_deletes.clear();
+    if !stale.is_empty() {
+        tracing::info!(entries = stale.len(), "dropped stale or orphaned index entries");
+        ssd.index.delete_raw(&stale)?;
+    }
+    Ok(())
+}
+
+fn maintenance_loop(inner: &std::sync::Weak<Inner>, stop: &Receiver<()>, period: Duration) {
+    loop {
+        match stop.recv_timeout(period) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(error) = inner.maintain() {
+            tracing::warn!(%error, "engine maintenance");
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Engine options, tenant configuration and the engine's named limits.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pagoda_formats::chain::TenantSecret;
+use pagoda_wal::{Disk, WalOptions};
+
+use crate::error::{Error, Result};
+use crate::policy::PolicyKind;
+
+/// The engine's named limits (a request over one gets `InvalidArgument` or
+/// `ResourceExhausted`).
+pub mod limits {
+    /// Default DRAM tier capacity.
+    pub const DRAM_BYTES_DEFAULT: u64 = 1 << 30;
+    /// Default page size of the DRAM pool.
+    pub const PAGE_BYTES_DEFAULT: usize = 64 << 10;
+    /// Smallest page.
+    pub const PAGE_BYTES_MIN: usize = 64;
+    /// Largest page.
+    pub const PAGE_BYTES_MAX: usize = 16 << 20;
+    /// Most pages in the pool (page ids and counts stay in `u32`).
+    pub const PAGE_COUNT_MAX: u64 = 1 << 31;
+    /// Default SSD tier capacity.
+    pub const SSD_BYTES_DEFAULT: u64 = 16 << 30;
+    /// Share of the SSD capacity past which the oldest segment is reclaimed
+    /// (Mooncake's watermark).
+    pub const SSD_HIGH_WATERMARK: f64 = 0.9;
+    /// Most blocks cached at once (block ids are `u32`).
+    pub const BLOCKS_MAX: u64 = (u32::MAX - 1) as u64;
+    /// Most namespaces.
+    pub const NAMESPACES_MAX: usize = 1 << 20;
+    /// Most tenants.
+    pub const TENANTS_MAX: usize = 1 << 15;
+    /// Most leases held at once.
+    pub const LEASES_MAX: usize = 1 << 16;
+    /// Most times one block may be pinned at once.
+    pub const PINS_PER_BLOCK_MAX: u16 = u16::MAX - 1;
+    /// Most eviction rounds one put may run before giving up.
+    pub const EVICTION_ROUNDS_MAX: usize = 8;
+    /// Dead entries of dropped namespaces swept per maintenance pass.
+    pub const SWEEP_BATCH: usize = 4096;
+    /// Corruption reports kept for `stats`.
+    pub const CORRUPTION_REPORTS_KEPT: usize = 64;
+}
+
+/// When a put is acknowledged, and what survives a crash.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Durability {
+    /// DRAM only: the block reaches SSD when evicted from DRAM (if the
+    /// admission policy accepts it). A crash loses what was only in DRAM.
+    Memory,
+    /// Written through to the value log before the put returns, synced within
+    /// the log's sync interval: a crash may lose the last interval, never
+    /// corrupt it.
+    #[default]
+    Async,
+    /// Written through and synced before the put returns: survives a crash.
+    Sync,
+}
+
+impl Durability {
+    /// Parses `memory`, `async` or `sync`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "memory" | "none" => Some(Durability::Memory),
+            "async" => Some(Durability::Async),
+            "sync" => Some(Durability::Sync),
+            _ => None,
+        }
+    }
+}
+
+/// What a block evicted from DRAM must have done to be written to SSD
+/// (with `Durability::Memory`; write-through puts are on SSD already).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Admission {
+    /// Every evicted block goes to SSD.
+    All,
+    /// Only blocks that earned it: read at least once since stored, or the
+    /// parent of a cached block. Others are dropped (counted).
+    #[default]
+    Reused,
+    /// Nothing goes to SSD.
+    Never,
+}
+
+/// A tenant: its chain-key secret and quotas.
+#[derive(Clone, Debug)]
+pub struct TenantConfig {
+    /// Tenant name (the namespace's tenant field).
+    pub name: String,
+    /// Secret from which the tenant's chain keys derive.
+    pub secret: TenantSecret,
+    /// Most DRAM bytes (pages) the tenant's blocks and pins may hold.
+    pub dram_quota: u64,
+    /// Most SSD bytes the tenant's blocks may hold.
+    pub ssd_quota: u64,
+}
+
+impl TenantConfig {
+    /// A tenant without quotas (bounded only by the tiers' capacities).
+    pub fn new(name: impl Into<String>, secret: TenantSecret) -> Self {
+        TenantConfig {
+            name: name.into(),
+            secret,
+            dram_quota: u64::MAX,
+            ssd_quota: u64::MAX,
+        }
+    }
+}
+
+/// Options of an engine.
+#[derive(Clone)]
+pub struct EngineOptions {
+    /// Data directory (`log/` holds the value log, `index/` the RocksDB
+    /// index). `None` runs a DRAM-only engine.
+    pub dir: Option<PathBuf>,
+    /// A disk to put the value log on instead of `dir/log` (tests use
+    /// `wal`'s simulated disk).
+    pub log_disk: Option<Arc<dyn Disk>>,
+    /// DRAM tier capacity in bytes (rounded down to whole pages).
+    pub dram_bytes: u64,
+    /// Page size of the DRAM pool.
+    pub page_bytes: usize,
+    /// SSD tier capacity in bytes.
+    pub ssd_bytes: u64,
+    /// Share of `ssd_bytes` past which segments are reclaimed.
+    pub ssd_high_watermark: f64,
+    /// When puts are acknowledged.
+    pub durability: Durability,
+    /// Which DRAM evictions reach SSD (with `Durability::Memory`).
+    pub admission: Admission,
+    /// Eviction policy of every tenant's DRAM blocks.
+    pub policy: PolicyKind,
+    /// Copy a block read from SSD into DRAM.
+    pub promote_on_ssd_hit: bool,
+    /// Largest payload accepted.
+    pub payload_bytes_max: u32,
+    /// Options of the value log (`log_kind` is forced to `Value`).
+    pub wal: WalOptions,
+    /// Tenants known at open (more can be added with `set_tenant`).
+    pub tenants: Vec<TenantConfig>,
+    /// Period of the background maintenance thread (expired leases, lazy
+    /// frees, index checkpoints, segment reclaim); `None` runs none, and the
+    /// caller calls `maintain` itself.
+    pub maintenance_interval: Option<Duration>,
+}
+
+impl std::fmt::Debug for EngineOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineOptions")
+            .field("dir", &self.dir)
+            .field("dram_bytes", &self.dram_bytes)
+            .field("page_bytes", &self.page_bytes)
+            .field("ssd_bytes", &self.ssd_bytes)
+            .field("durability", &self.durability)
+            .field("admission", &self.admission)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            dir: None,
+            log_disk: None,
+            dram_bytes: limits::DRAM_BYTES_DEFAULT,
+            page_bytes: limits::PAGE_BYTES_DEFAULT,
+            ssd_bytes: limits::SSD_BYTES_DEFAULT,
+            ssd_high_watermark: limits::SSD_HIGH_WATERMARK,
+            durability: Durability::default(),
+            admission: Admission::default(),
+            policy: PolicyKind::default(),
+            promote_on_ssd_hit: true,
+            payload_bytes_max: pagoda_formats::limits::PAYLOAD_BYTES_DEFAULT_MAX,
+            wal: WalOptions::default(),
+            tenants: Vec::new(),
+            maintenance_interval: Some(Duration::from_millis(100)),
+        }
+    }
+}
+
+impl EngineOptions {
+    /// A DRAM-only engine of `dram_bytes`.
+    pub fn in_memory(dram_bytes: u64) -> Self {
+        EngineOptions {
+            dram_bytes,
+            durability: Durability::Memory,
+            ..EngineOptions::default()
+        }
+    }
+
+    /// An engine on `dir`.
+    pub fn on_disk(dir: impl Into<PathBuf>) -> Self {
+        EngineOptions {
+            dir: Some(dir.into()),
+            ..EngineOptions::default()
+        }
+    }
+
+    pub(crate) fn page_count(&self) -> Result<usize> {
+        if !(limits::PAGE_BYTES_MIN..=limits::PAGE_BYTES_MAX).contains(&self.page_bytes) {
+            return Err(Error::InvalidOptions(format!(
+                "page_bytes {} is outside {}..={}",
+                self.page_bytes,
+                limits::PAGE_BYTES_MIN,
+                limits::PAGE_BYTES_MAX
+            )));
+        }
+        let pages = self.dram_bytes / self.page_bytes as u64;
+        if pages > limits::PAGE_COUNT_MAX {
+            return Err(Error::InvalidOptions(format!(
+                "{pages} pages is over the limit of {}",
+                limits::PAGE_COUNT_MAX
+            )));
+        }
+        usize::try_from(pages).map_err(|_| Error::InvalidOptions("too many pages".into()))
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        self.page_count()?;
+        if !(0.1..=1.0).contains(&self.ssd_high_watermark) {
+            return Err(Error::InvalidOptions(
+                "ssd_high_watermark must be within 0.1..=1".into(),
+            ));
+        }
+        if self.payload_bytes_max > pagoda_formats::limits::PAYLOAD_BYTES_HARD_MAX {
+            return Err(Error::InvalidOptions(format!(
+                "payload_bytes_max is over the hard cap of {} bytes",
+                pagoda_formats::limits::PAYLOAD_BYTES_HARD_MAX
+            )));
+        }
+        if self.dir.is_none() && self.durability != Durability::Memory {
+            return Err(Error::InvalidOptions(
+                "a DRAM-only engine (no dir) needs durability = memory".into(),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,381 @@
+//! Eviction policies of the DRAM tier, pluggable behind [`Policy`].
+//!
+//! A policy orders the blocks of one tenant (each tenant has its own
+//! instance, so one tenant's traffic never decides another's evictions) by
+//! block id and proposes victims. The engine tells it about inserts and
+//! accesses and asks for a victim with a predicate: a block that is pinned,
+//! or whose removal would break prefix closure (it has cached children and no
+//! copy on SSD), is not evictable, and the policy must pass over it.
+//!
+//! The engine touches the blocks of a matched prefix deepest first, so a
+//! parent is always more recent than its children: recency-ordered policies
+//! then find leaves at their cold end and evict leaf-first without searching.
+//!
+//! - [`Lru`]: least recently used, an intrusive doubly linked list over block
+//!   ids. Mooncake's policy (approximate LRU at a 90 % watermark).
+//! - [`S3Fifo`] (the default): the S3-FIFO policy of Yang et al. (SOSP '23):
+//!   a small probationary FIFO (10 % of the blocks) that new blocks enter, a
+//!   main FIFO for blocks that were reused while on probation, a ghost list
+//!   of recently evicted ids that lets a block seen again go straight to main,
+//!   and a two-bit reuse counter that gives hot blocks another lap of main.
+//!   One-hit wonders (most blocks of a KVCache trace: a prompt's unshared
+//!   tail) leave after a short probation instead of pushing hot prefixes out,
+//!   which is what makes it scan-resistant. Blocks with cached children are
+//!   hot by construction and go to main.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+/// Which policy a tenant's DRAM tier uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PolicyKind {
+    /// Least recently used.
+    Lru,
+    /// S3-FIFO with leaf-first eviction (the default).
+    #[default]
+    S3Fifo,
+}
+
+impl PolicyKind {
+    /// A new, empty policy of this kind.
+    pub fn build(self) -> Box<dyn Policy> {
+        match self {
+            PolicyKind::Lru => Box::new(Lru::default()),
+            PolicyKind::S3Fifo => Box::new(S3Fifo::default()),
+        }
+    }
+
+    /// `"lru"` or `"s3fifo"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PolicyKind::Lru => "lru",
+            PolicyKind::S3Fifo => "s3fifo",
+        }
+    }
+
+    /// Parses `"lru"` or `"s3fifo"`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "lru" => Some(PolicyKind::Lru),
+            "s3fifo" | "s3-fifo" => Some(PolicyKind::S3Fifo),
+            _ => None,
+        }
+    }
+}
+
+/// An eviction policy over block ids.
+pub trait Policy: Send + std::fmt::Debug {
+    /// A block entered the tier. `fingerprint` identifies its key across
+    /// removals (policies with ghost lists remember it).
+    fn insert(&mut self, id: u32, fingerprint: u64);
+    /// A cached block was used.
+    fn access(&mut self, id: u32);
+    /// A block left the tier for a reason other than [`Policy::victim`].
+    fn remove(&mut self, id: u32);
+    /// Picks a block to evict among those `evictable` accepts and forgets it;
+    /// `None` when no block is evictable.
+    fn victim(&mut self, evictable: &mut dyn FnMut(u32) -> bool) -> Option<u32>;
+    /// Blocks tracked.
+    fn len(&self) -> usize;
+    /// Whether no block is tracked.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+const NIL: u32 = u32::MAX;
+
+/// Least recently used.
+#[derive(Debug)]
+pub struct Lru {
+    /// id → (towards older, towards newer).
+    links: HashMap<u32, (u32, u32)>,
+    newest: u32,
+    oldest: u32,
+}
+
+impl Default for Lru {
+    fn default() -> Self {
+        Lru {
+            links: HashMap::new(),
+            newest: NIL,
+            oldest: NIL,
+        }
+    }
+}
+
+impl Lru {
+    fn unlink(&mut self, id: u32) -> bool {
+        let Some((older, newer)) = self.links.remove(&id) else {
+            return false;
+        };
+        match self.links.get_mut(&older) {
+            Some(link) => link.1 = newer,
+            None => self.oldest = newer,
+        }
+        match self.links.get_mut(&newer) {
+            Some(link) => link.0 = older,
+            None => self.newest = older,
+        }
+        true
+    }
+
+    fn push_newest(&mut self, id: u32) {
+        let previous = self.newest;
+        if let Some(link) = self.links.get_mut(&previous) {
+            link.1 = id;
+        } else {
+            self.oldest = id;
+        }
+        self.links.insert(id, (previous, NIL));
+        self.newest = id;
+    }
+}
+
+impl Policy for Lru {
+    fn insert(&mut self, id: u32, _fingerprint: u64) {
+        self.unlink(id);
+        self.push_newest(id);
+    }
+
+    fn access(&mut self, id: u32) {
+        if self.unlink(id) {
+            self.push_newest(id);
+        }
+    }
+
+    fn remove(&mut self, id: u32) {
+        self.unlink(id);
+    }
+
+    fn victim(&mut self, evictable: &mut dyn FnMut(u32) -> bool) -> Option<u32> {
+        let mut at = self.oldest;
+        while at != NIL {
+            let newer = self.links.get(&at).map_or(NIL, |link| link.1);
+            if evictable(at) {
+                self.unlink(at);
+                return Some(at);
+            }
+            at = newer;
+        }
+        None
+    }
+
+    fn len(&self) -> usize {
+        self.links.len()
+    }
+}
+
+/// Highest value of the reuse counter.
+const FREQ_MAX: u8 = 3;
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    freq: u8,
+    in_main: bool,
+    fingerprint: u64,
+    /// Which queue position is current (older positions are skipped).
+    stamp: u32,
+}
+
+/// S3-FIFO with leaf-first eviction (see the module docs).
+#[derive(Debug, Default)]
+pub struct S3Fifo {
+    entries: HashMap<u32, Entry>,
+    small: VecDeque<(u32, u32)>,
+    main: VecDeque<(u32, u32)>,
+    small_len: usize,
+    ghost: VecDeque<u64>,
+    ghost_set: HashSet<u64>,
+    next_stamp: u32,
+}
+
+impl S3Fifo {
+    /// Share of blocks on probation, in percent.
+    pub const SMALL_PERCENT: usize = 10;
+
+    fn stamp(&mut self) -> u32 {
+        self.next_stamp = self.next_stamp.wrapping_add(1);
+        self.next_stamp
+    }
+
+    fn enqueue(&mut self, id: u32, main: bool) {
+        let stamp = self.stamp();
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        let was_small = !entry.in_main;
+        entry.in_main = main;
+        entry.stamp = stamp;
+        if main {
+            self.main.push_back((id, stamp));
+            if was_small {
+                self.small_len = self.small_len.saturating_sub(1);
+            }
+        } else {
+            self.small.push_back((id, stamp));
+        }
+    }
+
+    fn remember_ghost(&mut self, fingerprint: u64) {
+        if self.ghost_set.insert(fingerprint) {
+            self.ghost.push_back(fingerprint);
+        }
+        let bound = self.entries.len().max(16);
+        while self.ghost.len() > bound {
+            if let Some(old) = self.ghost.pop_front() {
+                self.ghost_set.remove(&old);
+            }
+        }
+    }
+
+    /// Pops the next current position of a queue.
+    fn pop(&mut self, main: bool) -> Option<u32> {
+        loop {
+            let queue = if main { &mut self.main } else { &mut self.small };
+            let (id, stamp) = queue.pop_front()?;
+            if self
+                .entries
+                .get(&id)
+                .is_some_and(|entry| entry.stamp == stamp && entry.in_main == main)
+            {
+                return Some(id);
+            }
+        }
+    }
+}
+
+impl Policy for S3Fifo {
+    fn insert(&mut self, id: u32, fingerprint: u64) {
+        self.remove(id);
+        let to_main = self.ghost_set.remove(&fingerprint);
+        self.entries.insert(
+            id,
+            Entry {
+                freq: 0,
+                in_main: false,
+                fingerprint,
+                stamp: 0,
+            },
+        );
+        if to_main {
+            self.enqueue(id, true);
+        } else {
+            self.small_len += 1;
+            self.enqueue(id, false);
+        }
+    }
+
+    fn access(&mut self, id: u32) {
+        if let Some(entry) = self.entries.get_mut(&id) {
+            entry.freq = (entry.freq + 1).min(FREQ_MAX);
+        }
+    }
+
+    fn remove(&mut self, id: u32) {
+        if let Some(entry) = self.entries.remove(&id)
+            && !entry.in_main
+        {
+            self.small_len = self.small_len.saturating_sub(1);
+        }
+    }
+
+    fn victim(&mut self, evictable: &mut dyn FnMut(u32) -> bool) -> Option<u32> {
+        // Each block is looked at most a few times (its counter drops by one
+        // per lap of main), so this loop ends; the budget only guards
+        // against a tier where nothing is evictable.
+        let mut budget = 2 * (usize::from(FREQ_MAX) + 2) * self.entries.len() + 16;
+        while budget > 0 {
+            budget -= 1;
+            let small_target = (self.entries.len() * Self::SMALL_PERCENT / 100).max(1);
+            let from_small = self.small_len >= small_target || self.main.is_empty();
+            let Some(id) = self.pop(!from_small).or_else(|| self.pop(from_small)) else {
+                return None;
+            };
+            let entry = *self.entries.get(&id)?;
+            if !entry.in_main {
+                if entry.freq > 0 || !evictable(id) {
+                    if let Some(entry) = self.entries.get_mut(&id) {
+                        entry.freq = 0;
+                    }
+                    self.enqueue(id, true);
+                    continue;
+                }
+                self.entries.remove(&id);
+                self.small_len = self.small_len.saturating_sub(1);
+                self.remember_ghost(entry.fingerprint);
+                return Some(id);
+            }
+            if entry.freq > 0 || !evictable(id) {
+                if let Some(entry) = self.entries.get_mut(&id) {
+                    entry.freq = entry.freq.saturating_sub(1);
+                }
+                self.enqueue(id, true);
+                continue;
+            }
+            self.entries.remove(&id);
+            return Some(id);
+        }
+        None
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(policy: &mut dyn Policy, evictable: impl Fn(u32) -> bool) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut check = |id| evictable(id);
+        while let Some(id) = policy.victim(&mut check) {
+            out.push(id);
+        }
+        out
+    }
+
+    #[test]
+    fn lru_evicts_least_recent_first_and_skips_what_is_not_evictable() {
+        let mut lru = Lru::default();
+        for id in 0..5 {
+            lru.insert(id, u64::from(id));
+        }
+        lru.access(0);
+        lru.remove(3);
+        assert_eq!(drain(&mut lru, |id| id != 2), vec![1, 4, 0]);
+        assert_eq!(lru.len(), 1);
+    }
+
+    #[test]
+    fn s3fifo_keeps_reused_blocks_over_a_scan() {
+        let mut policy = S3Fifo::default();
+        for id in 0..10 {
+            policy.insert(id, u64::from(id));
+            policy.access(id);
+        }
+        // A scan of one-hit wonders: each insert is followed by one eviction.
+        let mut evicted = Vec::new();
+        for id in 100..200 {
+            policy.insert(id, u64::from(id));
+            evicted.extend(policy.victim(&mut |_| true));
+        }
+        assert!(evicted.iter().all(|id| *id >= 100), "{evicted:?}");
+        // A ghost hit goes straight to main.
+        policy.insert(500, 198);
+        assert!(policy.entries[&500].in_main);
+    }
+
+    #[test]
+    fn s3fifo_never_returns_a_block_that_is_not_evictable() {
+        let mut policy = S3Fifo::default();
+        for id in 0..50 {
+            policy.insert(id, u64::from(id));
+        }
+        let victims = drain(&mut policy, |id| id % 7 != 0);
+        assert_eq!(victims.len(), 42);
+        assert!(victims.iter().all(|id| id % 7 != 0));
+        assert_eq!(policy.len(), 8);
+    }
+}

@@ -1,0 +1,314 @@
+//! Behaviour of the engine API: content addressing, prefix lookups, tiers,
+//! namespaces, tenants, pins, restarts and corruption.
+#![expect(clippy::unwrap_used, reason = "tests")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use pagoda_engine::{Engine, Error, PutOutcome, Tier};
+use pagoda_formats::chain::ChainHash;
+
+#[test]
+fn put_get_lookup_and_content_addressing() {
+    let engine = Engine::open(memory_options(1 << 20, 4096)).unwrap();
+    let ns = engine.create_namespace(&namespace("acme", "r1")).unwrap();
+    let hashes = chain(1, 4);
+    put_chain(&engine, &ns, &hashes, 5000);
+    for hash in &hashes {
+        let block = engine.get(&ns, hash).unwrap().unwrap();
+        assert_eq!(block.to_vec(), payload_for(hash, 5000));
+        assert_eq!(block.tier(), Tier::Dram);
+        assert_eq!(block.crc(), crc32c::crc32c(&block.to_vec()));
+    }
+    let bytes = payload_for(&hashes[0], 5000);
+    let crc = crc32c::crc32c(&bytes);
+    assert_eq!(
+        engine.put(&ns, &ChainHash::ROOT, &hashes[0], &bytes, crc).unwrap(),
+        PutOutcome::Exists
+    );
+    let other = payload(99, 5000);
+    assert_eq!(
+        engine
+            .put(&ns, &ChainHash::ROOT, &hashes[0], &other, crc32c::crc32c(&other))
+            .unwrap(),
+        PutOutcome::Diverged
+    );
+    assert_eq!(engine.get(&ns, &hashes[0]).unwrap().unwrap().to_vec(), bytes);
+    assert!(matches!(
+        engine.put(&ns, &ChainHash::ROOT, &hash(2, 0), &bytes, crc ^ 1),
+        Err(Error::ChecksumMismatch { .. })
+    ));
+    assert_eq!(
+        engine.put(&ns, &hash(7, 0), &hash(7, 1), &bytes, crc).unwrap(),
+        PutOutcome::ParentMissing
+    );
+    let mut probe = hashes.clone();
+    probe.extend(chain(9, 3));
+    let lookup = engine.lookup(&ns, &probe).unwrap();
+    assert_eq!(lookup.matched, 4);
+    assert_eq!(lookup.tiers, vec![Tier::Dram; 4]);
+    let stats = engine.stats().total();
+    assert_eq!((stats.puts, stats.puts_existing, stats.divergences, stats.parent_missing), (4, 1, 1, 1));
+    assert_eq!((stats.lookup_blocks, stats.lookup_hit_blocks), (7, 4));
+}
+
+#[test]
+fn eviction_keeps_every_chain_prefix_closed() {
+    // 64 pages of 1 KiB; 40 chains of 8 one-page blocks do not fit.
+    let engine = Engine::open(memory_options(64 << 10, 1024)).unwrap();
+    let ns = engine.create_namespace(&namespace("acme", "r1")).unwrap();
+    for id in 0..40 {
+        put_chain(&engine, &ns, &chain(id, 8), 1000);
+        // Reuse the first chain so it stays hot.
+        engine.lookup(&ns, &chain(0, 8)).unwrap();
+    }
+    let mut cached = 0;
+    for id in 0..40 {
+        let hashes = chain(id, 8);
+        let matched = engine.lookup(&ns, &hashes).unwrap().matched;
+        for (position, hash) in hashes.iter().enumerate() {
+            let present = engine.contains(&ns, hash).unwrap().is_some();
+            assert_eq!(present, position < matched, "chain {id} is not prefix-closed");
+        }
+        cached += matched;
+    }
+    assert!(cached <= 64 && cached >= 48, "{cached} blocks cached");
+    assert_eq!(engine.lookup(&ns, &chain(0, 8)).unwrap().matched, 8, "the hot chain stayed");
+    assert!(engine.stats().total().evictions_dram > 0);
+}
+
+#[test]
+fn same_tokens_under_two_tenants_are_different_blocks() {
+    let engine = Engine::open(memory_options(1 << 20, 4096)).unwrap();
+    let a = engine.create_namespace(&namespace("acme", "r1")).unwrap();
+    let b = engine.create_namespace(&namespace("globex", "r1")).unwrap();
+    let tokens: Vec<u32> = (0..64).collect();
+    let ha = engine.hash_tokens(&a, &tokens).unwrap();
+    let hb = engine.hash_tokens(&b, &tokens).unwrap();
+    assert_eq!(ha.len(), 4);
+    assert!(ha.iter().zip(&hb).all(|(x, y)| x != y));
+    put_chain(&engine, &a, &ha, 100);
+    assert_eq!(engine.lookup_tokens(&a, &tokens).unwrap().matched, 4);
+    assert_eq!(engine.lookup_tokens(&b, &tokens).unwrap().matched, 0);
+    // Even with tenant A's hashes, B's namespace has nothing.
+    assert_eq!(engine.lookup(&b, &ha).unwrap().matched, 0);
+    assert!(engine.get(&b, &ha[0]).unwrap().is_none());
+}
+
+#[test]
+fn a_tenant_over_its_quota_evicts_only_its_own_blocks() {
+    let mut options = memory_options(256 << 10, 1024);
+    options.tenants[0].dram_quota = 32 << 10;
+    let engine = Engine::open(options).unwrap();
+    let a = engine.create_namespace(&namespace("acme", "r1")).unwrap();
+    let b = engine.create_namespace(&namespace("globex", "r1")).unwrap();
+    put_chain(&engine, &b, &chain(1000, 16), 1000);
+    for id in 0..30 {
+        put_chain(&engine, &a, &chain(id, 4), 1000);
+    }
+    assert_eq!(engine.lookup(&b, &chain(1000, 16)).unwrap().matched, 16);
+    let stats = engine.stats();
+    let acme = stats.tenants.iter().find(|t| t.name == "acme").unwrap();
+    assert!(acme.dram_bytes <= 32 << 10, "{}", acme.dram_bytes);
+    assert!(acme.counters.evictions_dram > 0);
+    let globex = stats.tenants.iter().find(|t| t.name == "globex").unwrap();
+    assert_eq!(globex.counters.evictions_dram, 0);
+}
+
+#[test]
+fn dropped_namespaces_are_invisible_at_once_and_freed_later() {
+    let engine = Engine::open(memory_options(1 << 20, 4096)).unwrap();
+    let ns_def = namespace("acme", "r1");
+    let ns = engine.create_namespace(&ns_def).unwrap();
+    put_chain(&engine, &ns, &chain(1, 8), 4000);
+    assert!(engine.drop_namespace(&ns).unwrap());
+    assert!(matches!(engine.lookup(&ns, &chain(1, 8)), Err(Error::UnknownNamespace(_))));
+    assert!(matches!(engine.get(&ns, &hash(1, 0)), Err(Error::UnknownNamespace(_))));
+    // Re-created: empty, though the old blocks are not freed yet.
+    assert_eq!(engine.create_namespace(&ns_def).unwrap(), ns);
+    assert_eq!(engine.lookup(&ns, &chain(1, 8)).unwrap().matched, 0);
+    assert_eq!(engine.stats().dead_blocks, 8);
+    engine.maintain().unwrap();
+    let stats = engine.stats();
+    assert_eq!((stats.dead_blocks, stats.blocks), (0, 0));
+    assert_eq!(stats.dram_used, 0);
+    put_chain(&engine, &ns, &chain(1, 8), 4000);
+    assert_eq!(engine.lookup(&ns, &chain(1, 8)).unwrap().matched, 8);
+}
+
+#[test]
+fn pinned_blocks_survive_pressure_until_the_lease_ends() {
+    let engine = Engine::open(memory_options(16 << 10, 1024)).unwrap();
+    let ns = engine.create_namespace(&namespace("acme", "r1")).unwrap();
+    let pinned = chain(1, 4);
+    put_chain(&engine, &ns, &pinned, 1000);
+    let lease = engine.pin(&ns, &pinned, Duration::from_millis(200)).unwrap();
+    assert_eq!(lease.pinned, 4);
+    for id in 2..20 {
+        put_chain(&engine, &ns, &chain(id, 4), 1000);
+    }
+    assert_eq!(engine.lookup(&ns, &pinned).unwrap().matched, 4);
+    assert!(engine.unpin(lease.id));
+    assert!(!engine.unpin(lease.id));
+    for id in 20..40 {
+        put_chain(&engine, &ns, &chain(id, 4), 1000);
+    }
+    assert_eq!(engine.lookup(&ns, &pinned).unwrap().matched, 0);
+    // A lease that expires is released by the engine.
+    put_chain(&engine, &ns, &pinned, 1000);
+    engine.pin(&ns, &pinned, Duration::from_millis(1)).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    engine.maintain().unwrap();
+    assert_eq!(engine.stats().tenants[0].pinned_bytes, 0);
+    assert!(matches!(
+        engine.pin(&ns, &pinned, Duration::from_secs(3600)),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn a_reopened_directory_serves_its_ssd_tier_at_once() {
+    let dir = TempDir::new("reopen");
+    let hashes = chain(1, 6);
+    let ns = {
+        let engine = Engine::open(disk_options(dir.path(), 1 << 20, 4096)).unwrap();
+        let ns = engine.create_namespace(&namespace("acme", "r1")).unwrap();
+        put_chain(&engine, &ns, &hashes, 3000);
+        engine.close().unwrap();
+        ns
+    };
+    let engine = Engine::open(disk_options(dir.path(), 1 << 20, 4096)).unwrap();
+    let lookup = engine.lookup(&ns, &hashes).unwrap();
+    assert_eq!(lookup.matched, 6);
+    assert_eq!(lookup.tiers, vec![Tier::Ssd; 6]);
+    for hash in &hashes {
+        let block = engine.get(&ns, hash).unwrap().unwrap();
+        assert_eq!(block.to_vec(), payload_for(hash, 3000));
+    }
+    // Promoted on the first get.
+    assert_eq!(engine.lookup(&ns, &hashes).unwrap().tiers, vec![Tier::Dram; 6]);
+    assert_eq!(engine.stats().total().hits_ssd, 6);
+}
+
+#[test]
+fn a_lagging_index_is_caught_up_from_the_log() {
+    let dir = TempDir::new("replay");
+    let hashes = chain(3, 5);
+    let ns = {
+        let engine = Engine::open(disk_options(dir.path(), 1 << 20, 4096)).unwrap();
+        let ns = engine.create_namespace(&namespace("acme", "r1")).unwrap();
+        put_chain(&engine, &ns, &hashes, 2000);
+        engine.sync().unwrap();
+        ns
+    };
+    // Wipe the index's block entries (as if its writes were lost), keep the
+    // namespace registry: the log tail past the checkpoint is replayed.
+    {
+        let index = pagoda_engine::index::Index::open(&dir.path().join("index")).unwrap();
+        index.delete_namespace(&ns).unwrap();
+        index.set_checkpoint(0).unwrap();
+    }
+    let engine = Engine::open(disk_options(dir.path(), 1 << 20, 4096)).unwrap();
+    assert_eq!(engine.lookup(&ns, &hashes).unwrap().matched, 5);
+    assert_eq!(engine.get(&ns, &hashes[4]).unwrap().unwrap().to_vec(), payload_for(&hashes[4], 2000));
+}
+
+#[test]
+fn dram_evictions_reach_ssd_by_admission_and_come_back() {
+    let dir = TempDir::new("demote");
+    let mut options = disk_options(dir.path(), 8 << 10, 1024);
+    options.durability = pagoda_engine::Durability::Memory;
+    options.admission = pagoda_engine::Admission::All;
+    let engine = Engine::open(options).unwrap();
+    let ns = engine.create_namespace(&namespace("acme", "r1")).unwrap();
+    let hashes = chain(1, 32);
+    put_chain(&engine, &ns, &hashes, 1000);
+    let lookup = engine.lookup(&ns, &hashes).unwrap();
+    assert_eq!(lookup.matched, 32);
+    assert!(lookup.tiers.contains(&Tier::Ssd));
+    for hash in &hashes {
+        assert_eq!(engine.get(&ns, hash).unwrap().unwrap().to_vec(), payload_for(hash, 1000));
+    }
+    let total = engine.stats().total();
+    assert!(total.demotions >= 24, "{total:?}");
+}
+
+#[test]
+fn corrupt_bytes_on_ssd_are_a_counted_miss_never_returned() {
+    let dir = TempDir::new("corrupt");
+    let hashes = chain(1, 3);
+    // Synced puts: each record vouches for the ones before it, so recovery
+    // knows damage in the middle from a torn tail.
+    let mut options = disk_options(dir.path(), 1 << 20, 4096);
+    options.durability = pagoda_engine::Durability::Sync;
+    let ns = {
+        let engine = Engine::open(options).unwrap();
+        let ns = engine.create_namespace(&namespace("acme", "r1")).unwrap();
+        put_chain(&engine, &ns, &hashes, 3000);
+        engine.close().unwrap();
+        ns
+    };
+    // Flip a byte inside the middle block's KV bytes.
+    let log = dir.path().join("log");
+    let segment = std::fs::read_dir(&log).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let needle = payload_for(&hashes[1], 3000);
+    let at = bytes.windows(64).position(|w| w == &needle[..64]).unwrap() + 100;
+    bytes[at] ^= 0x40;
+    std::fs::write(&segment, &bytes).unwrap();
+    let engine = Engine::open(disk_options(dir.path(), 1 << 20, 4096)).unwrap();
+    assert!(engine.get(&ns, &hashes[1]).unwrap().is_none());
+    let stats = engine.stats();
+    assert_eq!(stats.total().checksum_failures, 1);
+    assert_eq!(stats.recent_corruptions.len(), 1);
+    assert_eq!(stats.recent_corruptions[0].key.chain, hashes[1]);
+    // The damaged block is a hole now: lookups stop there; its neighbours
+    // are intact.
+    assert_eq!(engine.lookup(&ns, &hashes).unwrap().matched, 1);
+    assert!(engine.get(&ns, &hashes[0]).unwrap().is_some());
+    assert_eq!(
+        engine.get(&ns, &hashes[2]).unwrap().unwrap().to_vec(),
+        payload_for(&hashes[2], 3000)
+    );
+    // Putting the block again fills the hole.
+    let bytes = payload_for(&hashes[1], 3000);
+    engine
+        .put(&ns, &hashes[0], &hashes[1], &bytes, crc32c::crc32c(&bytes))
+        .unwrap();
+    assert_eq!(engine.lookup(&ns, &hashes).unwrap().matched, 3);
+}
+
+#[test]
+fn the_ssd_tier_stays_under_its_capacity() {
+    let dir = TempDir::new("reclaim");
+    let mut options = disk_options(dir.path(), 64 << 10, 4096);
+    options.ssd_bytes = 4 << 20;
+    options.wal.segment_bytes = 512 << 10;
+    let engine = Engine::open(options).unwrap();
+    let ns = engine.create_namespace(&namespace("acme", "r1")).unwrap();
+    for id in 0..400 {
+        put_chain(&engine, &ns, &chain(id, 4), 4000);
+        if id % 20 == 0 {
+            engine.maintain().unwrap();
+        }
+    }
+    engine.maintain().unwrap();
+    let stats = engine.stats();
+    assert!(stats.ssd_used <= 4 << 20, "{}", stats.ssd_used);
+    assert!(stats.total().evictions_ssd > 0);
+    let mut found = 0;
+    for id in 0..400 {
+        let hashes = chain(id, 4);
+        let matched = engine.lookup(&ns, &hashes).unwrap().matched;
+        for hash in &hashes[..matched] {
+            if let Some(block) = engine.get(&ns, hash).unwrap() {
+                assert_eq!(block.to_vec(), payload_for(hash, 4000));
+                found += 1;
+            }
+        }
+    }
+    assert!(found > 100, "{found}");
+    assert_eq!(engine.stats().total().checksum_failures, 0);
+}
