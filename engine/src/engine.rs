@@ -1488,6 +1488,10 @@ fn release_lease(state: &mut State, lease: u64) -> bool {
         let meta = state.meta_mut(id);
         if meta.epoch == epoch && meta.pins > 0 {
             meta.pins -= 1;
+            if meta.pins == 0 && meta.dram.is_some() {
+                let tenant = state.tenant_of(id) as usize;
+                state.tenants[tenant].policy.unblocked(id);
+            }
             state.free_if_unused(id);
         }
     }

@@ -74,6 +74,12 @@ pub trait Policy: Send + std::fmt::Debug {
     /// Picks a block to evict among those `evictable` accepts and forgets it;
     /// `None` when no block is evictable.
     fn victim(&mut self, evictable: &mut dyn FnMut(u32) -> bool) -> Option<u32>;
+    /// A block the policy passed over as not evictable (it had cached
+    /// children, or was pinned) may be evictable now. Policies park such
+    /// blocks instead of cycling them, and put them back as the next
+    /// candidates when told: a cold chain then leaves leaf to root in one
+    /// pass, and hot blocks do not lose their standing to the cycling.
+    fn unblocked(&mut self, id: u32);
     /// Blocks tracked.
     fn len(&self) -> usize;
     /// Whether no block is tracked.
@@ -91,6 +97,7 @@ pub struct Lru {
     links: HashMap<u32, (u32, u32)>,
     newest: u32,
     oldest: u32,
+    parked: HashSet<u32>,
 }
 
 impl Default for Lru {
@@ -99,6 +106,7 @@ impl Default for Lru {
             links: HashMap::new(),
             newest: NIL,
             oldest: NIL,
+            parked: HashSet::new(),
         }
     }
 }
@@ -119,6 +127,17 @@ impl Lru {
         true
     }
 
+    fn push_oldest(&mut self, id: u32) {
+        let previous = self.oldest;
+        if let Some(link) = self.links.get_mut(&previous) {
+            link.0 = id;
+        } else {
+            self.newest = id;
+        }
+        self.links.insert(id, (NIL, previous));
+        self.oldest = id;
+    }
+
     fn push_newest(&mut self, id: u32) {
         let previous = self.newest;
         if let Some(link) = self.links.get_mut(&previous) {
@@ -133,35 +152,41 @@ impl Lru {
 
 impl Policy for Lru {
     fn insert(&mut self, id: u32, _fingerprint: u64) {
-        self.unlink(id);
+        self.remove(id);
         self.push_newest(id);
     }
 
     fn access(&mut self, id: u32) {
-        if self.unlink(id) {
+        if self.unlink(id) || self.parked.remove(&id) {
             self.push_newest(id);
         }
     }
 
     fn remove(&mut self, id: u32) {
         self.unlink(id);
+        self.parked.remove(&id);
+    }
+
+    fn unblocked(&mut self, id: u32) {
+        if self.parked.remove(&id) {
+            self.push_oldest(id);
+        }
     }
 
     fn victim(&mut self, evictable: &mut dyn FnMut(u32) -> bool) -> Option<u32> {
-        let mut at = self.oldest;
-        while at != NIL {
-            let newer = self.links.get(&at).map_or(NIL, |link| link.1);
+        while self.oldest != NIL {
+            let at = self.oldest;
+            self.unlink(at);
             if evictable(at) {
-                self.unlink(at);
                 return Some(at);
             }
-            at = newer;
+            self.parked.insert(at);
         }
-        None
+        take_parked(&mut self.parked, evictable)
     }
 
     fn len(&self) -> usize {
-        self.links.len()
+        self.links.len() + self.parked.len()
     }
 }
 
@@ -187,6 +212,7 @@ pub struct S3Fifo {
     ghost: VecDeque<u64>,
     ghost_set: HashSet<u64>,
     next_stamp: u32,
+    parked: HashSet<u32>,
 }
 
 impl S3Fifo {
@@ -274,8 +300,21 @@ impl Policy for S3Fifo {
     fn remove(&mut self, id: u32) {
         if let Some(entry) = self.entries.remove(&id)
             && !entry.in_main
+            && !self.parked.contains(&id)
         {
             self.small_len = self.small_len.saturating_sub(1);
+        }
+        self.parked.remove(&id);
+    }
+
+    fn unblocked(&mut self, id: u32) {
+        if self.parked.remove(&id) {
+            let stamp = self.stamp();
+            if let Some(entry) = self.entries.get_mut(&id) {
+                entry.in_main = true;
+                entry.stamp = stamp;
+                self.main.push_front((id, stamp));
+            }
         }
     }
 
@@ -289,9 +328,21 @@ impl Policy for S3Fifo {
             let small_target = (self.entries.len() * Self::SMALL_PERCENT / 100).max(1);
             let from_small = self.small_len >= small_target || self.main.is_empty();
             let Some(id) = self.pop(!from_small).or_else(|| self.pop(from_small)) else {
-                return None;
+                break;
             };
             let entry = *self.entries.get(&id)?;
+            if entry.freq == 0 && !evictable(id) {
+                // Cold but holding children (or pinned): wait for `unblocked`.
+                if !entry.in_main {
+                    self.small_len = self.small_len.saturating_sub(1);
+                }
+                if let Some(entry) = self.entries.get_mut(&id) {
+                    entry.in_main = true;
+                    entry.stamp = 0;
+                }
+                self.parked.insert(id);
+                continue;
+            }
             if !entry.in_main {
                 if entry.freq > 0 || !evictable(id) {
                     if let Some(entry) = self.entries.get_mut(&id) {
@@ -315,12 +366,21 @@ impl Policy for S3Fifo {
             self.entries.remove(&id);
             return Some(id);
         }
-        None
+        let id = take_parked(&mut self.parked, evictable)?;
+        self.entries.remove(&id);
+        Some(id)
     }
 
     fn len(&self) -> usize {
         self.entries.len()
     }
+}
+
+/// The first parked block that became evictable without a notice.
+fn take_parked(parked: &mut HashSet<u32>, evictable: &mut dyn FnMut(u32) -> bool) -> Option<u32> {
+    let id = parked.iter().copied().find(|&id| evictable(id))?;
+    parked.remove(&id);
+    Some(id)
 }
 
 #[cfg(test)]

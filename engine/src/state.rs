@@ -331,6 +331,10 @@ impl State {
                 return;
             }
             parent_meta.children -= 1;
+            if parent_meta.children == 0 && parent_meta.dram.is_some() {
+                let tenant = self.namespaces[ns as usize].tenant as usize;
+                self.tenants[tenant].policy.unblocked(parent);
+            }
             // A hole whose last child went is freed too.
             id = parent;
         }
