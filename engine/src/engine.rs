@@ -514,8 +514,8 @@ impl Engine {
         }
         NsCounters::bump(&counters.puts);
         let over_ssd = inner.over_ssd_quota(&mut state, tenant);
-        drop(state);
         inner.finish_release(over_ssd);
+        drop(state);
         Ok(PutOutcome::Stored)
     }
 
@@ -573,8 +573,8 @@ impl Engine {
                         state.take_ssd(block_id, &mut released);
                         state.free_if_unused(block_id);
                         NsCounters::bump(&counters.checksum_failures);
-                        drop(state);
                         inner.finish_release(released);
+                        drop(state);
                         inner.report_corruption(key, format!("segment {segment}"), reason);
                     }
                     NsCounters::bump(&counters.misses);
@@ -1037,6 +1037,10 @@ impl Inner {
         }
     }
 
+    /// Drops released pages and deletes released index entries. Called with
+    /// the state lock held: an index delete must land before any later put
+    /// of the same key writes its entry (RocksDB deletes are memtable
+    /// writes, not synced I/O).
     fn finish_release(&self, released: Released) {
         self.defer_release(released);
     }
@@ -1438,9 +1442,9 @@ impl Inner {
                 }
                 let liveness = liveness(&state, &ssd.wal);
                 ssd.index.set_liveness(liveness);
+                self.finish_release(released);
             }
             ssd.index.put_all(&moved_entries, false)?;
-            self.finish_release(released);
             tracing::debug!(
                 segment = reclaimed.segment_id,
                 moved = reclaimed.moved.len(),
@@ -1646,13 +1650,10 @@ fn load_namespaces(index: &Index, state: &mut State) -> Result<()> {
 
 fn liveness(state: &State, wal: &Wal) -> Liveness {
     let mut live_generation = BTreeMap::new();
+    // Dropping a namespace raises its generation, so entries below the
+    // current generation are dead whether or not it was created again.
     for slot in &state.namespaces {
-        let live = if slot.dropped {
-            slot.generation + 1
-        } else {
-            slot.generation
-        };
-        live_generation.insert(slot.id, live);
+        live_generation.insert(slot.id, slot.generation);
     }
     Liveness {
         oldest_live_segment: wal.segments().first().map_or(0, |segment| segment.id),

@@ -22,6 +22,7 @@ pub mod policy;
 mod pool;
 mod state;
 pub mod stats;
+pub mod trace;
 
 pub use engine::{Engine, LeaseInfo, Lookup, NamespaceInfo, PutOutcome};
 pub use error::{Error, ErrorClass, Result};

@@ -280,12 +280,17 @@ impl State {
     pub(crate) fn take_ssd(&mut self, id: u32, released: &mut Released) {
         let tenant = self.tenant_of(id) as usize;
         let key = self.key_of(id);
+        // The entry of a dead generation is left to the compaction filter:
+        // the same key may already hold the new generation's entry.
+        let current = self.is_current(id);
         let meta = self.meta_mut(id);
         if meta.ssd_segment != NONE {
             meta.ssd_segment = NONE;
             meta.flags &= !DOOMED;
             let bytes = ssd_bytes(meta.payload_len);
-            released.index_deletes.push(key);
+            if current {
+                released.index_deletes.push(key);
+            }
             let state = &mut self.tenants[tenant];
             state.ssd_bytes = state.ssd_bytes.saturating_sub(bytes);
             state.ssd_blocks = state.ssd_blocks.saturating_sub(1);

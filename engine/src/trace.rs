@@ -1,0 +1,245 @@
+//! Replaying request traces in the Mooncake format into a real engine, to
+//! compare eviction policies by prefix hit ratio.
+//!
+//! A trace is JSON Lines; each request carries `hash_ids`, one id per
+//! 512-token block, prefix-chained (block i's id names the whole prefix
+//! through block i). [`parse_trace`] reads just those ids. [`replay`] drives
+//! a DRAM-only [`Engine`] whose pool holds exactly `capacity` one-page blocks:
+//! per request a prefix lookup (the leading hits count), then puts of the
+//! missing blocks in chain order. [`belady`] computes the offline optimum
+//! under the same rules (prefix hits only, leaf-first): it evicts the cached
+//! leaf whose next use is furthest away.
+
+use std::collections::{BTreeSet, HashMap};
+
+use pagoda_formats::chain::{ChainHash, TenantSecret};
+use pagoda_formats::namespace::{Dtype, KvKind, KvLayout, Namespace};
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::options::{EngineOptions, TenantConfig};
+use crate::policy::PolicyKind;
+
+/// One request of a trace: its block ids in prefix order.
+pub type Request = Vec<u64>;
+
+/// Reads the `hash_ids` of every line of a Mooncake-format trace.
+pub fn parse_trace(text: &str) -> Result<Vec<Request>> {
+    let mut requests = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |reason: &str| {
+            Error::InvalidArgument(format!("trace line {}: {reason}", number + 1))
+        };
+        let start = line
+            .find("\"hash_ids\"")
+            .ok_or_else(|| bad("no hash_ids"))?;
+        let rest = line.get(start..).unwrap_or_default();
+        let open = rest.find('[').ok_or_else(|| bad("hash_ids is not a list"))?;
+        let close = rest.find(']').ok_or_else(|| bad("hash_ids is not closed"))?;
+        let list = rest.get(open + 1..close).ok_or_else(|| bad("hash_ids is malformed"))?;
+        let ids = list
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(|item| item.parse::<u64>().map_err(|_| bad("a hash id is not an integer")))
+            .collect::<Result<Vec<u64>>>()?;
+        requests.push(ids);
+    }
+    Ok(requests)
+}
+
+/// Hits and lookups of a replay.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HitCount {
+    /// Blocks found by prefix lookups.
+    pub hits: u64,
+    /// Blocks looked up.
+    pub blocks: u64,
+}
+
+impl HitCount {
+    /// Hits over blocks.
+    pub fn ratio(&self) -> f64 {
+        if self.blocks == 0 {
+            0.0
+        } else {
+            self.hits as f64 / self.blocks as f64
+        }
+    }
+}
+
+/// The chain hash standing for a trace's block id.
+pub fn trace_hash(id: u64) -> ChainHash {
+    let mut bytes = [0u8; 32];
+    if let Some(head) = bytes.get_mut(..8) {
+        head.copy_from_slice(&id.to_le_bytes());
+    }
+    if let Some(last) = bytes.last_mut() {
+        *last = 0x5a;
+    }
+    ChainHash(bytes)
+}
+
+/// Replays `requests` into a DRAM-only engine holding `capacity` blocks
+/// (`None`: unbounded) with `policy`; returns the prefix hits.
+pub fn replay(requests: &[Request], capacity: Option<u64>, policy: PolicyKind) -> Result<HitCount> {
+    const PAGE: usize = 64;
+    let unique = requests
+        .iter()
+        .flatten()
+        .collect::<std::collections::HashSet<_>>()
+        .len() as u64;
+    let blocks = capacity.unwrap_or(unique).max(1);
+    let secret = TenantSecret::new(b"trace replay secret".to_vec())?;
+    let options = EngineOptions {
+        page_bytes: PAGE,
+        policy,
+        maintenance_interval: None,
+        tenants: vec![TenantConfig::new("trace", secret)],
+        ..EngineOptions::in_memory(blocks * PAGE as u64)
+    };
+    let engine = Engine::open(options)?;
+    let layout = KvLayout {
+        dtype: Dtype::F16,
+        kind: KvKind::SeparateKv,
+        layer_count: 1,
+        kv_head_count: 1,
+        head_dim: 16,
+        block_tokens: 512,
+        tp_rank: 0,
+        tp_size: 1,
+    };
+    let ns = engine.create_namespace(&Namespace::new("trace", "mooncake", "fast25", layout)?)?;
+    let payload = [0x5au8; PAGE];
+    let crc = crc32c::crc32c(&payload);
+    let mut count = HitCount::default();
+    for request in requests {
+        let hashes: Vec<ChainHash> = request.iter().map(|id| trace_hash(*id)).collect();
+        let matched = engine.lookup(&ns, &hashes)?.matched;
+        count.hits += matched as u64;
+        count.blocks += hashes.len() as u64;
+        let mut parent = matched
+            .checked_sub(1)
+            .and_then(|at| hashes.get(at))
+            .copied()
+            .unwrap_or(ChainHash::ROOT);
+        for hash in hashes.iter().skip(matched) {
+            // A chain longer than the cache is cached as far as it fits.
+            match engine.put(&ns, &parent, hash, &payload, crc) {
+                Ok(crate::engine::PutOutcome::Stored | crate::engine::PutOutcome::Exists) => {}
+                Ok(_) | Err(Error::ResourceExhausted(_)) => break,
+                Err(error) => return Err(error),
+            }
+            parent = *hash;
+        }
+    }
+    Ok(count)
+}
+
+/// The offline optimum (Belady's MIN under prefix closure): on a miss the
+/// missing blocks are inserted, and while over capacity the cached leaf whose
+/// next use is furthest in the future is evicted.
+pub fn belady(requests: &[Request], capacity: u64) -> HitCount {
+    // Next use of each (request, position) occurrence.
+    let mut next_use: Vec<Vec<u64>> = requests.iter().map(|r| vec![u64::MAX; r.len()]).collect();
+    let mut last_seen: HashMap<u64, u64> = HashMap::new();
+    for (index, request) in requests.iter().enumerate().rev() {
+        for (position, id) in request.iter().enumerate() {
+            if let Some(slot) = next_use.get_mut(index).and_then(|row| row.get_mut(position)) {
+                *slot = last_seen.get(id).copied().unwrap_or(u64::MAX);
+            }
+        }
+        for id in request {
+            last_seen.insert(*id, index as u64);
+        }
+    }
+    let mut parent: HashMap<u64, Option<u64>> = HashMap::new();
+    let mut children: HashMap<u64, u32> = HashMap::new();
+    let mut next_of: HashMap<u64, u64> = HashMap::new();
+    // Leaves ordered by next use (furthest last).
+    let mut leaves: BTreeSet<(u64, u64)> = BTreeSet::new();
+    let mut count = HitCount::default();
+    for (index, request) in requests.iter().enumerate() {
+        let mut matched = 0;
+        while request.get(matched).is_some_and(|id| next_of.contains_key(id)) {
+            matched += 1;
+        }
+        count.hits += matched as u64;
+        count.blocks += request.len() as u64;
+        for (position, id) in request.iter().enumerate() {
+            let next = next_use
+                .get(index)
+                .and_then(|row| row.get(position))
+                .copied()
+                .unwrap_or(u64::MAX);
+            if let Some(old) = next_of.get(id).copied() {
+                if children.get(id).copied().unwrap_or(0) == 0 {
+                    leaves.remove(&(old, *id));
+                    leaves.insert((next, *id));
+                }
+                next_of.insert(*id, next);
+                continue;
+            }
+            if position > matched && !request.get(position - 1).is_some_and(|p| next_of.contains_key(p)) {
+                break;
+            }
+            let up = position.checked_sub(1).and_then(|at| request.get(at)).copied();
+            if let Some(up) = up {
+                let entry = children.entry(up).or_insert(0);
+                if *entry == 0 {
+                    leaves.remove(&(next_of.get(&up).copied().unwrap_or(0), up));
+                }
+                *entry += 1;
+            }
+            parent.insert(*id, up);
+            next_of.insert(*id, next);
+            leaves.insert((next, *id));
+            while next_of.len() as u64 > capacity {
+                let Some(&(victim_next, victim)) = leaves.iter().next_back() else {
+                    break;
+                };
+                leaves.remove(&(victim_next, victim));
+                next_of.remove(&victim);
+                if let Some(Some(up)) = parent.remove(&victim)
+                    && let Some(entry) = children.get_mut(&up)
+                {
+                    *entry -= 1;
+                    if *entry == 0
+                        && let Some(up_next) = next_of.get(&up)
+                    {
+                        leaves.insert((*up_next, up));
+                    }
+                }
+            }
+        }
+    }
+    count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traces_parse_and_bad_lines_are_errors() {
+        let text = "{\"timestamp\": 0, \"hash_ids\": [0, 1, 2]}\n\n{\"hash_ids\": []}\n";
+        assert_eq!(parse_trace(text).unwrap(), vec![vec![0, 1, 2], vec![]]);
+        assert!(parse_trace("{\"hash_ids\": [1, x]}").is_err());
+        assert!(parse_trace("{\"timestamp\": 1}").is_err());
+    }
+
+    #[test]
+    fn small_replays_count_prefix_hits() {
+        let requests = vec![vec![0, 1, 2], vec![0, 1, 3], vec![0, 4], vec![0, 1, 2]];
+        for policy in [PolicyKind::Lru, PolicyKind::S3Fifo] {
+            let unbounded = replay(&requests, None, policy).unwrap();
+            assert_eq!((unbounded.hits, unbounded.blocks), (6, 11));
+        }
+        assert_eq!(belady(&requests, 100).hits, 6);
+        // Two blocks: only the shared root and one more can stay.
+        assert!(belady(&requests, 2).hits >= replay(&requests, Some(2), PolicyKind::Lru).unwrap().hits);
+    }
+}
