@@ -246,7 +246,12 @@ impl State {
             id
         };
         if parent != NONE {
-            self.meta_mut(parent).children += 1;
+            let parent_meta = self.meta_mut(parent);
+            parent_meta.children += 1;
+            if parent_meta.children == 1 && parent_meta.dram.is_some() {
+                let tenant = self.namespaces[ns as usize].tenant as usize;
+                self.tenants[tenant].policy.child_added(parent);
+            }
         }
         let hash = self.hash(ns, &chain);
         let slab = &self.slab;

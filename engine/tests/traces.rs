@@ -33,8 +33,10 @@ fn unbounded_replays_match_the_infinite_cache_figures() {
 
 #[test]
 fn the_default_policy_is_at_least_lru_on_the_synthetic_trace() {
+    // The full table (both traces, 1k..100k, with Belady) is
+    // `pagoda bench policies`; this is the part that is quick enough here.
     let requests = trace("synthetic_trace.jsonl");
-    for capacity in [1_000, 10_000] {
+    for capacity in [1_000, 10_000, 20_000] {
         let lru = replay(&requests, Some(capacity), PolicyKind::Lru).unwrap();
         let default = replay(&requests, Some(capacity), PolicyKind::default()).unwrap();
         println!("capacity {capacity}: lru {:.4} default {:.4}", lru.ratio(), default.ratio());
