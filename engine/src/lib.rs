@@ -16,6 +16,7 @@
 
 mod engine;
 mod error;
+pub mod fsck;
 pub mod index;
 pub mod options;
 pub mod policy;

@@ -40,6 +40,10 @@ use pagoda_wal::{Durability, Wal, WalOptions};
 pub(crate) enum BenchCommand {
     /// The log against raw writes and fsyncs.
     Wal(WalBenchArgs),
+    /// The block store against memcpy, pread, BLAKE3 and a RocksDB scan.
+    Engine(crate::bench_engine::EngineBenchArgs),
+    /// Eviction policies replayed on traces (prefix hit ratio by capacity).
+    Policies(crate::bench_engine::PolicyBenchArgs),
 }
 
 /// Flags of `pagoda bench wal`.
@@ -72,6 +76,8 @@ pub(crate) enum BenchError {
     },
     #[error("{0}")]
     Wal(#[from] pagoda_wal::Error),
+    #[error("{0}")]
+    Other(String),
 }
 
 fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> BenchError {
@@ -84,6 +90,10 @@ const RECORD_BYTES: usize = 4096;
 pub(crate) fn run(command: &BenchCommand) -> Result<(), BenchError> {
     match command {
         BenchCommand::Wal(args) => bench_wal(args),
+        BenchCommand::Engine(args) => crate::bench_engine::run_engine(args).map_err(BenchError::Other),
+        BenchCommand::Policies(args) => {
+            crate::bench_engine::run_policies(args).map_err(BenchError::Other)
+        }
     }
 }
 

@@ -3,14 +3,17 @@
 //! Subcommands land with the issues that build what they front: today
 //! `pagoda hash` (chain hashes of a token sequence, for checking a client
 //! implementation against the reference), `pagoda wal` (dump, verify and
-//! crash-test a log directory), `pagoda bench wal` and `pagoda --version`.
-//! Later: `serve`, `stats`, `fsck`, `trace` and `replay`.
+//! crash-test a log directory), `pagoda fsck` (check and repair a data
+//! directory), `pagoda bench wal|engine|policies` and `pagoda --version`.
+//! Later: `serve`, `stats`, `trace` and `replay`.
 //!
 //! Exit status: 0 on success, 1 when the command failed (the reason is on
 //! stderr), 2 for a usage error.
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_engine;
+mod fsck_cmd;
 mod hash;
 mod tokens;
 mod wal_cmd;
@@ -37,6 +40,8 @@ enum Command {
     /// Measure Pagoda against baselines run in the same process.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Check a data directory offline (and repair it with --repair).
+    Fsck(fsck_cmd::FsckArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +50,7 @@ fn main() -> ExitCode {
         Command::Hash(args) => hash::run(&args).map_err(|error| error.to_string()),
         Command::Wal(command) => wal_cmd::run(&command).map_err(|error| error.to_string()),
         Command::Bench(command) => bench::run(&command).map_err(|error| error.to_string()),
+        Command::Fsck(args) => fsck_cmd::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,228 @@
+//! Offline check and repair of a data directory (`pagoda fsck`).
+//!
+//! The check reads every index entry and the value-log record it points to,
+//! without changing anything: the record must exist inside its segment, its
+//! header and payload checksums must hold, its sequence must be the one
+//! indexed, and the block record inside must name the same key, generation
+//! and payload checksum. It also inspects every log segment for damage, and
+//! counts records past the index checkpoint (they are indexed at the next
+//! open). Log damage is reported apart: it costs the store nothing once no
+//! entry points into it. `--repair` deletes the index entries that failed, so the next open
+//! serves everything else and treats those blocks as misses; damaged log
+//! bytes stay until their segment is reclaimed (open skips them).
+//!
+//! The engine must not be running on the directory: RocksDB's lock makes a
+//! second open fail with a clear error.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use pagoda_formats::block::decode_block_record;
+use pagoda_formats::key::BlockKey;
+use pagoda_formats::namespace::Namespace;
+use pagoda_formats::record::{RecordKind, decode_record, record_len};
+use pagoda_formats::segment::segment_file_name;
+use pagoda_wal::DiskFile;
+
+use crate::error::{Error, Result};
+use crate::index::Index;
+
+/// One problem found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The block concerned, when the problem is an index entry's.
+    pub key: Option<BlockKey>,
+    /// Where (`segment N offset M`).
+    pub location: String,
+    /// What is wrong.
+    pub reason: String,
+    /// Whether `--repair` removed it.
+    pub repaired: bool,
+}
+
+/// What fsck found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FsckReport {
+    /// Log segments.
+    pub segments: usize,
+    /// Index entries checked.
+    pub entries: u64,
+    /// Entries whose record verified.
+    pub ok: u64,
+    /// Entries of dropped namespaces or generations (harmless; compacted away).
+    pub dead: u64,
+    /// Block records in the log past the index checkpoint.
+    pub unindexed_records: u64,
+    /// Problems: index entries whose block cannot be served.
+    pub problems: Vec<Problem>,
+    /// Damage in the log itself. Not a problem for the store (open skips
+    /// damaged records, and an entry pointing into damage is a problem
+    /// above); the space comes back when the segment is reclaimed.
+    pub log_damage: Vec<String>,
+}
+
+impl FsckReport {
+    /// Whether problems remain that a repair did not fix.
+    pub fn unrepaired(&self) -> usize {
+        self.problems.iter().filter(|problem| !problem.repaired).count()
+    }
+}
+
+/// Checks `dir` (and repairs it when `repair`).
+pub fn fsck(dir: &Path, repair: bool) -> Result<FsckReport> {
+    let log_dir = dir.join("log");
+    let index_dir = dir.join("index");
+    if !log_dir.is_dir() || !index_dir.is_dir() {
+        return Err(Error::InvalidArgument(format!(
+            "{} is not a Pagoda data directory (no log/ and index/)",
+            dir.display()
+        )));
+    }
+    let disk: Arc<dyn pagoda_wal::Disk> = Arc::new(
+        pagoda_wal::disk::StdDisk::open(&log_dir)
+            .map_err(Error::io(format!("opening {}", log_dir.display())))?,
+    );
+    let inspected = pagoda_wal::inspect(disk.as_ref())?;
+    let index = Index::open(&index_dir).map_err(|error| match error {
+        Error::Index(error) => Error::InvalidArgument(format!(
+            "cannot open the index (is a server running on this directory?): {error}"
+        )),
+        other => other,
+    })?;
+    let mut report = FsckReport {
+        segments: inspected.len(),
+        ..FsckReport::default()
+    };
+    let last = inspected.last().map(|segment| segment.id);
+    let mut epochs = BTreeMap::new();
+    let checkpoint = index.checkpoint()?;
+    for segment in &inspected {
+        if let Some(problem) = segment.problem(Some(segment.id) == last) {
+            report.log_damage.push(problem);
+        }
+        if let Ok(header) = &segment.header {
+            epochs.insert(segment.id, (header.epoch, segment.len));
+        }
+        report.unindexed_records += segment
+            .records
+            .iter()
+            .filter(|(_, header)| header.kind == RecordKind::Block && header.sequence > checkpoint)
+            .count() as u64;
+    }
+    let generations = namespace_generations(&index)?;
+    let mut files: HashMap<u64, Arc<dyn DiskFile>> = HashMap::new();
+    let mut bad_keys = Vec::new();
+    for item in index.all_entries() {
+        report.entries += 1;
+        let (key, entry) = match item {
+            Ok(pair) => pair,
+            Err(raw) => {
+                report.problems.push(Problem {
+                    key: None,
+                    location: "index".into(),
+                    reason: format!("entry {raw:02x?} does not decode"),
+                    repaired: false,
+                });
+                bad_keys.push(raw);
+                continue;
+            }
+        };
+        match generations.get(&key.namespace) {
+            Some(&generation) if generation == entry.namespace_generation => {}
+            _ => {
+                report.dead += 1;
+                continue;
+            }
+        }
+        let location = format!("segment {} offset {}", entry.segment_id, entry.offset);
+        let checked = check_entry(&disk, &mut files, &epochs, &key, &entry);
+        match checked {
+            Ok(()) => report.ok += 1,
+            Err(reason) => {
+                report.problems.push(Problem {
+                    key: Some(key),
+                    location,
+                    reason,
+                    repaired: false,
+                });
+                bad_keys.push(key.encode().to_vec());
+            }
+        }
+    }
+    if repair && !bad_keys.is_empty() {
+        index.delete_raw(&bad_keys)?;
+        index.flush()?;
+        for problem in &mut report.problems {
+            problem.repaired = true;
+        }
+    }
+    Ok(report)
+}
+
+fn namespace_generations(
+    index: &Index,
+) -> Result<HashMap<pagoda_formats::namespace::NamespaceId, u64>> {
+    let mut out = HashMap::new();
+    for (_, value) in index.meta_with_prefix(b"ns/")? {
+        let (Some(generation), Some(&dropped), Some(encoded)) =
+            (value.get(..8), value.get(8), value.get(9..))
+        else {
+            continue;
+        };
+        let Ok(namespace) = Namespace::decode(encoded) else {
+            continue;
+        };
+        let generation = u64::from_le_bytes(generation.try_into().unwrap_or_default());
+        if dropped == 0 {
+            out.insert(namespace.id(), generation);
+        }
+    }
+    Ok(out)
+}
+
+fn check_entry(
+    disk: &Arc<dyn pagoda_wal::Disk>,
+    files: &mut HashMap<u64, Arc<dyn DiskFile>>,
+    epochs: &BTreeMap<u64, (u64, u64)>,
+    key: &BlockKey,
+    entry: &crate::index::IndexEntry,
+) -> std::result::Result<(), String> {
+    let &(epoch, len) = epochs
+        .get(&entry.segment_id)
+        .ok_or("its segment is missing or has a bad header")?;
+    let total = record_len(entry.record_payload_len);
+    if entry.offset + total > len {
+        return Err("the record lies past the end of its segment".into());
+    }
+    let file = match files.get(&entry.segment_id) {
+        Some(file) => Arc::clone(file),
+        None => {
+            let file = disk
+                .open(&segment_file_name(entry.segment_id), false)
+                .map_err(|error| format!("opening the segment: {error}"))?;
+            files.insert(entry.segment_id, Arc::clone(&file));
+            file
+        }
+    };
+    let mut bytes = vec![0u8; usize::try_from(total).map_err(|_| "record too large")?];
+    file.read_at(&mut bytes, entry.offset)
+        .map_err(|error| format!("reading: {error}"))?;
+    let record = decode_record(&bytes).map_err(|error| format!("record: {error}"))?;
+    if record.header.sequence != entry.sequence || record.header.epoch != epoch {
+        return Err(format!(
+            "the record there has sequence {} (epoch {}), the index says {}",
+            record.header.sequence, record.header.epoch, entry.sequence
+        ));
+    }
+    let block = decode_block_record(record.payload).map_err(|error| format!("block: {error}"))?;
+    if block.header.key != *key {
+        return Err("the record holds another block".into());
+    }
+    if block.header.payload_crc != entry.payload_crc
+        || block.header.namespace_generation != entry.namespace_generation
+    {
+        return Err("the record's checksum or generation differs from the index".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,555 @@
+//! `pagoda bench engine` and `pagoda bench policies`: the block store measured
+//! against a baseline run in the same process, reported as ratios.
+//!
+//! `bench engine`:
+//! 1. **DRAM put+get**, 1 MiB blocks, 1 and 2 threads: bytes put and read back
+//!    per second, against `memcpy` of the same bytes in and out (two copies
+//!    per block, the floor of a copy-in copy-out store). The engine's put
+//!    verifies the CRC-32C of every payload; that cost is included. Goal ≥ 0.5.
+//! 2. **SSD get**, 1 MiB blocks, page cache dropped (`POSIX_FADV_DONTNEED`)
+//!    before each pass: engine gets (index lookup, read, record and block
+//!    checksums) against `pread` of the same record ranges. Goal ≥ 0.8.
+//! 3. **Lookup of a 1,048,576-token prompt**, fully cached, 16-token blocks:
+//!    tokens in, against BLAKE3-hashing the chain alone (the floor). Goal ≤ 3×.
+//! 4. **Warm restart and memory per block**, `--restart-blocks` (default 1M)
+//!    SSD-resident blocks: seconds from open to ready against iterating the
+//!    raw RocksDB index, and DRAM metadata bytes per block (block table,
+//!    tree links and SSD FIFO; payload pages and RocksDB's block cache
+//!    excluded). Goal ≤ 128 B.
+//!
+//! `bench policies`: prefix hit ratio on the shared traces at 1k..100k blocks
+//! for LRU, the default policy, S3-FIFO and Belady's optimum, as a table (and
+//! an SVG chart with `--svg`).
+
+#![expect(
+    clippy::cast_precision_loss,
+    reason = "rates are reported to three digits"
+)]
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use pagoda_engine::trace::{belady, parse_trace, replay};
+use pagoda_engine::{Durability, Engine, EngineOptions, PolicyKind, TenantConfig};
+use pagoda_formats::chain::{ChainHash, TenantSecret};
+use pagoda_formats::namespace::{Dtype, KvKind, KvLayout, Namespace, NamespaceId};
+
+const MIB: usize = 1 << 20;
+
+/// Flags of `pagoda bench engine`.
+#[derive(Debug, Args)]
+pub(crate) struct EngineBenchArgs {
+    /// Scratch directory for the SSD-tier figures (removed after).
+    #[arg(long, default_value = "pagoda-bench-engine")]
+    dir: PathBuf,
+    /// 1 MiB blocks per thread in the DRAM and SSD figures.
+    #[arg(long, default_value_t = 256)]
+    blocks: usize,
+    /// Rounds per figure (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// SSD-resident blocks for the warm-restart and memory figures.
+    #[arg(long, default_value_t = 1 << 20)]
+    restart_blocks: u64,
+}
+
+/// Flags of `pagoda bench policies`.
+#[derive(Debug, Args)]
+pub(crate) struct PolicyBenchArgs {
+    /// Trace files (Mooncake format).
+    #[arg(required = true)]
+    traces: Vec<PathBuf>,
+    /// Capacities in blocks.
+    #[arg(long, value_delimiter = ',', default_values_t = [1_000u64, 5_000, 10_000, 20_000, 50_000, 100_000])]
+    capacities: Vec<u64>,
+    /// Write a chart of hit ratio against capacity here.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn error(context: &str) -> impl FnOnce(pagoda_engine::Error) -> String + '_ {
+    move |error| format!("{context}: {error}")
+}
+
+fn tenant() -> Result<TenantConfig, String> {
+    let secret = TenantSecret::new(b"bench tenant secret".to_vec()).map_err(|e| e.to_string())?;
+    Ok(TenantConfig::new("bench", secret))
+}
+
+fn bench_namespace(block_tokens: u32) -> Result<Namespace, String> {
+    let layout = KvLayout {
+        dtype: Dtype::F16,
+        kind: KvKind::SeparateKv,
+        layer_count: 1,
+        kv_head_count: 1,
+        head_dim: 16,
+        block_tokens,
+        tp_rank: 0,
+        tp_size: 1,
+    };
+    Namespace::new("bench", "bench-model", "r1", layout).map_err(|e| e.to_string())
+}
+
+fn block_hash(thread: usize, index: usize) -> ChainHash {
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&(thread as u64).to_le_bytes());
+    bytes[8..16].copy_from_slice(&(index as u64).to_le_bytes());
+    bytes[31] = 0x77;
+    ChainHash(bytes)
+}
+
+fn payload(seed: usize) -> Vec<u8> {
+    (0..MIB).map(|at| (at.wrapping_mul(31) ^ seed) as u8).collect()
+}
+
+pub(crate) fn run_engine(args: &EngineBenchArgs) -> Result<(), String> {
+    let mut rows: Vec<(String, String, String, f64, String)> = Vec::new();
+    for threads in [1usize, 2] {
+        let (engine, memcpy) = dram_put_get(args, threads)?;
+        rows.push((
+            format!("DRAM put+get 1 MiB, {threads} thread(s)"),
+            format!("{:.2} GB/s", engine / 1e9),
+            format!("memcpy {:.2} GB/s", memcpy / 1e9),
+            engine / memcpy,
+            "≥ 0.5".into(),
+        ));
+    }
+    let (engine, raw) = ssd_get(args)?;
+    rows.push((
+        "SSD get 1 MiB, cold cache".into(),
+        format!("{:.2} GB/s", engine / 1e9),
+        format!("pread {:.2} GB/s", raw / 1e9),
+        engine / raw,
+        "≥ 0.8".into(),
+    ));
+    let (lookup, hashing) = lookup_million(args)?;
+    rows.push((
+        "lookup 1,048,576 tokens (65,536 blocks)".into(),
+        format!("{:.2} ms", lookup * 1e3),
+        format!("BLAKE3 chain {:.2} ms", hashing * 1e3),
+        lookup / hashing,
+        "≤ 3 (time ratio)".into(),
+    ));
+    let restart = warm_restart(args)?;
+    rows.push((
+        format!("warm restart, {} blocks", restart.blocks),
+        format!("{:.2} s to ready", restart.open_seconds),
+        format!("RocksDB scan {:.2} s", restart.scan_seconds),
+        restart.open_seconds / restart.scan_seconds,
+        "(time ratio)".into(),
+    ));
+    rows.push((
+        format!("DRAM metadata per SSD block, {} blocks", restart.blocks),
+        format!("{:.1} B", restart.bytes_per_block),
+        "payload 64 B".into(),
+        restart.bytes_per_block / 128.0,
+        "≤ 1 (of 128 B)".into(),
+    ));
+    println!();
+    println!("| figure | pagoda | baseline | ratio | goal |");
+    println!("|---|---|---|---|---|");
+    for (name, ours, baseline, ratio, goal) in rows {
+        println!("| {name} | {ours} | {baseline} | {ratio:.2} | {goal} |");
+    }
+    let _ = std::fs::remove_dir_all(&args.dir);
+    Ok(())
+}
+
+/// Bytes per second moved by put+get in the engine, and by memcpy in+out.
+fn dram_put_get(args: &EngineBenchArgs, threads: usize) -> Result<(f64, f64), String> {
+    let blocks = args.blocks;
+    let options = EngineOptions {
+        page_bytes: 64 << 10,
+        maintenance_interval: None,
+        tenants: vec![tenant()?],
+        ..EngineOptions::in_memory(((blocks * threads + 8) * MIB) as u64)
+    };
+    let payloads: Vec<(Vec<u8>, u32)> = (0..threads)
+        .map(|thread| {
+            let bytes = payload(thread);
+            let crc = crc32c::crc32c(&bytes);
+            (bytes, crc)
+        })
+        .collect();
+    eprintln!("DRAM put+get: {blocks} × 1 MiB per thread, {threads} thread(s), {} rounds", args.rounds);
+    let mut ours = Vec::new();
+    let mut baseline = Vec::new();
+    for round in 0..args.rounds {
+        let engine = Engine::open(options.clone()).map_err(error("open"))?;
+        let ns = engine
+            .create_namespace(&bench_namespace(16)?)
+            .map_err(error("namespace"))?;
+        let started = Instant::now();
+        std::thread::scope(|scope| -> Result<(), String> {
+            let handles: Vec<_> = payloads
+                .iter()
+                .enumerate()
+                .map(|(thread, (bytes, crc))| {
+                    let engine = &engine;
+                    scope.spawn(move || -> Result<(), String> {
+                        let mut out = vec![0u8; MIB];
+                        for index in 0..blocks {
+                            let hash = block_hash(thread, index);
+                            engine
+                                .put(&ns, &ChainHash::ROOT, &hash, bytes, *crc)
+                                .map_err(error("put"))?;
+                            let block = engine
+                                .get(&ns, &hash)
+                                .map_err(error("get"))?
+                                .ok_or("a block just put is missing")?;
+                            block.copy_to(&mut out);
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for handle in handles {
+                handle.join().map_err(|_| "bench thread panicked")??;
+            }
+            Ok(())
+        })?;
+        let elapsed = started.elapsed().as_secs_f64();
+        ours.push((2 * blocks * threads * MIB) as f64 / elapsed);
+        drop(engine);
+        // Baseline: copy each payload into a buffer of the same pool size and
+        // back out, in the same threads layout.
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            for (bytes, _) in &payloads {
+                scope.spawn(move || {
+                    let mut pool = vec![0u8; blocks * MIB];
+                    let mut out = vec![0u8; MIB];
+                    for chunk in pool.chunks_exact_mut(MIB) {
+                        chunk.copy_from_slice(bytes);
+                        out.copy_from_slice(std::hint::black_box(chunk));
+                    }
+                    std::hint::black_box(&out);
+                });
+            }
+        });
+        let elapsed = started.elapsed().as_secs_f64();
+        baseline.push((2 * blocks * threads * MIB) as f64 / elapsed);
+        eprintln!(
+            "  round {}: engine {:.2} GB/s, memcpy {:.2} GB/s",
+            round + 1,
+            ours.last().copied().unwrap_or(0.0) / 1e9,
+            baseline.last().copied().unwrap_or(0.0) / 1e9
+        );
+    }
+    Ok((median(ours), median(baseline)))
+}
+
+fn drop_cache(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        if let Ok(file) = std::fs::File::open(entry.path()) {
+            let _ = file.sync_all();
+            let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
+        }
+    }
+}
+
+/// Bytes per second of engine SSD gets and of preads of the same ranges.
+fn ssd_get(args: &EngineBenchArgs) -> Result<(f64, f64), String> {
+    let dir = args.dir.join("ssd");
+    let _ = std::fs::remove_dir_all(&dir);
+    let blocks = args.blocks;
+    let mut options = EngineOptions::on_disk(&dir);
+    options.tenants = vec![tenant()?];
+    options.dram_bytes = 64 * MIB as u64;
+    options.promote_on_ssd_hit = false;
+    options.maintenance_interval = None;
+    options.durability = Durability::Async;
+    let bytes = payload(7);
+    let crc = crc32c::crc32c(&bytes);
+    let ns = {
+        let engine = Engine::open(options.clone()).map_err(error("open"))?;
+        let ns = engine
+            .create_namespace(&bench_namespace(16)?)
+            .map_err(error("namespace"))?;
+        eprintln!("SSD get: writing {blocks} × 1 MiB");
+        for index in 0..blocks {
+            engine
+                .put(&ns, &ChainHash::ROOT, &block_hash(0, index), &bytes, crc)
+                .map_err(error("put"))?;
+        }
+        engine.close().map_err(error("close"))?;
+        ns
+    };
+    // The record ranges, for the baseline.
+    let index = pagoda_engine::index::Index::open(&dir.join("index")).map_err(error("index"))?;
+    let ranges: Vec<(u64, u64, u64)> = (0..blocks)
+        .filter_map(|i| index.get(&pagoda_formats::key::BlockKey { namespace: ns, chain: block_hash(0, i) }).ok().flatten())
+        .map(|entry| (entry.segment_id, entry.offset, pagoda_formats::record::record_len(entry.record_payload_len)))
+        .collect();
+    drop(index);
+    let log = dir.join("log");
+    let mut ours = Vec::new();
+    let mut baseline = Vec::new();
+    for round in 0..args.rounds {
+        let engine = Engine::open(options.clone()).map_err(error("reopen"))?;
+        drop_cache(&log);
+        let started = Instant::now();
+        let mut out = vec![0u8; MIB];
+        for index in 0..blocks {
+            let block = engine
+                .get(&ns, &block_hash(0, index))
+                .map_err(error("get"))?
+                .ok_or("an SSD block is missing")?;
+            block.copy_to(&mut out);
+        }
+        ours.push((blocks * MIB) as f64 / started.elapsed().as_secs_f64());
+        drop(engine);
+        drop_cache(&log);
+        let started = Instant::now();
+        let mut files = std::collections::HashMap::new();
+        for (segment, offset, len) in &ranges {
+            let file = match files.get(segment) {
+                Some(file) => file,
+                None => {
+                    let path = log.join(pagoda_formats::segment::segment_file_name(*segment));
+                    let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+                    files.entry(*segment).or_insert(file)
+                }
+            };
+            let mut buf = vec![0u8; usize::try_from(*len).unwrap_or(MIB)];
+            file.read_exact_at(&mut buf, *offset).map_err(|e| e.to_string())?;
+            let mut out = vec![0u8; MIB];
+            let end = (buf.len()).min(MIB);
+            out[..end].copy_from_slice(&buf[..end]);
+            std::hint::black_box(&out);
+        }
+        baseline.push((blocks * MIB) as f64 / started.elapsed().as_secs_f64());
+        eprintln!(
+            "  round {}: engine {:.2} GB/s, pread {:.2} GB/s",
+            round + 1,
+            ours.last().copied().unwrap_or(0.0) / 1e9,
+            baseline.last().copied().unwrap_or(0.0) / 1e9
+        );
+    }
+    Ok((median(ours), median(baseline)))
+}
+
+/// Seconds of a fully cached 1M-token lookup, and of hashing the tokens alone.
+fn lookup_million(args: &EngineBenchArgs) -> Result<(f64, f64), String> {
+    const TOKENS: usize = 1 << 20;
+    let options = EngineOptions {
+        page_bytes: 64,
+        maintenance_interval: None,
+        tenants: vec![tenant()?],
+        ..EngineOptions::in_memory(70_000 * 64)
+    };
+    let engine = Engine::open(options).map_err(error("open"))?;
+    let ns = engine
+        .create_namespace(&bench_namespace(16)?)
+        .map_err(error("namespace"))?;
+    let tokens: Vec<u32> = (0..TOKENS as u32).map(|t| t.wrapping_mul(2_654_435_761) % 128_000).collect();
+    let hashes = engine.hash_tokens(&ns, &tokens).map_err(error("hash"))?;
+    let bytes = [1u8; 64];
+    let crc = crc32c::crc32c(&bytes);
+    let mut parent = ChainHash::ROOT;
+    for hash in &hashes {
+        engine.put(&ns, &parent, hash, &bytes, crc).map_err(error("put"))?;
+        parent = *hash;
+    }
+    let key = engine.chain_key(&ns).map_err(error("chain key"))?;
+    eprintln!("lookup: 1,048,576 tokens, {} rounds", args.rounds.max(3));
+    let mut ours = Vec::new();
+    let mut floor = Vec::new();
+    for _ in 0..args.rounds.max(3) {
+        let started = Instant::now();
+        let found = engine.lookup_tokens(&ns, &tokens).map_err(error("lookup"))?;
+        ours.push(started.elapsed().as_secs_f64());
+        if found.matched != hashes.len() {
+            return Err(format!("lookup matched {} of {}", found.matched, hashes.len()));
+        }
+        let started = Instant::now();
+        let hashed = pagoda_formats::chain::hash_tokens(&key, 16, &tokens).map_err(|e| e.to_string())?;
+        std::hint::black_box(&hashed);
+        floor.push(started.elapsed().as_secs_f64());
+    }
+    Ok((median(ours), median(floor)))
+}
+
+struct Restart {
+    blocks: u64,
+    open_seconds: f64,
+    scan_seconds: f64,
+    bytes_per_block: f64,
+}
+
+fn warm_restart(args: &EngineBenchArgs) -> Result<Restart, String> {
+    let dir = args.dir.join("restart");
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut options = EngineOptions::on_disk(&dir);
+    options.tenants = vec![tenant()?];
+    options.dram_bytes = 16 * MIB as u64;
+    options.page_bytes = 4096;
+    options.maintenance_interval = Some(Duration::from_secs(1));
+    options.ssd_bytes = 64 << 30;
+    let blocks = args.restart_blocks;
+    let bytes = [3u8; 64];
+    let crc = crc32c::crc32c(&bytes);
+    let ns: NamespaceId = {
+        let engine = Engine::open(options.clone()).map_err(error("open"))?;
+        let ns = engine
+            .create_namespace(&bench_namespace(16)?)
+            .map_err(error("namespace"))?;
+        eprintln!("warm restart: writing {blocks} blocks");
+        let mut parent = ChainHash::ROOT;
+        for index in 0..blocks {
+            // Chains of 64 blocks.
+            if index % 64 == 0 {
+                parent = ChainHash::ROOT;
+            }
+            let hash = block_hash(1, usize::try_from(index).unwrap_or(usize::MAX));
+            engine.put(&ns, &parent, &hash, &bytes, crc).map_err(error("put"))?;
+            parent = hash;
+            if index % (1 << 17) == 0 && index > 0 {
+                eprintln!("  {index} / {blocks}");
+            }
+        }
+        engine.close().map_err(error("close"))?;
+        ns
+    };
+    let _ = ns;
+    options.maintenance_interval = None;
+    let started = Instant::now();
+    let engine = Engine::open(options.clone()).map_err(error("reopen"))?;
+    let open_seconds = started.elapsed().as_secs_f64();
+    let stats = engine.stats();
+    drop(engine);
+    let started = Instant::now();
+    let index = pagoda_engine::index::Index::open(&dir.join("index")).map_err(error("index"))?;
+    let scanned = index.all_entries().count();
+    let scan_seconds = started.elapsed().as_secs_f64();
+    drop(index);
+    eprintln!("  reopened {} blocks in {open_seconds:.2} s; index scan {scanned} entries in {scan_seconds:.2} s", stats.blocks);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Restart {
+        blocks: stats.blocks,
+        open_seconds,
+        scan_seconds,
+        bytes_per_block: stats.metadata_bytes_per_block,
+    })
+}
+
+pub(crate) fn run_policies(args: &PolicyBenchArgs) -> Result<(), String> {
+    let mut series: Vec<(String, Vec<(u64, f64)>)> = Vec::new();
+    println!("| trace | capacity (blocks) | LRU | default (prefix-lru) | S3-FIFO | Belady | default / LRU |");
+    println!("|---|---|---|---|---|---|---|");
+    for path in &args.traces {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let requests = parse_trace(&text).map_err(|e| e.to_string())?;
+        let name = path.file_stem().map_or("trace".into(), |s| s.to_string_lossy().into_owned());
+        let mut lines: Vec<Vec<(u64, f64)>> = vec![Vec::new(); 4];
+        for &capacity in &args.capacities {
+            eprintln!("{name}: capacity {capacity}");
+            let mut ratios = Vec::new();
+            for policy in PolicyKind::ALL {
+                ratios.push(replay(&requests, Some(capacity), policy).map_err(|e| e.to_string())?.ratio());
+            }
+            ratios.push(belady(&requests, capacity).ratio());
+            let (lru, prefix, s3, optimum) = (ratios[0], ratios[1], ratios[2], ratios[3]);
+            println!(
+                "| {name} | {capacity} | {:.2} % | {:.2} % | {:.2} % | {:.2} % | {:.3} |",
+                lru * 100.0,
+                prefix * 100.0,
+                s3 * 100.0,
+                optimum * 100.0,
+                if lru > 0.0 { prefix / lru } else { 1.0 }
+            );
+            for (line, ratio) in lines.iter_mut().zip(&ratios) {
+                line.push((capacity, *ratio));
+            }
+        }
+        for (label, line) in ["LRU", "prefix-lru (default)", "S3-FIFO", "Belady"].iter().zip(lines) {
+            series.push((format!("{name} {label}"), line));
+        }
+    }
+    if let Some(svg) = &args.svg {
+        std::fs::write(svg, chart(&series)).map_err(|e| format!("{}: {e}", svg.display()))?;
+        eprintln!("chart written to {}", svg.display());
+    }
+    Ok(())
+}
+
+/// A line chart of hit ratio (y) against capacity (x, log scale) as SVG.
+fn chart(series: &[(String, Vec<(u64, f64)>)]) -> String {
+    const W: f64 = 760.0;
+    const H: f64 = 420.0;
+    const LEFT: f64 = 60.0;
+    const TOP: f64 = 20.0;
+    const PLOT_W: f64 = 460.0;
+    const PLOT_H: f64 = 340.0;
+    let colors = ["#1f77b4", "#2ca02c", "#ff7f0e", "#7f7f7f", "#17becf", "#98df8a", "#ffbb78", "#c7c7c7"];
+    let (min_x, max_x) = series
+        .iter()
+        .flat_map(|(_, line)| line.iter().map(|(x, _)| *x as f64))
+        .fold((f64::MAX, 1.0f64), |(lo, hi), x| (lo.min(x), hi.max(x)));
+    let max_y = series
+        .iter()
+        .flat_map(|(_, line)| line.iter().map(|(_, y)| *y))
+        .fold(0.1f64, f64::max);
+    let x_of = |x: f64| LEFT + (x.ln() - min_x.ln()) / (max_x.ln() - min_x.ln()).max(1e-9) * PLOT_W;
+    let y_of = |y: f64| TOP + PLOT_H - y / max_y * PLOT_H;
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    );
+    out.push_str(&format!(
+        "<line x1=\"{LEFT}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/><line x1=\"{LEFT}\" y1=\"{TOP}\" x2=\"{LEFT}\" y2=\"{}\" stroke=\"black\"/>\n",
+        TOP + PLOT_H, LEFT + PLOT_W, TOP + PLOT_H, TOP + PLOT_H
+    ));
+    for step in 0..=5 {
+        let y = max_y * f64::from(step) / 5.0;
+        out.push_str(&format!(
+            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{:.0} %</text>\n",
+            LEFT - 6.0,
+            y_of(y) + 4.0,
+            y * 100.0
+        ));
+    }
+    if let Some((_, line)) = series.first() {
+        for (x, _) in line {
+            out.push_str(&format!(
+                "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{x}</text>\n",
+                x_of(*x as f64),
+                TOP + PLOT_H + 16.0
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">capacity (blocks, log scale) — prefix hit ratio</text>\n",
+        LEFT + PLOT_W / 2.0,
+        H - 12.0
+    ));
+    for (index, (label, line)) in series.iter().enumerate() {
+        let color = colors[index % colors.len()];
+        let dash = if index / 4 % 2 == 1 { " stroke-dasharray=\"5,3\"" } else { "" };
+        let points: Vec<String> = line
+            .iter()
+            .map(|(x, y)| format!("{:.1},{:.1}", x_of(*x as f64), y_of(*y)))
+            .collect();
+        out.push_str(&format!(
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{dash} points=\"{}\"/>\n",
+            points.join(" ")
+        ));
+        let y = TOP + 14.0 * index as f64;
+        out.push_str(&format!(
+            "<line x1=\"{}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"{color}\" stroke-width=\"2\"{dash}/><text x=\"{}\" y=\"{}\">{label}</text>\n",
+            LEFT + PLOT_W + 20.0,
+            LEFT + PLOT_W + 40.0,
+            LEFT + PLOT_W + 46.0,
+            y + 4.0
+        ));
+    }
+    out.push_str("</svg>\n");
+    out
+}
