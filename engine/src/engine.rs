@@ -21,16 +21,18 @@ use pagoda_formats::chain::{ChainHash, ChainHasher, ChainKey};
 use pagoda_formats::key::BlockKey;
 use pagoda_formats::namespace::{Namespace, NamespaceId};
 use pagoda_formats::record::RecordKind;
-use pagoda_wal::{LogKind, Location, Wal};
+use pagoda_wal::{Location, LogKind, Wal};
 
 use crate::error::{Error, Result};
 use crate::index::{Index, IndexEntry, Liveness};
 use crate::options::{Admission, Durability, EngineOptions, TenantConfig, limits};
 use crate::pool::{BlockRef, PagePool, Tier};
 use crate::state::{DOOMED, Lease, NONE, NsSlot, PENDING, Released, State, TenantState, ssd_bytes};
-use crate::stats::{
-    CorruptionReport, EngineStats, NamespaceStats, NsCounters, TenantStats,
-};
+use crate::stats::{CorruptionReport, EngineStats, NamespaceStats, NsCounters, TenantStats};
+
+/// [`BLOCK_RECORD_OVERHEAD`] as a `u32` (136 fits).
+#[expect(clippy::cast_possible_truncation, reason = "136 fits in a u32")]
+const RECORD_OVERHEAD_U32: u32 = BLOCK_RECORD_OVERHEAD as u32;
 
 /// Meta-column key prefix of the namespace registry.
 const NAMESPACE_PREFIX: &[u8] = b"ns/";
@@ -130,7 +132,9 @@ struct Demotion {
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 impl Engine {
@@ -238,7 +242,7 @@ impl Engine {
             ssd.index.put_meta(&namespace_key(&id), &record, true)?;
         }
         let mut state = self.inner.lock();
-        register_namespace(&mut state, namespace.clone(), generation, false)?;
+        register_namespace(&mut state, namespace.clone(), generation, false);
         Ok(id)
     }
 
@@ -258,8 +262,11 @@ impl Engine {
             (slot.generation + 1, slot.namespace.clone())
         };
         if let Some(ssd) = &self.inner.ssd {
-            ssd.index
-                .put_meta(&namespace_key(id), &namespace_record(generation, true, &namespace), true)?;
+            ssd.index.put_meta(
+                &namespace_key(id),
+                &namespace_record(generation, true, &namespace),
+                true,
+            )?;
         }
         let liveness = {
             let mut state = self.inner.lock();
@@ -267,7 +274,10 @@ impl Engine {
             let entry = &mut state.namespaces[slot as usize];
             entry.generation = generation;
             entry.dropped = true;
-            self.inner.ssd.as_ref().map(|ssd| liveness(&state, &ssd.wal))
+            self.inner
+                .ssd
+                .as_ref()
+                .map(|ssd| liveness(&state, &ssd.wal))
         };
         if let (Some(ssd), Some(liveness)) = (&self.inner.ssd, liveness) {
             ssd.index.set_liveness(liveness);
@@ -342,6 +352,10 @@ impl Engine {
 
     /// [`Engine::put`] with the payload in pieces (as it arrives from a
     /// stream); the pieces are copied straight into pages.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "the four phases of a put read best in order, in one place"
+    )]
     pub fn put_chunks(
         &self,
         id: &NamespaceId,
@@ -446,14 +460,14 @@ impl Engine {
             match inner.make_room(&mut state, tenant, pages) {
                 Ok(demotions) => (block_id, epoch, tenant, generation, counters, demotions),
                 Err(error) => {
-                    inner.abort_put(&mut state, block_id, tenant, dram_bytes);
+                    Inner::abort_put(&mut state, block_id, tenant, dram_bytes);
                     return Err(error);
                 }
             }
         };
         let undo = |error: Error| {
             let mut state = inner.lock();
-            inner.abort_put(&mut state, block_id, tenant, dram_bytes);
+            Inner::abort_put(&mut state, block_id, tenant, dram_bytes);
             error
         };
         inner.demote(demotions);
@@ -488,11 +502,12 @@ impl Engine {
         };
         let location = match inner.options.durability {
             Durability::Memory => None,
-            durability => match inner.append_block(&key, parent, generation, crc, chunks, durability)
-            {
-                Ok(location) => Some(location),
-                Err(error) => return Err(undo(error)),
-            },
+            durability => {
+                match inner.append_block(&key, parent, generation, crc, chunks, durability) {
+                    Ok(location) => Some(location),
+                    Err(error) => return Err(undo(error)),
+                }
+            }
         };
 
         // Phase 4: publish.
@@ -513,7 +528,7 @@ impl Engine {
             set_ssd(&mut state, block_id, &location);
         }
         NsCounters::bump(&counters.puts);
-        let over_ssd = inner.over_ssd_quota(&mut state, tenant);
+        let over_ssd = Inner::over_ssd_quota(&mut state, tenant);
         inner.finish_release(over_ssd);
         drop(state);
         Ok(PutOutcome::Stored)
@@ -593,7 +608,13 @@ impl Engine {
             .find_current(slot, chain)
             .map(|block_id| state.meta(block_id))
             .filter(|meta| meta.servable())
-            .map(|meta| if meta.dram.is_some() { Tier::Dram } else { Tier::Ssd }))
+            .map(|meta| {
+                if meta.dram.is_some() {
+                    Tier::Dram
+                } else {
+                    Tier::Ssd
+                }
+            }))
     }
 
     /// The longest cached prefix of a chain given by its hashes. The walk
@@ -625,7 +646,12 @@ impl Engine {
         }
         let mut state = self.inner.lock();
         let slot = live_slot(&state, id)?;
-        let block_tokens = u64::from(state.namespaces[slot as usize].namespace.layout().block_tokens);
+        let block_tokens = u64::from(
+            state.namespaces[slot as usize]
+                .namespace
+                .layout()
+                .block_tokens,
+        );
         let mut ids = Vec::new();
         let mut tiers = Vec::new();
         for hash in &hashes {
@@ -636,7 +662,11 @@ impl Engine {
                 break;
             };
             let meta = state.meta(block_id);
-            tiers.push(if meta.dram.is_some() { Tier::Dram } else { Tier::Ssd });
+            tiers.push(if meta.dram.is_some() {
+                Tier::Dram
+            } else {
+                Tier::Ssd
+            });
             ids.push(block_id);
         }
         touch(&mut state, &ids);
@@ -694,7 +724,9 @@ impl Engine {
             };
             let meta = state.meta(block_id);
             if meta.pins >= limits::PINS_PER_BLOCK_MAX {
-                return Err(Error::ResourceExhausted("a block is pinned too often".into()));
+                return Err(Error::ResourceExhausted(
+                    "a block is pinned too often".into(),
+                ));
             }
             bytes += u64::from(meta.payload_len);
             blocks.push((block_id, meta.epoch));
@@ -897,12 +929,11 @@ impl Inner {
     /// and the pool has `pages` free pages (blocks of the tenant most over its
     /// share).
     /// `tenant == u16::MAX` frees pool pages only.
-    fn make_room(
-        &self,
-        state: &mut State,
-        tenant: u16,
-        pages: usize,
-    ) -> Result<Vec<Demotion>> {
+    #[expect(
+        clippy::too_many_lines,
+        reason = "victim choice and the three fates of a victim belong together"
+    )]
+    fn make_room(&self, state: &mut State, tenant: u16, pages: usize) -> Result<Vec<Demotion>> {
         let page_bytes = self.pool.page_bytes() as u64;
         let mut demotions = Vec::new();
         let mut released = Released::default();
@@ -939,7 +970,12 @@ impl Inner {
                 ));
             };
             let victim = {
-                let State { slab, tenants, namespaces, .. } = &mut *state;
+                let State {
+                    slab,
+                    tenants,
+                    namespaces,
+                    ..
+                } = &mut *state;
                 let admits = |meta: &crate::state::Meta| self.admits(meta);
                 tenants[victim_tenant].policy.victim(&mut |id| {
                     let meta = &slab[id as usize];
@@ -1012,12 +1048,14 @@ impl Inner {
         // Pages go back once no lock is held; demotions are written by the
         // caller.
         self.defer_release(released);
-        match result {
-            Ok(()) => Ok(demotions),
-            Err(error) if demotions.is_empty() => Err(error),
-            // Demotions already detached must still be written.
-            Err(_) => Ok(demotions),
+        // Demotions already detached must still be written, even when not
+        // enough room could be made.
+        if let Err(error) = result
+            && demotions.is_empty()
+        {
+            return Err(error);
         }
+        Ok(demotions)
     }
 
     fn defer_release(&self, released: Released) {
@@ -1046,7 +1084,7 @@ impl Inner {
     }
 
     /// Undoes phase 1 of a put that failed.
-    fn abort_put(&self, state: &mut State, block_id: u32, tenant: u16, dram_bytes: u64) {
+    fn abort_put(state: &mut State, block_id: u32, tenant: u16, dram_bytes: u64) {
         let tenant_state = &mut state.tenants[tenant as usize];
         tenant_state.dram_bytes = tenant_state.dram_bytes.saturating_sub(dram_bytes);
         let meta = state.meta_mut(block_id);
@@ -1079,7 +1117,8 @@ impl Inner {
                 ))
             };
             let mut state = self.lock();
-            let same = state.meta(demotion.id).epoch == demotion.epoch && state.is_current(demotion.id);
+            let same =
+                state.meta(demotion.id).epoch == demotion.epoch && state.is_current(demotion.id);
             if same {
                 state.meta_mut(demotion.id).flags &= !PENDING;
             }
@@ -1197,7 +1236,14 @@ impl Inner {
 
     /// Turns a verified record into a reference, copying it into DRAM when
     /// promotion is on and pages are free.
-    fn promote(&self, block_id: u32, epoch: u32, record: Vec<u8>, crc: u32, location: &Location) -> BlockRef {
+    fn promote(
+        &self,
+        block_id: u32,
+        epoch: u32,
+        record: Vec<u8>,
+        crc: u32,
+        location: &Location,
+    ) -> BlockRef {
         let _ = location;
         let owned = BlockRef::from_record(record, BLOCK_RECORD_OVERHEAD, crc);
         if !self.options.promote_on_ssd_hit {
@@ -1262,7 +1308,7 @@ impl Inner {
     }
 
     /// Drops the tenant's oldest SSD blocks while it is over its SSD quota.
-    fn over_ssd_quota(&self, state: &mut State, tenant: u16) -> Released {
+    fn over_ssd_quota(state: &mut State, tenant: u16) -> Released {
         let mut released = Released::default();
         let mut budget = state.tenants[tenant as usize].ssd_fifo.len();
         while budget > 0 {
@@ -1279,7 +1325,9 @@ impl Inner {
                 continue;
             }
             if meta.pins > 0 || (meta.children > 0 && meta.dram.is_none()) {
-                state.tenants[tenant as usize].ssd_fifo.push_back((id, epoch));
+                state.tenants[tenant as usize]
+                    .ssd_fifo
+                    .push_back((id, epoch));
                 continue;
             }
             let counters = state.counters_of(id);
@@ -1357,7 +1405,7 @@ impl Inner {
     /// Reclaims the oldest segments while the log is over its high watermark.
     fn reclaim(&self) -> Result<()> {
         let Some(ssd) = &self.ssd else { return Ok(()) };
-        let high = (self.options.ssd_bytes as f64 * self.options.ssd_high_watermark) as u64;
+        let high = watermark_bytes(self.options.ssd_bytes, self.options.ssd_high_watermark);
         for _ in 0..4 {
             if wal_bytes(&ssd.wal) <= high || ssd.wal.segments().len() < 2 {
                 break;
@@ -1512,11 +1560,20 @@ fn live_slot(state: &State, id: &NamespaceId) -> Result<u32> {
 }
 
 fn hex(id: &NamespaceId) -> String {
-    id.as_bytes().iter().map(|byte| format!("{byte:02x}")).collect()
+    pagoda_formats::hex::encode(id.as_bytes())
 }
 
 fn hex_key(key: &BlockKey) -> String {
-    key.encode().iter().map(|byte| format!("{byte:02x}")).collect()
+    pagoda_formats::hex::encode(&key.encode())
+}
+
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "a share (0.1..=1) of a byte count, rounded down"
+)]
+fn watermark_bytes(capacity: u64, share: f64) -> u64 {
+    (capacity as f64 * share) as u64
 }
 
 fn wal_bytes(wal: &Wal) -> u64 {
@@ -1575,12 +1632,7 @@ fn namespace_record(generation: u64, dropped: bool, namespace: &Namespace) -> Ve
     record
 }
 
-fn register_namespace(
-    state: &mut State,
-    namespace: Namespace,
-    generation: u64,
-    dropped: bool,
-) -> Result<()> {
+fn register_namespace(state: &mut State, namespace: Namespace, generation: u64, dropped: bool) {
     let id = namespace.id();
     let tenant = state.tenant_by_name.get(namespace.tenant()).copied();
     let (tenant, chain_key) = match tenant {
@@ -1590,14 +1642,14 @@ fn register_namespace(
         ),
         // A namespace on disk whose tenant is not configured: kept (its blocks
         // stay on disk) but dropped from view until the tenant comes back.
-        None => return Ok(()),
+        None => return,
     };
     if let Some(&slot) = state.ns_by_id.get(&id) {
         let entry = &mut state.namespaces[slot as usize];
         entry.generation = generation;
         entry.dropped = dropped;
         entry.chain_key = chain_key;
-        return Ok(());
+        return;
     }
     let slot = u32::try_from(state.namespaces.len()).expect("bounded by NAMESPACES_MAX");
     state.ns_by_id.insert(id, slot);
@@ -1610,20 +1662,18 @@ fn register_namespace(
         chain_key,
         counters: Arc::new(NsCounters::default()),
     });
-    Ok(())
 }
 
 fn open_ssd(dir: &Path, options: &EngineOptions) -> Result<Ssd> {
     std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
-    let disk = match &options.log_disk {
-        Some(disk) => Arc::clone(disk),
-        None => {
-            let log_dir = dir.join("log");
-            std::fs::create_dir_all(&log_dir)
-                .map_err(Error::io(format!("creating {}", log_dir.display())))?;
-            pagoda_wal::disk::open_dir(&log_dir, pagoda_wal::disk::BackendChoice::Auto)
-                .map_err(Error::io(format!("opening {}", log_dir.display())))?
-        }
+    let disk = if let Some(disk) = &options.log_disk {
+        Arc::clone(disk)
+    } else {
+        let log_dir = dir.join("log");
+        std::fs::create_dir_all(&log_dir)
+            .map_err(Error::io(format!("creating {}", log_dir.display())))?;
+        pagoda_wal::disk::open_dir(&log_dir, pagoda_wal::disk::BackendChoice::Auto)
+            .map_err(Error::io(format!("opening {}", log_dir.display())))?
     };
     let wal = Wal::open(disk, options.wal.clone())?;
     let index = Index::open(&dir.join("index"))?;
@@ -1643,7 +1693,7 @@ fn load_namespaces(index: &Index, state: &mut State) -> Result<()> {
         );
         let dropped = *value.get(8).ok_or_else(bad)? != 0;
         let namespace = Namespace::decode(value.get(9..).ok_or_else(bad)?)?;
-        register_namespace(state, namespace, generation, dropped)?;
+        register_namespace(state, namespace, generation, dropped);
     }
     Ok(())
 }
@@ -1724,7 +1774,11 @@ fn replay_tail(ssd: &Ssd, state: &State) -> Result<u64> {
     // records appended from here on are replayed if the index lags again.
     ssd.index.set_checkpoint(max_sequence)?;
     if replayed > 0 {
-        tracing::info!(replayed, checkpoint, "replayed the value-log tail into the index");
+        tracing::info!(
+            replayed,
+            checkpoint,
+            "replayed the value-log tail into the index"
+        );
     }
     Ok(max_sequence)
 }
@@ -1756,10 +1810,9 @@ fn load_blocks(ssd: &Ssd, state: &mut State) -> Result<()> {
             let slot = &state.namespaces[slot as usize];
             !slot.dropped && slot.generation == entry.namespace_generation
         });
-        let payload_len = entry
-            .record_payload_len
-            .checked_sub(BLOCK_RECORD_OVERHEAD as u32);
-        let (Some(slot), true, true, Some(payload_len)) = (slot, in_log, current, payload_len) else {
+        let payload_len = entry.record_payload_len.checked_sub(RECORD_OVERHEAD_U32);
+        let (Some(slot), true, true, Some(payload_len)) = (slot, in_log, current, payload_len)
+        else {
             stale.push(key.encode().to_vec());
             continue;
         };
@@ -1779,11 +1832,24 @@ fn load_blocks(ssd: &Ssd, state: &mut State) -> Result<()> {
         set_ssd(state, id, &location);
         loaded.push((id, entry.parent));
     }
-    // Link parents; an entry whose parent is missing is an orphan (no lookup
-    // can reach it), and so is every entry below it.
+    link_parents(state, &loaded, &mut stale);
+    if !stale.is_empty() {
+        tracing::info!(
+            entries = stale.len(),
+            "dropped stale or orphaned index entries"
+        );
+        ssd.index.delete_raw(&stale)?;
+    }
+    Ok(())
+}
+
+/// Links loaded blocks to their parents; an entry whose parent is missing is
+/// an orphan (no lookup can reach it), and so is every entry below it:
+/// orphans are removed and their keys added to `stale`.
+fn link_parents(state: &mut State, loaded: &[(u32, ChainHash)], stale: &mut Vec<Vec<u8>>) {
     let mut orphan = vec![false; state.slab.len()];
     let mut parent_of = vec![NONE; state.slab.len()];
-    for (id, parent) in &loaded {
+    for (id, parent) in loaded {
         if *parent == ChainHash::ROOT {
             continue;
         }
@@ -1794,7 +1860,7 @@ fn load_blocks(ssd: &Ssd, state: &mut State) -> Result<()> {
         }
     }
     let mut resolved = vec![false; state.slab.len()];
-    for (id, _) in &loaded {
+    for (id, _) in loaded {
         let mut path = Vec::new();
         let mut at = *id;
         while !resolved[at as usize] {
@@ -1812,7 +1878,7 @@ fn load_blocks(ssd: &Ssd, state: &mut State) -> Result<()> {
         }
     }
     let mut released = Released::default();
-    for (id, _) in &loaded {
+    for (id, _) in loaded {
         if orphan[*id as usize] {
             continue;
         }
@@ -1822,18 +1888,12 @@ fn load_blocks(ssd: &Ssd, state: &mut State) -> Result<()> {
             state.meta_mut(parent).children += 1;
         }
     }
-    for (id, _) in &loaded {
+    for (id, _) in loaded {
         if orphan[*id as usize] {
             stale.push(state.key_of(*id).encode().to_vec());
             state.remove(*id, &mut released);
         }
     }
-    released.index_deletes.clear();
-    if !stale.is_empty() {
-        tracing::info!(entries = stale.len(), "dropped stale or orphaned index entries");
-        ssd.index.delete_raw(&stale)?;
-    }
-    Ok(())
 }
 
 fn maintenance_loop(inner: &std::sync::Weak<Inner>, stop: &Receiver<()>, period: Duration) {

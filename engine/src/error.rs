@@ -84,8 +84,7 @@ impl Error {
             | Error::ChecksumMismatch { .. }
             | Error::InvalidOptions(_) => ErrorClass::InvalidArgument,
             Error::UnknownNamespace(_) | Error::UnknownTenant(_) => ErrorClass::NotFound,
-            Error::ResourceExhausted(_) => ErrorClass::ResourceExhausted,
-            Error::Wal(error) if matches!(error, pagoda_wal::Error::QueueFull { .. }) => {
+            Error::ResourceExhausted(_) | Error::Wal(pagoda_wal::Error::QueueFull { .. }) => {
                 ErrorClass::ResourceExhausted
             }
             Error::BadIndexEntry { .. } => ErrorClass::DataLoss,

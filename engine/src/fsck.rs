@@ -65,7 +65,10 @@ pub struct FsckReport {
 impl FsckReport {
     /// Whether problems remain that a repair did not fix.
     pub fn unrepaired(&self) -> usize {
-        self.problems.iter().filter(|problem| !problem.repaired).count()
+        self.problems
+            .iter()
+            .filter(|problem| !problem.repaired)
+            .count()
     }
 }
 
@@ -195,15 +198,14 @@ fn check_entry(
     if entry.offset + total > len {
         return Err("the record lies past the end of its segment".into());
     }
-    let file = match files.get(&entry.segment_id) {
-        Some(file) => Arc::clone(file),
-        None => {
-            let file = disk
-                .open(&segment_file_name(entry.segment_id), false)
-                .map_err(|error| format!("opening the segment: {error}"))?;
-            files.insert(entry.segment_id, Arc::clone(&file));
-            file
-        }
+    let file = if let Some(file) = files.get(&entry.segment_id) {
+        Arc::clone(file)
+    } else {
+        let file = disk
+            .open(&segment_file_name(entry.segment_id), false)
+            .map_err(|error| format!("opening the segment: {error}"))?;
+        files.insert(entry.segment_id, Arc::clone(&file));
+        file
     };
     let mut bytes = vec![0u8; usize::try_from(total).map_err(|_| "record too large")?];
     file.read_at(&mut bytes, entry.offset)

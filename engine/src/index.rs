@@ -320,7 +320,8 @@ impl Index {
             .db
             .cf_handle(META_CF)
             .ok_or(Error::MissingColumnFamily(META_CF))?;
-        self.db.put_cf_opt(family, key, value, &write_options(sync))?;
+        self.db
+            .put_cf_opt(family, key, value, &write_options(sync))?;
         Ok(())
     }
 

@@ -363,7 +363,11 @@ impl S3Fifo {
     /// Pops the next current position of a queue.
     fn pop(&mut self, main: bool) -> Option<u32> {
         loop {
-            let queue = if main { &mut self.main } else { &mut self.small };
+            let queue = if main {
+                &mut self.main
+            } else {
+                &mut self.small
+            };
             let (id, stamp) = queue.pop_front()?;
             if self
                 .entries

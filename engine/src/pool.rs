@@ -307,7 +307,10 @@ mod tests {
         assert_eq!(clamped, expected[30..]);
         drop(reader);
         assert_eq!(pool.free_pages(), 4);
-        assert!(pool.store(65, &[&[0u8; 65]]).is_none(), "five pages do not fit");
+        assert!(
+            pool.store(65, &[&[0u8; 65]]).is_none(),
+            "five pages do not fit"
+        );
     }
 
     #[test]

@@ -225,7 +225,13 @@ impl State {
     }
 
     /// Inserts a hole for (ns, chain) under `parent` (an id or [`NONE`]).
-    pub(crate) fn insert(&mut self, ns: u32, chain: ChainHash, parent: u32, generation: u64) -> u32 {
+    pub(crate) fn insert(
+        &mut self,
+        ns: u32,
+        chain: ChainHash,
+        parent: u32,
+        generation: u64,
+    ) -> u32 {
         let epoch = self.next_epoch;
         self.next_epoch = self.next_epoch.wrapping_add(1).max(1);
         let meta = Meta {
@@ -322,7 +328,8 @@ impl State {
             {
                 return;
             }
-            let (ns, chain, parent, generation) = (meta.ns, meta.chain, meta.parent, meta.generation);
+            let (ns, chain, parent, generation) =
+                (meta.ns, meta.chain, meta.parent, meta.generation);
             let hash = self.hash(ns, &chain);
             if let Ok(entry) = self.table.find_entry(hash, |&other| other == id) {
                 entry.remove();
@@ -385,9 +392,8 @@ impl State {
 
 /// Bytes a block's record takes in the value log.
 pub(crate) fn ssd_bytes(payload_len: u32) -> u64 {
-    pagoda_formats::record::record_len(
-        payload_len.saturating_add(pagoda_formats::block::BLOCK_RECORD_OVERHEAD as u32),
-    )
+    let overhead = u32::try_from(pagoda_formats::block::BLOCK_RECORD_OVERHEAD).unwrap_or(u32::MAX);
+    pagoda_formats::record::record_len(payload_len.saturating_add(overhead))
 }
 
 #[cfg(test)]
@@ -396,6 +402,10 @@ mod tests {
 
     #[test]
     fn block_metadata_stays_small() {
-        assert!(std::mem::size_of::<Meta>() <= 80, "{}", std::mem::size_of::<Meta>());
+        assert!(
+            std::mem::size_of::<Meta>() <= 80,
+            "{}",
+            std::mem::size_of::<Meta>()
+        );
     }
 }

@@ -30,21 +30,29 @@ pub fn parse_trace(text: &str) -> Result<Vec<Request>> {
         if line.trim().is_empty() {
             continue;
         }
-        let bad = |reason: &str| {
-            Error::InvalidArgument(format!("trace line {}: {reason}", number + 1))
-        };
+        let bad =
+            |reason: &str| Error::InvalidArgument(format!("trace line {}: {reason}", number + 1));
         let start = line
             .find("\"hash_ids\"")
             .ok_or_else(|| bad("no hash_ids"))?;
         let rest = line.get(start..).unwrap_or_default();
-        let open = rest.find('[').ok_or_else(|| bad("hash_ids is not a list"))?;
-        let close = rest.find(']').ok_or_else(|| bad("hash_ids is not closed"))?;
-        let list = rest.get(open + 1..close).ok_or_else(|| bad("hash_ids is malformed"))?;
+        let open = rest
+            .find('[')
+            .ok_or_else(|| bad("hash_ids is not a list"))?;
+        let close = rest
+            .find(']')
+            .ok_or_else(|| bad("hash_ids is not closed"))?;
+        let list = rest
+            .get(open + 1..close)
+            .ok_or_else(|| bad("hash_ids is malformed"))?;
         let ids = list
             .split(',')
             .map(str::trim)
             .filter(|item| !item.is_empty())
-            .map(|item| item.parse::<u64>().map_err(|_| bad("a hash id is not an integer")))
+            .map(|item| {
+                item.parse::<u64>()
+                    .map_err(|_| bad("a hash id is not an integer"))
+            })
             .collect::<Result<Vec<u64>>>()?;
         requests.push(ids);
     }
@@ -148,7 +156,10 @@ pub fn belady(requests: &[Request], capacity: u64) -> HitCount {
     let mut last_seen: HashMap<u64, u64> = HashMap::new();
     for (index, request) in requests.iter().enumerate().rev() {
         for (position, id) in request.iter().enumerate() {
-            if let Some(slot) = next_use.get_mut(index).and_then(|row| row.get_mut(position)) {
+            if let Some(slot) = next_use
+                .get_mut(index)
+                .and_then(|row| row.get_mut(position))
+            {
                 *slot = last_seen.get(id).copied().unwrap_or(u64::MAX);
             }
         }
@@ -164,7 +175,10 @@ pub fn belady(requests: &[Request], capacity: u64) -> HitCount {
     let mut count = HitCount::default();
     for (index, request) in requests.iter().enumerate() {
         let mut matched = 0;
-        while request.get(matched).is_some_and(|id| next_of.contains_key(id)) {
+        while request
+            .get(matched)
+            .is_some_and(|id| next_of.contains_key(id))
+        {
             matched += 1;
         }
         count.hits += matched as u64;
@@ -183,10 +197,17 @@ pub fn belady(requests: &[Request], capacity: u64) -> HitCount {
                 next_of.insert(*id, next);
                 continue;
             }
-            if position > matched && !request.get(position - 1).is_some_and(|p| next_of.contains_key(p)) {
+            if position > matched
+                && !request
+                    .get(position - 1)
+                    .is_some_and(|p| next_of.contains_key(p))
+            {
                 break;
             }
-            let up = position.checked_sub(1).and_then(|at| request.get(at)).copied();
+            let up = position
+                .checked_sub(1)
+                .and_then(|at| request.get(at))
+                .copied();
             if let Some(up) = up {
                 let entry = children.entry(up).or_insert(0);
                 if *entry == 0 {
@@ -240,6 +261,8 @@ mod tests {
         }
         assert_eq!(belady(&requests, 100).hits, 6);
         // Two blocks: only the shared root and one more can stay.
-        assert!(belady(&requests, 2).hits >= replay(&requests, Some(2), PolicyKind::Lru).unwrap().hits);
+        assert!(
+            belady(&requests, 2).hits >= replay(&requests, Some(2), PolicyKind::Lru).unwrap().hits
+        );
     }
 }

@@ -71,7 +71,9 @@ fn run(seed: u64, reclaim: bool) {
         assert_eq!(acked.len() as u64, CHAINS * DEPTH);
         disk.counts().syncs
     };
-    println!("crash seed {seed} reclaim {reclaim}: {syncs} sync points (PAGODA_CRASH_SEED={seed} replays)");
+    println!(
+        "crash seed {seed} reclaim {reclaim}: {syncs} sync points (PAGODA_CRASH_SEED={seed} replays)"
+    );
     for point in 1..=syncs {
         let dir = TempDir::new(&format!("crash-{seed}-{reclaim}-{point}"));
         let disk = SimDisk::new(seed ^ point);
@@ -95,9 +97,17 @@ fn run(seed: u64, reclaim: bool) {
             let matched = engine.lookup(&ns, &hashes).unwrap().matched;
             for (position, hash) in hashes.iter().enumerate() {
                 let cached = engine.contains(&ns, hash).unwrap().is_some();
-                assert_eq!(cached, position < matched, "{ctx}: chain {c} not prefix-closed");
+                assert_eq!(
+                    cached,
+                    position < matched,
+                    "{ctx}: chain {c} not prefix-closed"
+                );
                 match engine.get(&ns, hash).unwrap() {
-                    Some(block) => assert_eq!(block.to_vec(), payload_for(hash, BLOCK), "{ctx}: wrong bytes"),
+                    Some(block) => assert_eq!(
+                        block.to_vec(),
+                        payload_for(hash, BLOCK),
+                        "{ctx}: wrong bytes"
+                    ),
                     None => assert!(
                         reclaim || !acked.contains(hash),
                         "{ctx}: acknowledged block {c}/{position} lost"

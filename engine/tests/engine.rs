@@ -25,23 +25,36 @@ fn put_get_lookup_and_content_addressing() {
     let bytes = payload_for(&hashes[0], 5000);
     let crc = crc32c::crc32c(&bytes);
     assert_eq!(
-        engine.put(&ns, &ChainHash::ROOT, &hashes[0], &bytes, crc).unwrap(),
+        engine
+            .put(&ns, &ChainHash::ROOT, &hashes[0], &bytes, crc)
+            .unwrap(),
         PutOutcome::Exists
     );
     let other = payload(99, 5000);
     assert_eq!(
         engine
-            .put(&ns, &ChainHash::ROOT, &hashes[0], &other, crc32c::crc32c(&other))
+            .put(
+                &ns,
+                &ChainHash::ROOT,
+                &hashes[0],
+                &other,
+                crc32c::crc32c(&other)
+            )
             .unwrap(),
         PutOutcome::Diverged
     );
-    assert_eq!(engine.get(&ns, &hashes[0]).unwrap().unwrap().to_vec(), bytes);
+    assert_eq!(
+        engine.get(&ns, &hashes[0]).unwrap().unwrap().to_vec(),
+        bytes
+    );
     assert!(matches!(
         engine.put(&ns, &ChainHash::ROOT, &hash(2, 0), &bytes, crc ^ 1),
         Err(Error::ChecksumMismatch { .. })
     ));
     assert_eq!(
-        engine.put(&ns, &hash(7, 0), &hash(7, 1), &bytes, crc).unwrap(),
+        engine
+            .put(&ns, &hash(7, 0), &hash(7, 1), &bytes, crc)
+            .unwrap(),
         PutOutcome::ParentMissing
     );
     let mut probe = hashes.clone();
@@ -50,7 +63,15 @@ fn put_get_lookup_and_content_addressing() {
     assert_eq!(lookup.matched, 4);
     assert_eq!(lookup.tiers, vec![Tier::Dram; 4]);
     let stats = engine.stats().total();
-    assert_eq!((stats.puts, stats.puts_existing, stats.divergences, stats.parent_missing), (4, 1, 1, 1));
+    assert_eq!(
+        (
+            stats.puts,
+            stats.puts_existing,
+            stats.divergences,
+            stats.parent_missing
+        ),
+        (4, 1, 1, 1)
+    );
     assert_eq!((stats.lookup_blocks, stats.lookup_hit_blocks), (7, 4));
 }
 
@@ -70,12 +91,20 @@ fn eviction_keeps_every_chain_prefix_closed() {
         let matched = engine.lookup(&ns, &hashes).unwrap().matched;
         for (position, hash) in hashes.iter().enumerate() {
             let present = engine.contains(&ns, hash).unwrap().is_some();
-            assert_eq!(present, position < matched, "chain {id} is not prefix-closed");
+            assert_eq!(
+                present,
+                position < matched,
+                "chain {id} is not prefix-closed"
+            );
         }
         cached += matched;
     }
-    assert!(cached <= 64 && cached >= 48, "{cached} blocks cached");
-    assert_eq!(engine.lookup(&ns, &chain(0, 8)).unwrap().matched, 8, "the hot chain stayed");
+    assert!((48..=64).contains(&cached), "{cached} blocks cached");
+    assert_eq!(
+        engine.lookup(&ns, &chain(0, 8)).unwrap().matched,
+        8,
+        "the hot chain stayed"
+    );
     assert!(engine.stats().total().evictions_dram > 0);
 }
 
@@ -124,8 +153,14 @@ fn dropped_namespaces_are_invisible_at_once_and_freed_later() {
     let ns = engine.create_namespace(&ns_def).unwrap();
     put_chain(&engine, &ns, &chain(1, 8), 4000);
     assert!(engine.drop_namespace(&ns).unwrap());
-    assert!(matches!(engine.lookup(&ns, &chain(1, 8)), Err(Error::UnknownNamespace(_))));
-    assert!(matches!(engine.get(&ns, &hash(1, 0)), Err(Error::UnknownNamespace(_))));
+    assert!(matches!(
+        engine.lookup(&ns, &chain(1, 8)),
+        Err(Error::UnknownNamespace(_))
+    ));
+    assert!(matches!(
+        engine.get(&ns, &hash(1, 0)),
+        Err(Error::UnknownNamespace(_))
+    ));
     // Re-created: empty, though the old blocks are not freed yet.
     assert_eq!(engine.create_namespace(&ns_def).unwrap(), ns);
     assert_eq!(engine.lookup(&ns, &chain(1, 8)).unwrap().matched, 0);
@@ -144,7 +179,9 @@ fn pinned_blocks_survive_pressure_until_the_lease_ends() {
     let ns = engine.create_namespace(&namespace("acme", "r1")).unwrap();
     let pinned = chain(1, 4);
     put_chain(&engine, &ns, &pinned, 1000);
-    let lease = engine.pin(&ns, &pinned, Duration::from_millis(200)).unwrap();
+    let lease = engine
+        .pin(&ns, &pinned, Duration::from_millis(200))
+        .unwrap();
     assert_eq!(lease.pinned, 4);
     for id in 2..20 {
         put_chain(&engine, &ns, &chain(id, 4), 1000);
@@ -164,7 +201,7 @@ fn pinned_blocks_survive_pressure_until_the_lease_ends() {
     engine.maintain().unwrap();
     assert_eq!(engine.stats().tenants[0].pinned_bytes, 0);
     assert!(matches!(
-        engine.pin(&ns, &pinned, Duration::from_secs(3600)),
+        engine.pin(&ns, &pinned, Duration::from_hours(1)),
         Err(Error::InvalidArgument(_))
     ));
 }
@@ -189,7 +226,10 @@ fn a_reopened_directory_serves_its_ssd_tier_at_once() {
         assert_eq!(block.to_vec(), payload_for(hash, 3000));
     }
     // Promoted on the first get.
-    assert_eq!(engine.lookup(&ns, &hashes).unwrap().tiers, vec![Tier::Dram; 6]);
+    assert_eq!(
+        engine.lookup(&ns, &hashes).unwrap().tiers,
+        vec![Tier::Dram; 6]
+    );
     assert_eq!(engine.stats().total().hits_ssd, 6);
 }
 
@@ -213,7 +253,10 @@ fn a_lagging_index_is_caught_up_from_the_log() {
     }
     let engine = Engine::open(disk_options(dir.path(), 1 << 20, 4096)).unwrap();
     assert_eq!(engine.lookup(&ns, &hashes).unwrap().matched, 5);
-    assert_eq!(engine.get(&ns, &hashes[4]).unwrap().unwrap().to_vec(), payload_for(&hashes[4], 2000));
+    assert_eq!(
+        engine.get(&ns, &hashes[4]).unwrap().unwrap().to_vec(),
+        payload_for(&hashes[4], 2000)
+    );
 }
 
 #[test]
@@ -230,7 +273,10 @@ fn dram_evictions_reach_ssd_by_admission_and_come_back() {
     assert_eq!(lookup.matched, 32);
     assert!(lookup.tiers.contains(&Tier::Ssd));
     for hash in &hashes {
-        assert_eq!(engine.get(&ns, hash).unwrap().unwrap().to_vec(), payload_for(hash, 1000));
+        assert_eq!(
+            engine.get(&ns, hash).unwrap().unwrap().to_vec(),
+            payload_for(hash, 1000)
+        );
     }
     let total = engine.stats().total();
     assert!(total.demotions >= 24, "{total:?}");
@@ -253,7 +299,12 @@ fn corrupt_bytes_on_ssd_are_a_counted_miss_never_returned() {
     };
     // Flip a byte inside the middle block's KV bytes.
     let log = dir.path().join("log");
-    let segment = std::fs::read_dir(&log).unwrap().next().unwrap().unwrap().path();
+    let segment = std::fs::read_dir(&log)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let mut bytes = std::fs::read(&segment).unwrap();
     let needle = payload_for(&hashes[1], 3000);
     let at = bytes.windows(64).position(|w| w == &needle[..64]).unwrap() + 100;
@@ -312,4 +363,50 @@ fn the_ssd_tier_stays_under_its_capacity() {
     }
     assert!(found > 100, "{found}");
     assert_eq!(engine.stats().total().checksum_failures, 0);
+}
+
+#[test]
+fn concurrent_puts_gets_and_lookups_never_see_wrong_bytes() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Engine>();
+    let dir = TempDir::new("threads");
+    let mut options = disk_options(dir.path(), 256 << 10, 4096);
+    options.ssd_bytes = 8 << 20;
+    options.maintenance_interval = Some(Duration::from_millis(5));
+    let engine = Engine::open(options).unwrap();
+    let ns = engine.create_namespace(&namespace("acme", "r1")).unwrap();
+    std::thread::scope(|scope| {
+        for thread in 0..4u64 {
+            let engine = &engine;
+            scope.spawn(move || {
+                for round in 0..60u64 {
+                    // Threads share chains 0..8 and race to put the same keys.
+                    let c = (thread * 7 + round) % 8;
+                    let hashes = chain(c, 4);
+                    let mut parent = ChainHash::ROOT;
+                    for hash in &hashes {
+                        let bytes = payload_for(hash, 6000);
+                        match engine.put(&ns, &parent, hash, &bytes, crc32c::crc32c(&bytes)) {
+                            Ok(PutOutcome::Stored | PutOutcome::Exists) => {}
+                            Ok(PutOutcome::ParentMissing) | Err(Error::ResourceExhausted(_)) => {
+                                break;
+                            }
+                            Ok(PutOutcome::Diverged) => panic!("divergence between equal puts"),
+                            Err(error) => panic!("{error}"),
+                        }
+                        parent = *hash;
+                    }
+                    let matched = engine.lookup(&ns, &hashes).unwrap().matched;
+                    for hash in &hashes[..matched] {
+                        if let Some(block) = engine.get(&ns, hash).unwrap() {
+                            assert_eq!(block.to_vec(), payload_for(hash, 6000));
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let total = engine.stats().total();
+    assert_eq!((total.divergences, total.checksum_failures), (0, 0));
+    assert!(total.puts >= 32, "{total:?}");
 }

@@ -68,12 +68,22 @@ fn options(dir: Option<&std::path::Path>) -> EngineOptions {
     options
 }
 
-fn check(engine: &Engine, model: &Model, ids: &[NamespaceId], write_through: bool, seed: u64, step: usize) {
+fn check(
+    engine: &Engine,
+    model: &Model,
+    ids: &[NamespaceId],
+    write_through: bool,
+    seed: u64,
+    step: usize,
+) {
     let ctx = format!("seed {seed} step {step}");
     for (k, id) in ids.iter().enumerate() {
         if !model.live[k] {
             assert!(
-                matches!(engine.lookup(id, &chain(0, 1)), Err(Error::UnknownNamespace(_))),
+                matches!(
+                    engine.lookup(id, &chain(0, 1)),
+                    Err(Error::UnknownNamespace(_))
+                ),
                 "{ctx}: dropped namespace {k} is visible"
             );
             continue;
@@ -83,31 +93,57 @@ fn check(engine: &Engine, model: &Model, ids: &[NamespaceId], write_through: boo
             let matched = engine.lookup(id, &hashes).unwrap().matched;
             for (position, hash) in hashes.iter().enumerate() {
                 let cached = engine.contains(id, hash).unwrap().is_some();
-                assert_eq!(cached, position < matched, "{ctx}: chain {c} of ns {k} not prefix-closed");
+                assert_eq!(
+                    cached,
+                    position < matched,
+                    "{ctx}: chain {c} of ns {k} not prefix-closed"
+                );
                 if cached {
-                    assert!(model.stored[k].contains(hash), "{ctx}: a block never stored is cached");
+                    assert!(
+                        model.stored[k].contains(hash),
+                        "{ctx}: a block never stored is cached"
+                    );
                 }
                 if write_through && model.stored[k].contains(hash) {
-                    assert!(cached, "{ctx}: stored block {c}/{position} of ns {k} was lost");
+                    assert!(
+                        cached,
+                        "{ctx}: stored block {c}/{position} of ns {k} was lost"
+                    );
                 }
             }
             if matched > 0 {
                 let hash = &hashes[matched - 1];
                 if let Some(block) = engine.get(id, hash).unwrap() {
-                    assert_eq!(block.to_vec(), payload_for(hash, BLOCK), "{ctx}: wrong bytes");
+                    assert_eq!(
+                        block.to_vec(),
+                        payload_for(hash, BLOCK),
+                        "{ctx}: wrong bytes"
+                    );
                 } else {
-                    assert!(!write_through, "{ctx}: a cached block did not read: {:?}", engine.stats().recent_corruptions);
+                    assert!(
+                        !write_through,
+                        "{ctx}: a cached block did not read: {:?}",
+                        engine.stats().recent_corruptions
+                    );
                 }
             }
         }
     }
     let stats = engine.stats();
     let acme = stats.tenants.iter().find(|t| t.name == "acme").unwrap();
-    assert!(acme.dram_bytes <= QUOTA, "{ctx}: acme holds {} bytes of DRAM", acme.dram_bytes);
+    assert!(
+        acme.dram_bytes <= QUOTA,
+        "{ctx}: acme holds {} bytes of DRAM",
+        acme.dram_bytes
+    );
     assert_eq!(stats.total().checksum_failures, 0, "{ctx}");
     assert_eq!(stats.total().divergences, 0, "{ctx}");
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one match arm per operation of the model"
+)]
 fn run_case(seed: u64, on_disk: bool) {
     println!("model case seed {seed} on_disk {on_disk} (PAGODA_MODEL_SEED={seed} replays it)");
     let dir = TempDir::new(&format!("model-{seed}-{on_disk}"));
@@ -115,11 +151,14 @@ fn run_case(seed: u64, on_disk: bool) {
     let mut engine = Engine::open(options(dir_path.as_deref())).unwrap();
     let write_through = on_disk && engine.options().durability != Durability::Memory;
     let defs = namespaces();
-    let ids: Vec<NamespaceId> = defs.iter().map(|ns| ns.id()).collect();
+    let ids: Vec<NamespaceId> = defs
+        .iter()
+        .map(pagoda_formats::namespace::Namespace::id)
+        .collect();
     let mut model = Model::default();
     let mut rng = Rng(seed);
     for step in 0..200 {
-        let k = rng.below(NAMESPACES as u64) as usize;
+        let k = usize::try_from(rng.below(NAMESPACES as u64)).unwrap();
         let id = &ids[k];
         match rng.below(100) {
             0..=5 => {
@@ -146,15 +185,17 @@ fn run_case(seed: u64, on_disk: bool) {
                             model.stored[k].insert(*hash);
                         }
                         Ok(PutOutcome::Exists) => {
-                            assert!(model.stored[k].contains(hash), "seed {seed} step {step}: exists but never stored");
+                            assert!(
+                                model.stored[k].contains(hash),
+                                "seed {seed} step {step}: exists but never stored"
+                            );
                         }
-                        Ok(PutOutcome::ParentMissing) => break,
+                        Ok(PutOutcome::ParentMissing) | Err(Error::ResourceExhausted(_)) => break,
                         Ok(PutOutcome::Diverged) => panic!("seed {seed} step {step}: divergence"),
                         Err(Error::UnknownNamespace(_)) => {
                             assert!(!model.live[k]);
                             break;
                         }
-                        Err(Error::ResourceExhausted(_)) => break,
                         Err(error) => panic!("seed {seed} step {step}: {error}"),
                     }
                     parent = *hash;
@@ -173,14 +214,20 @@ fn run_case(seed: u64, on_disk: bool) {
                 if model.live[k] {
                     let hash = hash(rng.below(CHAINS), rng.below(DEPTH));
                     if let Some(block) = engine.get(id, &hash).unwrap() {
-                        assert_eq!(block.to_vec(), payload_for(&hash, BLOCK), "seed {seed} step {step}");
+                        assert_eq!(
+                            block.to_vec(),
+                            payload_for(&hash, BLOCK),
+                            "seed {seed} step {step}"
+                        );
                     }
                 }
             }
             75..=82 => {
                 if model.live[k] {
                     let c = rng.below(CHAINS);
-                    let lease = engine.pin(id, &chain(c, DEPTH), Duration::from_millis(rng.below(50))).unwrap();
+                    let lease = engine
+                        .pin(id, &chain(c, DEPTH), Duration::from_millis(rng.below(50)))
+                        .unwrap();
                     model.leases.push(lease.id);
                 }
             }
@@ -190,11 +237,12 @@ fn run_case(seed: u64, on_disk: bool) {
                 }
             }
             88..=92 => {
-                let _ = engine.free_dram_pages(rng.below(64) as usize);
+                let _ = engine.free_dram_pages(usize::try_from(rng.below(64)).unwrap());
                 if !write_through {
                     for (k, id) in ids.iter().enumerate() {
                         if model.live[k] {
-                            model.stored[k].retain(|hash| engine.contains(id, hash).unwrap().is_some());
+                            model.stored[k]
+                                .retain(|hash| engine.contains(id, hash).unwrap().is_some());
                         }
                     }
                 }
@@ -242,7 +290,10 @@ fn the_model_checker_catches_a_wrong_answer() {
     // The check itself must be able to fail: a model claiming a block that
     // was never stored is caught.
     let engine = Engine::open(options(None)).unwrap();
-    let ids: Vec<NamespaceId> = namespaces().iter().map(|ns| ns.id()).collect();
+    let ids: Vec<NamespaceId> = namespaces()
+        .iter()
+        .map(pagoda_formats::namespace::Namespace::id)
+        .collect();
     for ns in namespaces() {
         engine.create_namespace(&ns).unwrap();
     }

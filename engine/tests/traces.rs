@@ -10,7 +10,9 @@ use pagoda_engine::PolicyKind;
 use pagoda_engine::trace::{parse_trace, replay};
 
 fn trace(name: &str) -> Vec<Vec<u64>> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/traces")
+        .join(name);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|error| panic!("reading {}: {error}", path.display()));
     parse_trace(&text).unwrap()
@@ -27,7 +29,10 @@ fn unbounded_replays_match_the_infinite_cache_figures() {
         let count = replay(&requests_in, None, PolicyKind::default()).unwrap();
         assert_eq!(count.blocks, blocks, "{name}");
         let percent = (count.ratio() * 10_000.0).round() / 100.0;
-        assert!((percent - hits_percent).abs() < 0.005, "{name}: {percent} %");
+        assert!(
+            (percent - hits_percent).abs() < 0.005,
+            "{name}: {percent} %"
+        );
     }
 }
 
@@ -39,7 +44,11 @@ fn the_default_policy_is_at_least_lru_on_the_synthetic_trace() {
     for capacity in [1_000, 10_000, 20_000] {
         let lru = replay(&requests, Some(capacity), PolicyKind::Lru).unwrap();
         let default = replay(&requests, Some(capacity), PolicyKind::default()).unwrap();
-        println!("capacity {capacity}: lru {:.4} default {:.4}", lru.ratio(), default.ratio());
+        println!(
+            "capacity {capacity}: lru {:.4} default {:.4}",
+            lru.ratio(),
+            default.ratio()
+        );
         assert!(default.hits >= lru.hits, "capacity {capacity}");
     }
 }

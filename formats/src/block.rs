@@ -18,9 +18,9 @@
 //! (32 bytes) and the KV bytes ([`encode_block_record_prefix`],
 //! [`decode_block_record`]).
 
+use crate::chain::ChainHash;
 use crate::codec::{FormatVersion, Reader, check_header_crc};
 use crate::error::{Error, Result, Structure};
-use crate::chain::ChainHash;
 use crate::key::BlockKey;
 use crate::limits;
 
@@ -220,9 +220,12 @@ mod tests {
         for at in 0..record.len() {
             let mut bad = record.clone();
             bad[at] ^= 0x10;
-            if at >= BLOCK_HEADER_SIZE && at < BLOCK_RECORD_OVERHEAD {
+            if (BLOCK_HEADER_SIZE..BLOCK_RECORD_OVERHEAD).contains(&at) {
                 // The parent hash is covered by the record's own CRC in the log.
-                assert_eq!(decode_block_record(&bad).unwrap().parent.0[at - 104], 7 ^ 0x10);
+                assert_eq!(
+                    decode_block_record(&bad).unwrap().parent.0[at - 104],
+                    7 ^ 0x10
+                );
             } else {
                 assert!(decode_block_record(&bad).is_err(), "flip at {at} accepted");
             }

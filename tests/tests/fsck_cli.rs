@@ -47,7 +47,9 @@ fn namespace() -> Namespace {
 }
 
 fn payload(index: u8) -> Vec<u8> {
-    (0..5000u32).map(|at| (at as u8).wrapping_mul(7) ^ index).collect()
+    (0..5000u32)
+        .map(|at| at.to_le_bytes()[0].wrapping_mul(7) ^ index)
+        .collect()
 }
 
 fn fsck(dir: &Path, repair: bool) -> Output {
@@ -76,8 +78,8 @@ fn fsck_finds_and_repairs_a_damaged_block() {
         let engine = Engine::open(options(&dir.0)).unwrap();
         let ns = engine.create_namespace(&namespace()).unwrap();
         let mut parent = ChainHash::ROOT;
-        for (index, hash) in hashes.iter().enumerate() {
-            let bytes = payload(index as u8);
+        for (index, hash) in (0u8..).zip(&hashes) {
+            let bytes = payload(index);
             engine
                 .put(&ns, &parent, hash, &bytes, crc32c::crc32c(&bytes))
                 .unwrap();
@@ -88,11 +90,20 @@ fn fsck_finds_and_repairs_a_damaged_block() {
     };
     let clean = fsck(&dir.0, false);
     assert!(clean.status.success(), "{}", text(&clean));
-    assert!(text(&clean).contains("verified            4"), "{}", text(&clean));
+    assert!(
+        text(&clean).contains("verified            4"),
+        "{}",
+        text(&clean)
+    );
 
     // Rot one byte of the third block's KV bytes.
     let log = dir.0.join("log");
-    let segment = std::fs::read_dir(&log).unwrap().next().unwrap().unwrap().path();
+    let segment = std::fs::read_dir(&log)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let mut bytes = std::fs::read(&segment).unwrap();
     let needle = payload(3);
     let at = bytes.windows(64).position(|w| w == &needle[..64]).unwrap() + 1000;
@@ -101,22 +112,38 @@ fn fsck_finds_and_repairs_a_damaged_block() {
 
     let found = fsck(&dir.0, false);
     assert_eq!(found.status.code(), Some(1), "{}", text(&found));
-    assert!(text(&found).contains("1 problem(s) found"), "{}", text(&found));
-    assert!(text(&found).contains(&pagoda_formats::hex::encode(&[4u8; 32])), "{}", text(&found));
+    assert!(
+        text(&found).contains("1 problem(s) found"),
+        "{}",
+        text(&found)
+    );
+    assert!(
+        text(&found).contains(&pagoda_formats::hex::encode(&[4u8; 32])),
+        "{}",
+        text(&found)
+    );
 
     let repaired = fsck(&dir.0, true);
     assert_eq!(repaired.status.code(), Some(0), "{}", text(&repaired));
-    assert!(text(&repaired).contains("[repaired]"), "{}", text(&repaired));
+    assert!(
+        text(&repaired).contains("[repaired]"),
+        "{}",
+        text(&repaired)
+    );
 
     let after = fsck(&dir.0, false);
     assert!(after.status.success(), "{}", text(&after));
-    assert!(text(&after).contains("verified            3"), "{}", text(&after));
+    assert!(
+        text(&after).contains("verified            3"),
+        "{}",
+        text(&after)
+    );
 
     let engine = Engine::open(options(&dir.0)).unwrap();
     assert_eq!(engine.lookup(&ns, &hashes).unwrap().matched, 3);
-    for (index, hash) in hashes.iter().enumerate().take(3) {
+    for (index, hash) in (0u8..).zip(&hashes).take(3) {
         let block = engine.get(&ns, hash).unwrap().unwrap();
-        assert_eq!(block.to_vec(), payload(index as u8));
+        assert_eq!(block.to_vec(), payload(index));
     }
     assert_eq!(engine.stats().total().checksum_failures, 0);
 }
@@ -125,5 +152,9 @@ fn fsck_finds_and_repairs_a_damaged_block() {
 fn fsck_refuses_what_is_not_a_data_directory() {
     let output = fsck(Path::new("/nonexistent/pagoda"), false);
     assert_eq!(output.status.code(), Some(1));
-    assert!(text(&output).contains("not a Pagoda data directory"), "{}", text(&output));
+    assert!(
+        text(&output).contains("not a Pagoda data directory"),
+        "{}",
+        text(&output)
+    );
 }

@@ -90,7 +90,9 @@ const RECORD_BYTES: usize = 4096;
 pub(crate) fn run(command: &BenchCommand) -> Result<(), BenchError> {
     match command {
         BenchCommand::Wal(args) => bench_wal(args),
-        BenchCommand::Engine(args) => crate::bench_engine::run_engine(args).map_err(BenchError::Other),
+        BenchCommand::Engine(args) => {
+            crate::bench_engine::run_engine(args).map_err(BenchError::Other)
+        }
         BenchCommand::Policies(args) => {
             crate::bench_engine::run_policies(args).map_err(BenchError::Other)
         }

@@ -26,6 +26,7 @@
     reason = "rates are reported to three digits"
 )]
 
+use std::fmt::Write as _;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -106,7 +107,9 @@ fn block_hash(thread: usize, index: usize) -> ChainHash {
 }
 
 fn payload(seed: usize) -> Vec<u8> {
-    (0..MIB).map(|at| (at.wrapping_mul(31) ^ seed) as u8).collect()
+    (0..MIB)
+        .map(|at| u8::try_from((at * 31 + seed) % 251).unwrap_or(0))
+        .collect()
 }
 
 pub(crate) fn run_engine(args: &EngineBenchArgs) -> Result<(), String> {
@@ -178,7 +181,10 @@ fn dram_put_get(args: &EngineBenchArgs, threads: usize) -> Result<(f64, f64), St
             (bytes, crc)
         })
         .collect();
-    eprintln!("DRAM put+get: {blocks} × 1 MiB per thread, {threads} thread(s), {} rounds", args.rounds);
+    eprintln!(
+        "DRAM put+get: {blocks} × 1 MiB per thread, {threads} thread(s), {} rounds",
+        args.rounds
+    );
     let mut ours = Vec::new();
     let mut baseline = Vec::new();
     for round in 0..args.rounds {
@@ -247,7 +253,9 @@ fn dram_put_get(args: &EngineBenchArgs, threads: usize) -> Result<(f64, f64), St
 }
 
 fn drop_cache(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         if let Ok(file) = std::fs::File::open(entry.path()) {
             let _ = file.sync_all();
@@ -286,8 +294,22 @@ fn ssd_get(args: &EngineBenchArgs) -> Result<(f64, f64), String> {
     // The record ranges, for the baseline.
     let index = pagoda_engine::index::Index::open(&dir.join("index")).map_err(error("index"))?;
     let ranges: Vec<(u64, u64, u64)> = (0..blocks)
-        .filter_map(|i| index.get(&pagoda_formats::key::BlockKey { namespace: ns, chain: block_hash(0, i) }).ok().flatten())
-        .map(|entry| (entry.segment_id, entry.offset, pagoda_formats::record::record_len(entry.record_payload_len)))
+        .filter_map(|i| {
+            index
+                .get(&pagoda_formats::key::BlockKey {
+                    namespace: ns,
+                    chain: block_hash(0, i),
+                })
+                .ok()
+                .flatten()
+        })
+        .map(|entry| {
+            (
+                entry.segment_id,
+                entry.offset,
+                pagoda_formats::record::record_len(entry.record_payload_len),
+            )
+        })
         .collect();
     drop(index);
     let log = dir.join("log");
@@ -311,16 +333,15 @@ fn ssd_get(args: &EngineBenchArgs) -> Result<(f64, f64), String> {
         let started = Instant::now();
         let mut files = std::collections::HashMap::new();
         for (segment, offset, len) in &ranges {
-            let file = match files.get(segment) {
-                Some(file) => file,
-                None => {
-                    let path = log.join(pagoda_formats::segment::segment_file_name(*segment));
-                    let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
-                    files.entry(*segment).or_insert(file)
-                }
-            };
+            if !files.contains_key(segment) {
+                let path = log.join(pagoda_formats::segment::segment_file_name(*segment));
+                let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+                files.insert(*segment, file);
+            }
+            let file = files.get(segment).ok_or("segment file")?;
             let mut buf = vec![0u8; usize::try_from(*len).unwrap_or(MIB)];
-            file.read_exact_at(&mut buf, *offset).map_err(|e| e.to_string())?;
+            file.read_exact_at(&mut buf, *offset)
+                .map_err(|e| e.to_string())?;
             let mut out = vec![0u8; MIB];
             let end = (buf.len()).min(MIB);
             out[..end].copy_from_slice(&buf[..end]);
@@ -350,13 +371,17 @@ fn lookup_million(args: &EngineBenchArgs) -> Result<(f64, f64), String> {
     let ns = engine
         .create_namespace(&bench_namespace(16)?)
         .map_err(error("namespace"))?;
-    let tokens: Vec<u32> = (0..TOKENS as u32).map(|t| t.wrapping_mul(2_654_435_761) % 128_000).collect();
+    let tokens: Vec<u32> = (0..u32::try_from(TOKENS).unwrap_or(u32::MAX))
+        .map(|t| t.wrapping_mul(2_654_435_761) % 128_000)
+        .collect();
     let hashes = engine.hash_tokens(&ns, &tokens).map_err(error("hash"))?;
     let bytes = [1u8; 64];
     let crc = crc32c::crc32c(&bytes);
     let mut parent = ChainHash::ROOT;
     for hash in &hashes {
-        engine.put(&ns, &parent, hash, &bytes, crc).map_err(error("put"))?;
+        engine
+            .put(&ns, &parent, hash, &bytes, crc)
+            .map_err(error("put"))?;
         parent = *hash;
     }
     let key = engine.chain_key(&ns).map_err(error("chain key"))?;
@@ -365,13 +390,20 @@ fn lookup_million(args: &EngineBenchArgs) -> Result<(f64, f64), String> {
     let mut floor = Vec::new();
     for _ in 0..args.rounds.max(3) {
         let started = Instant::now();
-        let found = engine.lookup_tokens(&ns, &tokens).map_err(error("lookup"))?;
+        let found = engine
+            .lookup_tokens(&ns, &tokens)
+            .map_err(error("lookup"))?;
         ours.push(started.elapsed().as_secs_f64());
         if found.matched != hashes.len() {
-            return Err(format!("lookup matched {} of {}", found.matched, hashes.len()));
+            return Err(format!(
+                "lookup matched {} of {}",
+                found.matched,
+                hashes.len()
+            ));
         }
         let started = Instant::now();
-        let hashed = pagoda_formats::chain::hash_tokens(&key, 16, &tokens).map_err(|e| e.to_string())?;
+        let hashed =
+            pagoda_formats::chain::hash_tokens(&key, 16, &tokens).map_err(|e| e.to_string())?;
         std::hint::black_box(&hashed);
         floor.push(started.elapsed().as_secs_f64());
     }
@@ -410,7 +442,9 @@ fn warm_restart(args: &EngineBenchArgs) -> Result<Restart, String> {
                 parent = ChainHash::ROOT;
             }
             let hash = block_hash(1, usize::try_from(index).unwrap_or(usize::MAX));
-            engine.put(&ns, &parent, &hash, &bytes, crc).map_err(error("put"))?;
+            engine
+                .put(&ns, &parent, &hash, &bytes, crc)
+                .map_err(error("put"))?;
             parent = hash;
             if index % (1 << 17) == 0 && index > 0 {
                 eprintln!("  {index} / {blocks}");
@@ -431,7 +465,10 @@ fn warm_restart(args: &EngineBenchArgs) -> Result<Restart, String> {
     let scanned = index.all_entries().count();
     let scan_seconds = started.elapsed().as_secs_f64();
     drop(index);
-    eprintln!("  reopened {} blocks in {open_seconds:.2} s; index scan {scanned} entries in {scan_seconds:.2} s", stats.blocks);
+    eprintln!(
+        "  reopened {} blocks in {open_seconds:.2} s; index scan {scanned} entries in {scan_seconds:.2} s",
+        stats.blocks
+    );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Restart {
         blocks: stats.blocks,
@@ -443,18 +480,26 @@ fn warm_restart(args: &EngineBenchArgs) -> Result<Restart, String> {
 
 pub(crate) fn run_policies(args: &PolicyBenchArgs) -> Result<(), String> {
     let mut series: Vec<(String, Vec<(u64, f64)>)> = Vec::new();
-    println!("| trace | capacity (blocks) | LRU | default (prefix-lru) | S3-FIFO | Belady | default / LRU |");
+    println!(
+        "| trace | capacity (blocks) | LRU | default (prefix-lru) | S3-FIFO | Belady | default / LRU |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for path in &args.traces {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let requests = parse_trace(&text).map_err(|e| e.to_string())?;
-        let name = path.file_stem().map_or("trace".into(), |s| s.to_string_lossy().into_owned());
+        let name = path
+            .file_stem()
+            .map_or("trace".into(), |s| s.to_string_lossy().into_owned());
         let mut lines: Vec<Vec<(u64, f64)>> = vec![Vec::new(); 4];
         for &capacity in &args.capacities {
             eprintln!("{name}: capacity {capacity}");
             let mut ratios = Vec::new();
             for policy in PolicyKind::ALL {
-                ratios.push(replay(&requests, Some(capacity), policy).map_err(|e| e.to_string())?.ratio());
+                ratios.push(
+                    replay(&requests, Some(capacity), policy)
+                        .map_err(|e| e.to_string())?
+                        .ratio(),
+                );
             }
             ratios.push(belady(&requests, capacity).ratio());
             let (lru, prefix, s3, optimum) = (ratios[0], ratios[1], ratios[2], ratios[3]);
@@ -470,7 +515,10 @@ pub(crate) fn run_policies(args: &PolicyBenchArgs) -> Result<(), String> {
                 line.push((capacity, *ratio));
             }
         }
-        for (label, line) in ["LRU", "prefix-lru (default)", "S3-FIFO", "Belady"].iter().zip(lines) {
+        for (label, line) in ["LRU", "prefix-lru (default)", "S3-FIFO", "Belady"]
+            .iter()
+            .zip(lines)
+        {
             series.push((format!("{name} {label}"), line));
         }
     }
@@ -489,7 +537,9 @@ fn chart(series: &[(String, Vec<(u64, f64)>)]) -> String {
     const TOP: f64 = 20.0;
     const PLOT_W: f64 = 460.0;
     const PLOT_H: f64 = 340.0;
-    let colors = ["#1f77b4", "#2ca02c", "#ff7f0e", "#7f7f7f", "#17becf", "#98df8a", "#ffbb78", "#c7c7c7"];
+    let colors = [
+        "#1f77b4", "#2ca02c", "#ff7f0e", "#7f7f7f", "#17becf", "#98df8a", "#ffbb78", "#c7c7c7",
+    ];
     let (min_x, max_x) = series
         .iter()
         .flat_map(|(_, line)| line.iter().map(|(x, _)| *x as f64))
@@ -503,52 +553,65 @@ fn chart(series: &[(String, Vec<(u64, f64)>)]) -> String {
     let mut out = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
     );
-    out.push_str(&format!(
-        "<line x1=\"{LEFT}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/><line x1=\"{LEFT}\" y1=\"{TOP}\" x2=\"{LEFT}\" y2=\"{}\" stroke=\"black\"/>\n",
-        TOP + PLOT_H, LEFT + PLOT_W, TOP + PLOT_H, TOP + PLOT_H
-    ));
+    let _ = writeln!(
+        out,
+        "<line x1=\"{LEFT}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/><line x1=\"{LEFT}\" y1=\"{TOP}\" x2=\"{LEFT}\" y2=\"{}\" stroke=\"black\"/>",
+        TOP + PLOT_H,
+        LEFT + PLOT_W,
+        TOP + PLOT_H,
+        TOP + PLOT_H
+    );
     for step in 0..=5 {
         let y = max_y * f64::from(step) / 5.0;
-        out.push_str(&format!(
-            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{:.0} %</text>\n",
+        let _ = writeln!(
+            out,
+            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{:.0} %</text>",
             LEFT - 6.0,
             y_of(y) + 4.0,
             y * 100.0
-        ));
+        );
     }
     if let Some((_, line)) = series.first() {
         for (x, _) in line {
-            out.push_str(&format!(
-                "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{x}</text>\n",
+            let _ = writeln!(
+                out,
+                "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{x}</text>",
                 x_of(*x as f64),
                 TOP + PLOT_H + 16.0
-            ));
+            );
         }
     }
-    out.push_str(&format!(
-        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">capacity (blocks, log scale) — prefix hit ratio</text>\n",
+    let _ = writeln!(
+        out,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">capacity (blocks, log scale) — prefix hit ratio</text>",
         LEFT + PLOT_W / 2.0,
         H - 12.0
-    ));
+    );
     for (index, (label, line)) in series.iter().enumerate() {
         let color = colors[index % colors.len()];
-        let dash = if index / 4 % 2 == 1 { " stroke-dasharray=\"5,3\"" } else { "" };
+        let dash = if index / 4 % 2 == 1 {
+            " stroke-dasharray=\"5,3\""
+        } else {
+            ""
+        };
         let points: Vec<String> = line
             .iter()
             .map(|(x, y)| format!("{:.1},{:.1}", x_of(*x as f64), y_of(*y)))
             .collect();
-        out.push_str(&format!(
-            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{dash} points=\"{}\"/>\n",
+        let _ = writeln!(
+            out,
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{dash} points=\"{}\"/>",
             points.join(" ")
-        ));
+        );
         let y = TOP + 14.0 * index as f64;
-        out.push_str(&format!(
-            "<line x1=\"{}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"{color}\" stroke-width=\"2\"{dash}/><text x=\"{}\" y=\"{}\">{label}</text>\n",
+        let _ = writeln!(
+            out,
+            "<line x1=\"{}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"{color}\" stroke-width=\"2\"{dash}/><text x=\"{}\" y=\"{}\">{label}</text>",
             LEFT + PLOT_W + 20.0,
             LEFT + PLOT_W + 40.0,
             LEFT + PLOT_W + 46.0,
             y + 4.0
-        ));
+        );
     }
     out.push_str("</svg>\n");
     out

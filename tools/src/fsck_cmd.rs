@@ -52,7 +52,10 @@ fn print_report(args: &FsckArgs, report: &FsckReport) {
     println!("  index entries       {}", report.entries);
     println!("  verified            {}", report.ok);
     println!("  dead (dropped ns)   {}", report.dead);
-    println!("  unindexed records   {} (indexed at the next open)", report.unindexed_records);
+    println!(
+        "  unindexed records   {} (indexed at the next open)",
+        report.unindexed_records
+    );
     println!("  problems            {}", report.problems.len());
     for damage in &report.log_damage {
         println!("  [log damage, harmless once unreferenced] {damage}");
@@ -62,8 +65,15 @@ fn print_report(args: &FsckArgs, report: &FsckReport) {
             .key
             .map(|key| format!("block {} ", pagoda_formats::hex::encode(&key.encode())))
             .unwrap_or_default();
-        let state = if problem.repaired { "repaired" } else { "found" };
-        println!("  [{state}] {key}at {}: {}", problem.location, problem.reason);
+        let state = if problem.repaired {
+            "repaired"
+        } else {
+            "found"
+        };
+        println!(
+            "  [{state}] {key}at {}: {}",
+            problem.location, problem.reason
+        );
     }
 }
 

@@ -37,7 +37,7 @@ fn entry(segment_id: u64, generation: u64) -> IndexEntry {
         payload_crc: 0xdead_beef,
         namespace_generation: generation,
         last_access_unix_ms: 1_764_000_000_000,
-        parent: ChainHash([segment_id as u8; 32]),
+        parent: ChainHash([segment_id.to_le_bytes()[0]; 32]),
     }
 }
 

@@ -63,7 +63,7 @@ pub(crate) fn payload(seed: u64, len: usize) -> Vec<u8> {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            state as u8
+            state.to_le_bytes()[0]
         })
         .collect()
 }
@@ -95,7 +95,11 @@ pub(crate) fn put_chain(engine: &Engine, ns: &NamespaceId, hashes: &[ChainHash],
 }
 
 pub(crate) fn payload_for(hash: &ChainHash, len: usize) -> Vec<u8> {
-    payload(u64::from_le_bytes(hash.0[..8].try_into().unwrap()) ^ u64::from_le_bytes(hash.0[8..16].try_into().unwrap()) << 20, len)
+    payload(
+        u64::from_le_bytes(hash.0[..8].try_into().unwrap())
+            ^ u64::from_le_bytes(hash.0[8..16].try_into().unwrap()) << 20,
+        len,
+    )
 }
 
 pub(crate) fn memory_options(dram_bytes: u64, page_bytes: usize) -> EngineOptions {
