@@ -1723,13 +1723,16 @@ fn replay_tail(ssd: &Ssd, state: &State) -> Result<u64> {
         let next_first = segments
             .get(position + 1)
             .map_or(u64::MAX, |next| next.first_sequence);
+        // A segment's records end where the next one's begin: only segments
+        // that may hold records past the checkpoint are read.
         max_sequence = max_sequence.max(segment.first_sequence.saturating_sub(1));
+        if next_first <= checkpoint.saturating_add(1) {
+            max_sequence = max_sequence.max(next_first.saturating_sub(1));
+            continue;
+        }
         let (records, _end) = ssd.wal.scan_segment(segment.id, None)?;
         if let Some((last, _)) = records.last() {
             max_sequence = max_sequence.max(last.sequence);
-        }
-        if next_first <= checkpoint.saturating_add(1) {
-            continue;
         }
         for (location, kind) in records {
             if kind != RecordKind::Block || location.sequence <= checkpoint {
