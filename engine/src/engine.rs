@@ -421,14 +421,11 @@ impl Engine {
             }
             let parent_id = if *parent == ChainHash::ROOT {
                 NONE
+            } else if let Some(parent_id) = state.find_servable(slot, parent) {
+                parent_id
             } else {
-                match state.find_current(slot, parent) {
-                    Some(parent_id) if state.meta(parent_id).servable() => parent_id,
-                    _ => {
-                        NsCounters::bump(&counters.parent_missing);
-                        return Ok(PutOutcome::ParentMissing);
-                    }
-                }
+                NsCounters::bump(&counters.parent_missing);
+                return Ok(PutOutcome::ParentMissing);
             };
             let quota = state.tenants[tenant as usize].config.dram_quota;
             if dram_bytes > quota || pages > inner.pool.page_count() {
@@ -543,10 +540,7 @@ impl Engine {
                 let mut state = inner.lock();
                 let slot = live_slot(&state, id)?;
                 let counters = Arc::clone(&state.namespaces[slot as usize].counters);
-                let Some(block_id) = state
-                    .find_current(slot, chain)
-                    .filter(|&block_id| state.meta(block_id).servable())
-                else {
+                let Some(block_id) = state.find_servable(slot, chain) else {
                     NsCounters::bump(&counters.misses);
                     return Ok(None);
                 };
@@ -605,16 +599,8 @@ impl Engine {
         let state = self.inner.lock();
         let slot = live_slot(&state, id)?;
         Ok(state
-            .find_current(slot, chain)
-            .map(|block_id| state.meta(block_id))
-            .filter(|meta| meta.servable())
-            .map(|meta| {
-                if meta.dram.is_some() {
-                    Tier::Dram
-                } else {
-                    Tier::Ssd
-                }
-            }))
+            .find_servable(slot, chain)
+            .map(|block_id| state.meta(block_id).tier()))
     }
 
     /// The longest cached prefix of a chain given by its hashes. The walk
@@ -655,18 +641,10 @@ impl Engine {
         let mut ids = Vec::new();
         let mut tiers = Vec::new();
         for hash in &hashes {
-            let Some(block_id) = state
-                .find_current(slot, hash)
-                .filter(|&block_id| state.meta(block_id).servable())
-            else {
+            let Some(block_id) = state.find_servable(slot, hash) else {
                 break;
             };
-            let meta = state.meta(block_id);
-            tiers.push(if meta.dram.is_some() {
-                Tier::Dram
-            } else {
-                Tier::Ssd
-            });
+            tiers.push(state.meta(block_id).tier());
             ids.push(block_id);
         }
         touch(&mut state, &ids);
@@ -716,10 +694,7 @@ impl Engine {
         let mut blocks = Vec::new();
         let mut bytes = 0u64;
         for hash in hashes {
-            let Some(block_id) = state
-                .find_current(slot, hash)
-                .filter(|&block_id| state.meta(block_id).servable())
-            else {
+            let Some(block_id) = state.find_servable(slot, hash) else {
                 break;
             };
             let meta = state.meta(block_id);

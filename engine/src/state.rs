@@ -58,6 +58,15 @@ impl Meta {
         self.dram.is_some() || self.ssd_segment != NONE
     }
 
+    /// The tier a read is served from (DRAM when both hold it).
+    pub(crate) fn tier(&self) -> crate::pool::Tier {
+        if self.dram.is_some() {
+            crate::pool::Tier::Dram
+        } else {
+            crate::pool::Tier::Ssd
+        }
+    }
+
     /// Cached and servable: has a tier, not being dropped.
     pub(crate) fn servable(&self) -> bool {
         self.has_tier() && self.flags & DOOMED == 0
@@ -186,6 +195,12 @@ impl State {
                 meta.ns == ns && meta.chain == *chain
             })
             .copied()
+    }
+
+    /// The id of a current block that can be served (has a tier).
+    pub(crate) fn find_servable(&self, ns: u32, chain: &ChainHash) -> Option<u32> {
+        self.find_current(ns, chain)
+            .filter(|&id| self.meta(id).servable())
     }
 
     /// Whether the block's namespace generation is the live one.
