@@ -410,3 +410,31 @@ fn concurrent_puts_gets_and_lookups_never_see_wrong_bytes() {
     assert_eq!((total.divergences, total.checksum_failures), (0, 0));
     assert!(total.puts >= 32, "{total:?}");
 }
+
+#[test]
+fn a_tenant_over_its_ssd_quota_drops_only_its_own_ssd_blocks() {
+    let dir = TempDir::new("ssd-quota");
+    let mut options = disk_options(dir.path(), 32 << 10, 4096);
+    options.tenants[0].ssd_quota = 64 << 10;
+    let engine = Engine::open(options).unwrap();
+    let a = engine.create_namespace(&namespace("acme", "r1")).unwrap();
+    let b = engine.create_namespace(&namespace("globex", "r1")).unwrap();
+    put_chain(&engine, &b, &chain(1000, 12), 4000);
+    for id in 0..40 {
+        put_chain(&engine, &a, &chain(id, 2), 4000);
+    }
+    let stats = engine.stats();
+    let acme = stats.tenants.iter().find(|t| t.name == "acme").unwrap();
+    assert!(acme.ssd_bytes <= 64 << 10, "{}", acme.ssd_bytes);
+    assert!(acme.counters.evictions_ssd > 0);
+    let globex = stats.tenants.iter().find(|t| t.name == "globex").unwrap();
+    assert_eq!(globex.counters.evictions_ssd, 0);
+    assert_eq!(globex.ssd_blocks, 12);
+    assert_eq!(engine.lookup(&b, &chain(1000, 12)).unwrap().matched, 12);
+    for hash in &chain(1000, 12) {
+        assert_eq!(
+            engine.get(&b, hash).unwrap().unwrap().to_vec(),
+            payload_for(hash, 4000)
+        );
+    }
+}

@@ -1,6 +1,6 @@
 //! The shared Mooncake traces replayed into the engine: with unbounded
 //! capacity the prefix hit ratio is the infinite-cache figure of
-//! `shared/traces/README.md`; at bounded capacities the default policy is at
+//! `traces/README.md` (copies of `shared/traces/`); at bounded capacities the default policy is at
 //! least as good as LRU.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
@@ -11,7 +11,7 @@ use pagoda_engine::trace::{parse_trace, replay};
 
 fn trace(name: &str) -> Vec<Vec<u64>> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/traces")
+        .join("../traces")
         .join(name);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|error| panic!("reading {}: {error}", path.display()));
