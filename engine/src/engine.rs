@@ -300,6 +300,18 @@ impl Engine {
             .collect()
     }
 
+    /// A live namespace.
+    pub fn namespace(&self, id: &NamespaceId) -> Option<NamespaceInfo> {
+        let state = self.inner.lock();
+        let slot = live_slot(&state, id).ok()?;
+        let slot = &state.namespaces[slot as usize];
+        Some(NamespaceInfo {
+            id: slot.id,
+            namespace: slot.namespace.clone(),
+            generation: slot.generation,
+        })
+    }
+
     /// The chain key of a namespace (derived from its tenant's secret).
     pub fn chain_key(&self, id: &NamespaceId) -> Result<ChainKey> {
         let state = self.inner.lock();
@@ -661,6 +673,37 @@ impl Engine {
             tiers,
             hashes,
         })
+    }
+
+    /// Removes blocks from every tier, deepest first: a block that still has
+    /// cached children after the deeper ones of `hashes` are gone is kept
+    /// (removing it would cut its children off). Pinned blocks are kept.
+    /// Returns how many were removed.
+    pub fn remove(&self, id: &NamespaceId, hashes: &[ChainHash]) -> Result<usize> {
+        let max = pagoda_formats::limits::KEYS_PER_REQUEST_MAX as usize;
+        if hashes.len() > max {
+            return Err(Error::InvalidArgument(format!(
+                "{} blocks in one remove, over the limit of {max}",
+                hashes.len()
+            )));
+        }
+        let mut state = self.inner.lock();
+        let slot = live_slot(&state, id)?;
+        let mut released = Released::default();
+        let mut removed = 0;
+        for hash in hashes.iter().rev() {
+            let Some(block_id) = state.find_servable(slot, hash) else {
+                continue;
+            };
+            let meta = state.meta(block_id);
+            if meta.children > 0 || meta.pins > 0 || meta.flags & PENDING != 0 {
+                continue;
+            }
+            state.remove(block_id, &mut released);
+            removed += 1;
+        }
+        self.inner.finish_release(released);
+        Ok(removed)
     }
 
     /// Pins the cached leading blocks of `hashes` against eviction until

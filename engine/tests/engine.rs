@@ -438,3 +438,18 @@ fn a_tenant_over_its_ssd_quota_drops_only_its_own_ssd_blocks() {
         );
     }
 }
+
+#[test]
+fn remove_takes_blocks_out_deepest_first() {
+    let engine = Engine::open(memory_options(1 << 20, 4096)).unwrap();
+    let ns = engine.create_namespace(&namespace("acme", "r1")).unwrap();
+    let hashes = chain(1, 4);
+    put_chain(&engine, &ns, &hashes, 100);
+    // The middle of a chain stays while its children are cached.
+    assert_eq!(engine.remove(&ns, &hashes[1..2]).unwrap(), 0);
+    assert_eq!(engine.remove(&ns, &hashes[2..]).unwrap(), 2);
+    assert_eq!(engine.lookup(&ns, &hashes).unwrap().matched, 2);
+    assert_eq!(engine.remove(&ns, &hashes).unwrap(), 2);
+    assert_eq!(engine.stats().blocks, 0);
+    assert_eq!(engine.stats().dram_used, 0);
+}

@@ -1,9 +1,151 @@
-//! `pagoda-server`: the serving front end.
+//! `pagoda-server`: the serving front end of one node.
 //!
-//! Adapts the engine to the network and nothing more: tonic gRPC for the data
-//! and admin services of `formats/proto/pagoda/v1/`, hyper HTTP for
-//! `/metrics`, `/healthz`, `/readyz` and `/v1/stats`, authentication of API
-//! tokens to (tenant, role), and backpressure with named limits. All error to
-//! status mapping lives in one function here. Empty until the server issue
-//! lands.
+//! Adapts the engine to the network and nothing more: tonic gRPC for the
+//! `Store` and `Admin` services of `formats/proto/pagoda/v1/` ([`grpc`]),
+//! HTTP for `/metrics`, `/healthz`, `/readyz`, `/v1/stats` and a status page
+//! ([`http`]), API tokens mapped to (tenant, role) ([`auth`]), and per-tenant
+//! budgets of requests and bytes in flight ([`state`]); error to status
+//! mapping is [`grpc::status`]. [`serve`] runs a node until its shutdown
+//! future resolves, then stops accepting, lets in-flight calls finish, and
+//! closes the engine (which syncs the log).
+//!
+//! Start-up order: both listeners are bound first (a taken port fails at
+//! once), HTTP answers `/readyz` with 503 while the engine opens (warm
+//! restart), gRPC answers `UNAVAILABLE` until then.
 #![forbid(unsafe_code)]
+#![expect(
+    clippy::cast_precision_loss,
+    reason = "ratios and latencies for reports"
+)]
+
+pub mod auth;
+pub mod config;
+pub mod grpc;
+pub mod http;
+pub mod metrics;
+pub mod state;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use pagoda_engine::{Durability, Engine, EngineOptions, PolicyKind};
+use pagoda_formats::proto::v1 as pb;
+
+use crate::auth::Auth;
+use crate::config::ServerConfig;
+use crate::state::Shared;
+
+/// The engine options a configuration asks for.
+pub fn engine_options(
+    config: &ServerConfig,
+    tenants: Vec<pagoda_engine::TenantConfig>,
+) -> EngineOptions {
+    let mut options = EngineOptions::on_disk(&config.data_dir);
+    options.dram_bytes = config.dram_bytes;
+    options.ssd_bytes = config.ssd_bytes;
+    options.page_bytes = config.page_bytes;
+    options.durability = Durability::parse(&config.durability).unwrap_or_default();
+    options.policy = PolicyKind::parse(&config.policy).unwrap_or_default();
+    options.payload_bytes_max = config.limits.payload_bytes;
+    options.tenants = tenants;
+    options
+}
+
+/// Runs a node until `shutdown` resolves. Prints the addresses it serves and
+/// the capacities it runs with.
+pub async fn serve(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    config.validate()?;
+    let (auth, tenants) = Auth::from_config(&config)?;
+    let open = auth.is_open();
+    let shared = Shared::new(auth, config.limits.clone());
+    let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
+        .await
+        .map_err(|error| format!("binding gRPC on {}: {error}", config.grpc_addr))?;
+    let http_listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|error| format!("binding HTTP on {}: {error}", config.http_addr))?;
+    let grpc_addr = grpc_listener.local_addr().map_err(|e| e.to_string())?;
+    let http_addr = http_listener.local_addr().map_err(|e| e.to_string())?;
+    eprintln!(
+        "pagoda {} serving gRPC on {grpc_addr} and HTTP on http://{http_addr}/ (data {}, DRAM {} MiB, SSD {} MiB, durability {}, policy {}, {})",
+        env!("CARGO_PKG_VERSION"),
+        config.data_dir.display(),
+        config.dram_bytes >> 20,
+        config.ssd_bytes >> 20,
+        config.durability,
+        config.policy,
+        if open {
+            "single tenant `default`, no auth (loopback)"
+        } else {
+            "token auth"
+        }
+    );
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let wait = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+
+    let options = engine_options(&config, tenants);
+    let opening = Arc::clone(&shared);
+    let opened = tokio::task::spawn_blocking(move || {
+        let engine =
+            Engine::open(options).map_err(|error| format!("opening the engine: {error}"))?;
+        let open_ms = engine.stats().open_ms;
+        opening.set_engine(Arc::new(engine));
+        eprintln!("pagoda ready (warm restart took {open_ms} ms)");
+        Ok::<(), String>(())
+    });
+
+    let http = axum::serve(http_listener, http::router(Arc::clone(&shared)))
+        .with_graceful_shutdown(wait(stopped.clone()));
+    let http = tokio::spawn(async move { http.await.map_err(|e| format!("HTTP: {e}")) });
+
+    let limits = &config.limits;
+    let store = pb::store_server::StoreServer::new(grpc::StoreService {
+        shared: Arc::clone(&shared),
+    })
+    .max_decoding_message_size(limits.message_bytes)
+    .max_encoding_message_size(limits.message_bytes);
+    let admin = pb::admin_server::AdminServer::new(grpc::AdminService {
+        shared: Arc::clone(&shared),
+    })
+    .max_decoding_message_size(limits.message_bytes);
+    let grpc = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(limits.requests_per_connection)
+        .add_service(store)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            wait(stopped.clone()),
+        );
+    let opened = opened
+        .await
+        .map_err(|error| format!("engine open task: {error}"))?;
+    if let Err(error) = opened {
+        return Err(error);
+    }
+    grpc.await.map_err(|error| format!("gRPC: {error}"))?;
+    http.await
+        .map_err(|error| format!("HTTP task: {error}"))??;
+    eprintln!("pagoda stopping: syncing the log");
+    if let Some(engine) = shared.engine_if_ready() {
+        drop(shared);
+        let closed = tokio::task::spawn_blocking(move || match Arc::try_unwrap(engine) {
+            Ok(engine) => engine.close().map_err(|error| error.to_string()),
+            Err(engine) => engine.sync().map_err(|error| error.to_string()),
+        })
+        .await
+        .map_err(|error| error.to_string())?;
+        closed?;
+    }
+    eprintln!("pagoda stopped");
+    Ok(())
+}

@@ -4,8 +4,9 @@
 //! `pagoda hash` (chain hashes of a token sequence, for checking a client
 //! implementation against the reference), `pagoda wal` (dump, verify and
 //! crash-test a log directory), `pagoda fsck` (check and repair a data
-//! directory), `pagoda bench wal|engine|policies` and `pagoda --version`.
-//! Later: `serve`, `stats`, `trace` and `replay`.
+//! directory), `pagoda serve` (run a node), `pagoda stats` (look at one),
+//! `pagoda token` (make API tokens), `pagoda bench wal|engine|policies` and
+//! `pagoda --version`. Later: `trace` and `replay`.
 //!
 //! Exit status: 0 on success, 1 when the command failed (the reason is on
 //! stderr), 2 for a usage error.
@@ -15,6 +16,7 @@ mod bench;
 mod bench_engine;
 mod fsck_cmd;
 mod hash;
+mod serve;
 mod tokens;
 mod wal_cmd;
 
@@ -42,6 +44,12 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Check a data directory offline (and repair it with --repair).
     Fsck(fsck_cmd::FsckArgs),
+    /// Run a node: gRPC data and admin APIs, HTTP metrics and status page.
+    Serve(serve::ServeArgs),
+    /// Show a running node's hit ratios, bytes and evictions.
+    Stats(serve::StatsArgs),
+    /// Make an API token (or hash one) for the configuration.
+    Token(serve::TokenArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +59,9 @@ fn main() -> ExitCode {
         Command::Wal(command) => wal_cmd::run(&command).map_err(|error| error.to_string()),
         Command::Bench(command) => bench::run(&command).map_err(|error| error.to_string()),
         Command::Fsck(args) => fsck_cmd::run(&args),
+        Command::Serve(args) => serve::run(&args),
+        Command::Stats(args) => serve::stats(&args),
+        Command::Token(args) => serve::token(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

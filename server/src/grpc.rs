@@ -1,0 +1,837 @@
+//! The gRPC services: `Store` (data) and `Admin`, over the engine.
+//!
+//! Every call authenticates, checks its role, takes a request slot from its
+//! tenant's budget (over it: `RESOURCE_EXHAUSTED` with a `retry-after-ms`
+//! hint), and runs engine work on the blocking pool. A namespace of another
+//! tenant is answered exactly like one that does not exist.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use pagoda_engine::{Engine, PutOutcome, Tier};
+use pagoda_formats::chain::{ChainHash, ChainHasher};
+use pagoda_formats::limits as format_limits;
+use pagoda_formats::namespace::{Dtype, KvKind, KvLayout, Namespace, NamespaceId};
+use pagoda_formats::proto::v1 as pb;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::auth::Caller;
+use crate::config::Role;
+use crate::state::{Permit, Shared};
+
+/// The `Store` service.
+#[derive(Clone, Debug)]
+pub struct StoreService {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// The `Admin` service.
+#[derive(Clone, Debug)]
+pub struct AdminService {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// Maps an engine error to a status (the one place that does).
+pub fn status(error: &pagoda_engine::Error) -> Status {
+    use pagoda_engine::ErrorClass;
+    let message = error.to_string();
+    match error.class() {
+        ErrorClass::InvalidArgument => Status::invalid_argument(message),
+        ErrorClass::NotFound => Status::not_found(message),
+        ErrorClass::ResourceExhausted => Status::resource_exhausted(message),
+        ErrorClass::DataLoss => Status::data_loss(message),
+        _ => Status::internal(message),
+    }
+}
+
+fn unknown_namespace() -> Status {
+    Status::not_found("unknown namespace")
+}
+
+/// Runs engine work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> pagoda_engine::Result<T> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| Status::internal(format!("engine task failed: {error}")))?
+        .map_err(|error| status(&error))
+}
+
+fn namespace_id(bytes: &[u8]) -> Result<NamespaceId, Status> {
+    <[u8; 32]>::try_from(bytes)
+        .map(NamespaceId)
+        .map_err(|_| Status::invalid_argument("namespace_id must be 32 bytes"))
+}
+
+fn hash_of(bytes: &[u8], what: &str) -> Result<ChainHash, Status> {
+    if bytes.is_empty() {
+        return Ok(ChainHash::ROOT);
+    }
+    <[u8; 32]>::try_from(bytes)
+        .map(ChainHash)
+        .map_err(|_| Status::invalid_argument(format!("{what} must be 32 bytes")))
+}
+
+fn hashes_of(bytes: &[u8]) -> Result<Vec<ChainHash>, Status> {
+    if bytes.len() % 32 != 0 {
+        return Err(Status::invalid_argument(
+            "chain_hashes must be a concatenation of 32-byte hashes",
+        ));
+    }
+    let count = bytes.len() / 32;
+    if count > format_limits::KEYS_PER_REQUEST_MAX as usize {
+        return Err(Status::invalid_argument(format!(
+            "{count} hashes, over the limit of {}",
+            format_limits::KEYS_PER_REQUEST_MAX
+        )));
+    }
+    Ok(bytes
+        .chunks_exact(32)
+        .map(|chunk| ChainHash(<[u8; 32]>::try_from(chunk).unwrap_or_default()))
+        .collect())
+}
+
+fn tier(tier: Tier) -> i32 {
+    match tier {
+        Tier::Dram => pb::Tier::Dram as i32,
+        Tier::Ssd => pb::Tier::Ssd as i32,
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+impl Shared {
+    /// Authenticates, checks the role and takes a request slot.
+    fn enter<T>(
+        self: &Arc<Self>,
+        request: &Request<T>,
+        role: Role,
+        rpc: &'static str,
+    ) -> Result<(Caller, Permit), Status> {
+        let caller = self.auth.authenticate(request.metadata())?;
+        caller.require(role)?;
+        let permit = self.admit(&caller, rpc)?;
+        Ok((caller, permit))
+    }
+
+    /// The live namespace `id` of the caller's tenant.
+    fn namespace_of(
+        &self,
+        caller: &Caller,
+        id: &[u8],
+    ) -> Result<(Arc<Engine>, NamespaceId, Namespace), Status> {
+        let engine = self.engine()?;
+        let id = namespace_id(id)?;
+        let info = engine.namespace(&id).ok_or_else(unknown_namespace)?;
+        if info.namespace.tenant() != caller.tenant {
+            return Err(unknown_namespace());
+        }
+        Ok((engine, id, info.namespace))
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::store_server::Store for StoreService {
+    async fn lookup(
+        &self,
+        request: Request<pb::LookupRequest>,
+    ) -> Result<Response<pb::LookupResponse>, Status> {
+        let (caller, _permit) = self.shared.enter(&request, Role::Read, "lookup")?;
+        let request = request.into_inner();
+        let (engine, id, namespace) = self.shared.namespace_of(&caller, &request.namespace_id)?;
+        let found = match request.query {
+            Some(pb::lookup_request::Query::Tokens(chain)) => {
+                if chain.ids.len() as u64 > format_limits::TOKENS_PER_REQUEST_MAX {
+                    return Err(Status::invalid_argument(format!(
+                        "{} tokens, over the limit of {}",
+                        chain.ids.len(),
+                        format_limits::TOKENS_PER_REQUEST_MAX
+                    )));
+                }
+                if chain.extras.iter().all(Vec::is_empty) {
+                    blocking(move || engine.lookup_tokens(&id, &chain.ids)).await?
+                } else {
+                    let key = engine.chain_key(&id).map_err(|e| status(&e))?;
+                    let block_tokens = namespace.layout().block_tokens;
+                    let mut hasher = ChainHasher::new(key, block_tokens)
+                        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                    let mut hashes = Vec::new();
+                    for (index, block) in chain.ids.chunks_exact(block_tokens as usize).enumerate()
+                    {
+                        let extra = chain.extras.get(index).map_or(&[][..], Vec::as_slice);
+                        hashes.push(
+                            hasher
+                                .push_block(block, extra)
+                                .map_err(|e| Status::invalid_argument(e.to_string()))?,
+                        );
+                    }
+                    blocking(move || engine.lookup(&id, &hashes)).await?
+                }
+            }
+            Some(pb::lookup_request::Query::ChainHashes(bytes)) => {
+                let hashes = hashes_of(&bytes)?;
+                blocking(move || engine.lookup(&id, &hashes)).await?
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "a lookup needs tokens or chain_hashes",
+                ));
+            }
+        };
+        Ok(Response::new(pb::LookupResponse {
+            matched_blocks: u32::try_from(found.matched).unwrap_or(u32::MAX),
+            tiers: found.tiers.iter().map(|t| tier(*t)).collect(),
+            chain_hashes: found.hashes.iter().flat_map(|h| h.0).collect(),
+            query_blocks: u32::try_from(found.hashes.len()).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn put(
+        &self,
+        request: Request<Streaming<pb::PutRequest>>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        let (caller, _permit) = self.shared.enter(&request, Role::Write, "put")?;
+        let limits = self.shared.limits.clone();
+        let mut stream = request.into_inner();
+        let mut results = Vec::new();
+        let mut block: Option<PendingBlock> = None;
+        loop {
+            let message = stream.message().await?;
+            let Some(message) = message else { break };
+            match message.part {
+                Some(pb::put_request::Part::Header(header)) => {
+                    if block.is_some() {
+                        return Err(Status::invalid_argument(
+                            "a header arrived before the previous block's payload was complete",
+                        ));
+                    }
+                    if results.len() >= format_limits::PUT_BLOCKS_PER_STREAM_MAX as usize {
+                        return Err(Status::invalid_argument(format!(
+                            "more than {} blocks in one put stream",
+                            format_limits::PUT_BLOCKS_PER_STREAM_MAX
+                        )));
+                    }
+                    let pending = self.start_block(&caller, header, &limits)?;
+                    block = Some(pending);
+                }
+                Some(pb::put_request::Part::Chunk(chunk)) => {
+                    let pending = block.as_mut().ok_or_else(|| {
+                        Status::invalid_argument("a chunk arrived before any header")
+                    })?;
+                    if chunk.len() > limits.chunk_bytes as usize {
+                        return Err(Status::invalid_argument(format!(
+                            "a chunk of {} bytes is over the limit of {}",
+                            chunk.len(),
+                            limits.chunk_bytes
+                        )));
+                    }
+                    pending.received += chunk.len() as u64;
+                    if pending.received > pending.len {
+                        return Err(Status::invalid_argument(
+                            "more payload bytes than the header's payload_len",
+                        ));
+                    }
+                    pending.chunks.push(Bytes::from(chunk));
+                }
+                None => return Err(Status::invalid_argument("an empty put message")),
+            }
+            if block
+                .as_ref()
+                .is_some_and(|pending| pending.received == pending.len)
+                && let Some(pending) = block.take()
+            {
+                results.push(finish_block(pending).await?);
+            }
+        }
+        if block.is_some() {
+            return Err(Status::invalid_argument(
+                "the stream ended before the block's payload was complete",
+            ));
+        }
+        self.shared.metrics.note_puts(&caller.tenant, &results);
+        Ok(Response::new(pb::PutResponse { results }))
+    }
+
+    type GetStream = BoxStream<pb::GetResponse>;
+
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<Self::GetStream>, Status> {
+        let (caller, permit) = self.shared.enter(&request, Role::Read, "get")?;
+        let request = request.into_inner();
+        let (engine, id, _) = self.shared.namespace_of(&caller, &request.namespace_id)?;
+        if request.ranges.len() > format_limits::KEYS_PER_REQUEST_MAX as usize {
+            return Err(Status::invalid_argument("too many ranges in one get"));
+        }
+        let chunk_bytes = match request.chunk_bytes {
+            0 => format_limits::CHUNK_BYTES_DEFAULT,
+            n if n > format_limits::CHUNK_BYTES_MAX => {
+                return Err(Status::invalid_argument(format!(
+                    "chunk_bytes {n} is over the limit of {}",
+                    format_limits::CHUNK_BYTES_MAX
+                )));
+            }
+            n => n,
+        } as usize;
+        let ranges = request
+            .ranges
+            .iter()
+            .map(|range| {
+                Ok((
+                    hash_of(&range.chain_hash, "chain_hash")?,
+                    range.offset,
+                    range.length,
+                ))
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        let (sender, receiver) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let _permit = permit;
+            for (index, (hash, offset, length)) in ranges.into_iter().enumerate() {
+                let index = u32::try_from(index).unwrap_or(u32::MAX);
+                let engine = Arc::clone(&engine);
+                let found = blocking(move || engine.get(&id, &hash)).await;
+                let block = match found {
+                    Ok(Some(block)) => block,
+                    Ok(None) => {
+                        let missing = pb::get_response::Part::Missing(pb::GetMissing { index });
+                        if sender
+                            .send(Ok(pb::GetResponse {
+                                part: Some(missing),
+                            }))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(error) => {
+                        let _ = sender.send(Err(error)).await;
+                        return;
+                    }
+                };
+                let len = block.len() as u64;
+                if offset > len {
+                    let _ = sender
+                        .send(Err(Status::invalid_argument(format!(
+                            "range offset {offset} is past the block's {len} bytes"
+                        ))))
+                        .await;
+                    return;
+                }
+                let take = if length == 0 {
+                    len - offset
+                } else {
+                    length.min(len - offset)
+                };
+                let (from, count) = (
+                    usize::try_from(offset).unwrap_or(usize::MAX),
+                    usize::try_from(take).unwrap_or(usize::MAX),
+                );
+                let range_crc = block
+                    .range_chunks(from, count)
+                    .fold(0, |crc, chunk| crc32c::crc32c_append(crc, chunk));
+                let start = pb::GetBlockStart {
+                    index,
+                    payload_len: len,
+                    payload_crc32c: block.crc(),
+                    offset,
+                    length: take,
+                    range_crc32c: range_crc,
+                    tier: tier(block.tier()),
+                };
+                if sender
+                    .send(Ok(pb::GetResponse {
+                        part: Some(pb::get_response::Part::Start(start)),
+                    }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                // One chunk at a time: copied out of the pages, then sent.
+                let mut at = 0usize;
+                while at < count {
+                    let take = chunk_bytes.min(count - at);
+                    let mut chunk = Vec::with_capacity(take);
+                    for piece in block.range_chunks(from + at, take) {
+                        chunk.extend_from_slice(piece);
+                    }
+                    at += take;
+                    let part = pb::get_response::Part::Chunk(chunk);
+                    if sender
+                        .send(Ok(pb::GetResponse { part: Some(part) }))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn exists(
+        &self,
+        request: Request<pb::ExistsRequest>,
+    ) -> Result<Response<pb::ExistsResponse>, Status> {
+        let (caller, _permit) = self.shared.enter(&request, Role::Read, "exists")?;
+        let request = request.into_inner();
+        let (engine, id, _) = self.shared.namespace_of(&caller, &request.namespace_id)?;
+        let hashes = hashes_of(&request.chain_hashes)?;
+        let tiers = blocking(move || {
+            hashes
+                .iter()
+                .map(|hash| engine.contains(&id, hash))
+                .collect::<pagoda_engine::Result<Vec<_>>>()
+        })
+        .await?;
+        Ok(Response::new(pb::ExistsResponse {
+            tiers: tiers
+                .into_iter()
+                .map(|found| found.map_or(pb::Tier::None as i32, tier))
+                .collect(),
+        }))
+    }
+
+    async fn remove(
+        &self,
+        request: Request<pb::RemoveRequest>,
+    ) -> Result<Response<pb::RemoveResponse>, Status> {
+        let (caller, _permit) = self.shared.enter(&request, Role::Write, "remove")?;
+        let request = request.into_inner();
+        let (engine, id, _) = self.shared.namespace_of(&caller, &request.namespace_id)?;
+        let hashes = hashes_of(&request.chain_hashes)?;
+        let removed = blocking(move || engine.remove(&id, &hashes)).await?;
+        Ok(Response::new(pb::RemoveResponse {
+            removed_blocks: u32::try_from(removed).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn pin(
+        &self,
+        request: Request<pb::PinRequest>,
+    ) -> Result<Response<pb::PinResponse>, Status> {
+        let (caller, _permit) = self.shared.enter(&request, Role::Write, "pin")?;
+        let request = request.into_inner();
+        let (engine, id, _) = self.shared.namespace_of(&caller, &request.namespace_id)?;
+        let hashes = hashes_of(&request.chain_hashes)?;
+        let ttl = Duration::from_millis(request.duration_ms);
+        let lease = blocking(move || engine.pin(&id, &hashes, ttl)).await?;
+        self.shared.note_lease(&caller.tenant, lease.id);
+        Ok(Response::new(pb::PinResponse {
+            lease_id: lease.id.to_le_bytes().to_vec(),
+            expires_at_unix_ms: now_ms() + request.duration_ms,
+            pinned_blocks: u32::try_from(lease.pinned).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn unpin(
+        &self,
+        request: Request<pb::UnpinRequest>,
+    ) -> Result<Response<pb::UnpinResponse>, Status> {
+        let (caller, _permit) = self.shared.enter(&request, Role::Write, "unpin")?;
+        let lease = <[u8; 8]>::try_from(request.get_ref().lease_id.as_slice())
+            .map(u64::from_le_bytes)
+            .map_err(|_| Status::invalid_argument("lease_id must be 8 bytes"))?;
+        // A lease of another tenant is answered like an unknown one.
+        if !self.shared.owns_lease(&caller.tenant, lease) {
+            return Ok(Response::new(pb::UnpinResponse { released: false }));
+        }
+        let engine = self.shared.engine()?;
+        let released = blocking(move || Ok(engine.unpin(lease))).await?;
+        Ok(Response::new(pb::UnpinResponse { released }))
+    }
+
+    async fn replicate(
+        &self,
+        request: Request<pb::ReplicateRequest>,
+    ) -> Result<Response<pb::ReplicateResponse>, Status> {
+        let (caller, _permit) = self.shared.enter(&request, Role::Write, "replicate")?;
+        let request = request.into_inner();
+        let (engine, id, _) = self.shared.namespace_of(&caller, &request.namespace_id)?;
+        let hashes = hashes_of(&request.chain_hashes)?;
+        match request.target {
+            Some(pb::replicate_request::Target::Tier(target))
+                if target == pb::Tier::Dram as i32 => {}
+            Some(pb::replicate_request::Target::NodeId(_)) => {
+                return Err(Status::unimplemented(
+                    "replication to another node needs cluster mode, which this node does not run",
+                ));
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "replicate targets TIER_DRAM or a node id",
+                ));
+            }
+        }
+        // Reading a block promotes it to DRAM.
+        let (replicated, missing) = blocking(move || {
+            let mut counts = (0u32, 0u32);
+            for hash in &hashes {
+                match engine.get(&id, hash)? {
+                    Some(_) => counts.0 += 1,
+                    None => counts.1 += 1,
+                }
+            }
+            Ok(counts)
+        })
+        .await?;
+        Ok(Response::new(pb::ReplicateResponse {
+            replicated_blocks: replicated,
+            missing_blocks: missing,
+        }))
+    }
+
+    async fn get_chain_key(
+        &self,
+        request: Request<pb::GetChainKeyRequest>,
+    ) -> Result<Response<pb::GetChainKeyResponse>, Status> {
+        let (caller, _permit) = self.shared.enter(&request, Role::Read, "get_chain_key")?;
+        let (engine, id, namespace) = self
+            .shared
+            .namespace_of(&caller, &request.get_ref().namespace_id)?;
+        let key = engine.chain_key(&id).map_err(|e| status(&e))?;
+        Ok(Response::new(pb::GetChainKeyResponse {
+            chain_key: key.0.to_vec(),
+            block_tokens: namespace.layout().block_tokens,
+        }))
+    }
+
+    type WatchStream = BoxStream<pb::WatchEvent>;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let (caller, permit) = self.shared.enter(&request, Role::Read, "watch")?;
+        let filter = if request.get_ref().namespace_id.is_empty() {
+            None
+        } else {
+            Some(
+                self.shared
+                    .namespace_of(&caller, &request.get_ref().namespace_id)?
+                    .1,
+            )
+        };
+        let mut events = self.shared.events.subscribe();
+        let engine = self.shared.engine()?;
+        let tenant = caller.tenant.clone();
+        let (sender, receiver) = mpsc::channel(64);
+        tokio::spawn(async move {
+            let _permit = permit;
+            loop {
+                let event = match events.recv().await {
+                    Ok(event) => event,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(dropped)) => {
+                        pb::WatchEvent {
+                            kind: pb::WatchEventKind::Lagged as i32,
+                            dropped_events: dropped,
+                            ..pb::WatchEvent::default()
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                if event.kind != pb::WatchEventKind::Lagged as i32 {
+                    let Ok(id) = namespace_id(&event.namespace_id) else {
+                        continue;
+                    };
+                    if filter.is_some_and(|filter| filter != id) {
+                        continue;
+                    }
+                    // Only the caller's own tenant's events.
+                    if engine
+                        .namespace(&id)
+                        .is_none_or(|info| info.namespace.tenant() != tenant)
+                    {
+                        continue;
+                    }
+                }
+                if sender.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+}
+
+/// A block whose payload is arriving.
+struct PendingBlock {
+    engine: Arc<Engine>,
+    id: NamespaceId,
+    parent: ChainHash,
+    chain: ChainHash,
+    len: u64,
+    crc: u32,
+    received: u64,
+    chunks: Vec<Bytes>,
+    events: tokio::sync::broadcast::Sender<pb::WatchEvent>,
+    _bytes: Permit,
+}
+
+impl StoreService {
+    fn start_block(
+        &self,
+        caller: &Caller,
+        header: pb::PutHeader,
+        limits: &crate::config::Limits,
+    ) -> Result<PendingBlock, Status> {
+        let (engine, id, namespace) = self.shared.namespace_of(caller, &header.namespace_id)?;
+        let block_tokens = namespace.layout().block_tokens as usize;
+        if header.tokens.len() != block_tokens {
+            return Err(Status::invalid_argument(format!(
+                "a block has exactly {block_tokens} tokens in this namespace; got {}",
+                header.tokens.len()
+            )));
+        }
+        if header.extra.len() > format_limits::EXTRA_BYTES_MAX as usize {
+            return Err(Status::invalid_argument("extra is over its limit"));
+        }
+        if header.payload_len > u64::from(limits.payload_bytes) {
+            return Err(Status::invalid_argument(format!(
+                "payload_len {} is over the limit of {} bytes",
+                header.payload_len, limits.payload_bytes
+            )));
+        }
+        let parent = hash_of(&header.parent_hash, "parent_hash")?;
+        let chain = engine
+            .block_hash(&id, &parent, &header.tokens, &header.extra)
+            .map_err(|e| status(&e))?;
+        let bytes = self
+            .shared
+            .reserve_bytes(&caller.tenant, header.payload_len)?;
+        Ok(PendingBlock {
+            engine,
+            id,
+            parent,
+            chain,
+            len: header.payload_len,
+            crc: header.payload_crc32c,
+            received: 0,
+            chunks: Vec::new(),
+            events: self.shared.events.clone(),
+            _bytes: bytes,
+        })
+    }
+}
+
+async fn finish_block(pending: PendingBlock) -> Result<pb::PutResult, Status> {
+    let PendingBlock {
+        engine,
+        id,
+        parent,
+        chain,
+        crc,
+        chunks,
+        events,
+        ..
+    } = pending;
+    let outcome = blocking(move || {
+        let pieces: Vec<&[u8]> = chunks.iter().map(Bytes::as_ref).collect();
+        engine.put_chunks(&id, &parent, &chain, &pieces, crc)
+    })
+    .await?;
+    let outcome = match outcome {
+        PutOutcome::Stored => {
+            let _ = events.send(pb::WatchEvent {
+                kind: pb::WatchEventKind::Stored as i32,
+                namespace_id: id.0.to_vec(),
+                chain_hash: chain.0.to_vec(),
+                tier: pb::Tier::Dram as i32,
+                sequence: 0,
+                at_unix_ms: now_ms(),
+                dropped_events: 0,
+            });
+            pb::PutOutcome::Stored
+        }
+        PutOutcome::Exists => pb::PutOutcome::Exists,
+        PutOutcome::Diverged => pb::PutOutcome::Diverged,
+        PutOutcome::ParentMissing => pb::PutOutcome::Rejected,
+    };
+    Ok(pb::PutResult {
+        chain_hash: chain.0.to_vec(),
+        outcome: outcome as i32,
+    })
+}
+
+fn layout_of(layout: Option<pb::KvLayout>) -> Result<KvLayout, Status> {
+    let layout = layout.ok_or_else(|| Status::invalid_argument("a namespace needs a layout"))?;
+    let dtype = u8::try_from(layout.dtype)
+        .ok()
+        .and_then(|code| Dtype::from_code(code).ok())
+        .ok_or_else(|| Status::invalid_argument("unknown dtype"))?;
+    let kind = u8::try_from(layout.kind)
+        .ok()
+        .and_then(|code| KvKind::from_code(code).ok())
+        .ok_or_else(|| Status::invalid_argument("unknown KV kind"))?;
+    let small = |value: u32, what: &str| {
+        u16::try_from(value)
+            .map_err(|_| Status::invalid_argument(format!("{what} is out of range")))
+    };
+    Ok(KvLayout {
+        dtype,
+        kind,
+        layer_count: layout.layer_count,
+        kv_head_count: layout.kv_head_count,
+        head_dim: layout.head_dim,
+        block_tokens: layout.block_tokens,
+        tp_rank: small(layout.tp_rank, "tp_rank")?,
+        tp_size: small(layout.tp_size, "tp_size")?,
+    })
+}
+
+fn namespace_message(namespace: &Namespace) -> pb::Namespace {
+    let layout = namespace.layout();
+    pb::Namespace {
+        tenant: namespace.tenant().to_owned(),
+        model: namespace.model().to_owned(),
+        revision: namespace.revision().to_owned(),
+        layout: Some(pb::KvLayout {
+            dtype: i32::from(layout.dtype.code()),
+            kind: i32::from(layout.kind.code()),
+            layer_count: layout.layer_count,
+            kv_head_count: layout.kv_head_count,
+            head_dim: layout.head_dim,
+            block_tokens: layout.block_tokens,
+            tp_rank: u32::from(layout.tp_rank),
+            tp_size: u32::from(layout.tp_size),
+        }),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    async fn create_namespace(
+        &self,
+        request: Request<pb::CreateNamespaceRequest>,
+    ) -> Result<Response<pb::CreateNamespaceResponse>, Status> {
+        let (caller, _permit) = self
+            .shared
+            .enter(&request, Role::Admin, "create_namespace")?;
+        let message = request
+            .into_inner()
+            .namespace
+            .ok_or_else(|| Status::invalid_argument("no namespace"))?;
+        if message.tenant != caller.tenant {
+            return Err(Status::permission_denied(
+                "a namespace can only be created for the caller's own tenant",
+            ));
+        }
+        let namespace = Namespace::new(
+            message.tenant,
+            message.model,
+            message.revision,
+            layout_of(message.layout)?,
+        )
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let engine = self.shared.engine()?;
+        let existed = engine.namespace(&namespace.id()).is_some();
+        let id = blocking(move || engine.create_namespace(&namespace)).await?;
+        Ok(Response::new(pb::CreateNamespaceResponse {
+            namespace_id: id.0.to_vec(),
+            created: !existed,
+        }))
+    }
+
+    async fn drop_namespace(
+        &self,
+        request: Request<pb::DropNamespaceRequest>,
+    ) -> Result<Response<pb::DropNamespaceResponse>, Status> {
+        let (caller, _permit) = self.shared.enter(&request, Role::Admin, "drop_namespace")?;
+        let (engine, id, _) = self
+            .shared
+            .namespace_of(&caller, &request.get_ref().namespace_id)?;
+        blocking(move || engine.drop_namespace(&id)).await?;
+        Ok(Response::new(pb::DropNamespaceResponse {
+            dropped_blocks: 0,
+        }))
+    }
+
+    async fn list_namespaces(
+        &self,
+        request: Request<pb::ListNamespacesRequest>,
+    ) -> Result<Response<pb::ListNamespacesResponse>, Status> {
+        let (caller, _permit) = self.shared.enter(&request, Role::Read, "list_namespaces")?;
+        let engine = self.shared.engine()?;
+        let namespaces = engine
+            .namespaces()
+            .into_iter()
+            .filter(|info| info.namespace.tenant() == caller.tenant)
+            .map(|info| pb::NamespaceInfo {
+                namespace: Some(namespace_message(&info.namespace)),
+                namespace_id: info.id.0.to_vec(),
+                ..pb::NamespaceInfo::default()
+            })
+            .collect();
+        Ok(Response::new(pb::ListNamespacesResponse {
+            namespaces,
+            next_page_token: Vec::new(),
+        }))
+    }
+
+    async fn stats(
+        &self,
+        request: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
+        let (caller, _permit) = self.shared.enter(&request, Role::Read, "stats")?;
+        let engine = self.shared.engine()?;
+        let stats = engine.stats();
+        let tenants = stats
+            .tenants
+            .iter()
+            .filter(|tenant| tenant.name == caller.tenant)
+            .map(|tenant| pb::TenantStats {
+                tenant: tenant.name.clone(),
+                lookup_blocks: tenant.counters.lookup_blocks,
+                hit_blocks_dram: tenant.counters.hits_dram,
+                hit_blocks_ssd: tenant.counters.hits_ssd,
+                dram_bytes: tenant.dram_bytes,
+                ssd_bytes: tenant.ssd_bytes,
+                dram_quota_bytes: tenant.dram_quota,
+                ssd_quota_bytes: tenant.ssd_quota,
+            })
+            .collect();
+        let mine = stats
+            .tenants
+            .iter()
+            .find(|tenant| tenant.name == caller.tenant);
+        Ok(Response::new(pb::StatsResponse {
+            tiers: vec![
+                pb::TierStats {
+                    tier: "dram".into(),
+                    capacity_bytes: stats.dram_capacity,
+                    used_bytes: stats.dram_used,
+                    ..pb::TierStats::default()
+                },
+                pb::TierStats {
+                    tier: "ssd".into(),
+                    capacity_bytes: stats.ssd_capacity,
+                    used_bytes: stats.ssd_used,
+                    ..pb::TierStats::default()
+                },
+            ],
+            tenants,
+            divergences: mine.map_or(0, |t| t.counters.divergences),
+            checksum_failures: mine.map_or(0, |t| t.counters.checksum_failures),
+            uptime_ms: u64::try_from(self.shared.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }))
+    }
+}

@@ -1,0 +1,167 @@
+//! What the services share: the engine (once open), authentication, the
+//! per-tenant budgets that bound requests and bytes in flight, lease owners,
+//! the event feed of `Watch`, and metrics.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Instant;
+
+use pagoda_engine::Engine;
+use pagoda_formats::proto::v1 as pb;
+use tonic::Status;
+
+use crate::auth::{Auth, Caller};
+use crate::config::Limits;
+use crate::metrics::Metrics;
+
+/// Requests and bytes in flight of one tenant.
+#[derive(Debug, Default)]
+pub(crate) struct Budget {
+    requests: AtomicUsize,
+    bytes: AtomicU64,
+}
+
+/// The shared state of the services.
+#[derive(Debug)]
+pub struct Shared {
+    engine: OnceLock<Arc<Engine>>,
+    pub(crate) auth: Auth,
+    pub(crate) limits: Limits,
+    budgets: Mutex<HashMap<String, Arc<Budget>>>,
+    leases: Mutex<HashMap<u64, String>>,
+    pub(crate) events: tokio::sync::broadcast::Sender<pb::WatchEvent>,
+    pub(crate) metrics: Metrics,
+    pub(crate) started: Instant,
+}
+
+/// A slot in a tenant's budget, given back on drop (and timed for metrics).
+#[derive(Debug)]
+pub(crate) struct Permit {
+    budget: Arc<Budget>,
+    requests: usize,
+    bytes: u64,
+    timing: Option<(&'static str, Instant, Arc<Shared>)>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.budget
+            .requests
+            .fetch_sub(self.requests, Ordering::AcqRel);
+        self.budget.bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+        if let Some((rpc, started, shared)) = self.timing.take() {
+            shared.metrics.observe(rpc, started.elapsed().as_secs_f64());
+        }
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(auth: Auth, limits: Limits) -> Arc<Self> {
+        Arc::new(Shared {
+            engine: OnceLock::new(),
+            auth,
+            limits,
+            budgets: Mutex::new(HashMap::new()),
+            leases: Mutex::new(HashMap::new()),
+            events: tokio::sync::broadcast::channel(4096).0,
+            metrics: Metrics::default(),
+            started: Instant::now(),
+        })
+    }
+
+    /// Makes the engine available (the node is ready).
+    pub(crate) fn set_engine(&self, engine: Arc<Engine>) {
+        let _ = self.engine.set(engine);
+    }
+
+    /// The engine, or `UNAVAILABLE` while it is still opening.
+    pub(crate) fn engine(&self) -> Result<Arc<Engine>, Status> {
+        self.engine
+            .get()
+            .cloned()
+            .ok_or_else(|| Status::unavailable("the node is starting (warm restart in progress)"))
+    }
+
+    /// Whether the engine is open.
+    pub fn is_ready(&self) -> bool {
+        self.engine.get().is_some()
+    }
+
+    /// The engine once open.
+    pub fn engine_if_ready(&self) -> Option<Arc<Engine>> {
+        self.engine.get().cloned()
+    }
+
+    fn budget(&self, tenant: &str) -> Arc<Budget> {
+        let mut budgets = self.budgets.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(budgets.entry(tenant.to_owned()).or_default())
+    }
+
+    fn exhausted(&self, what: String) -> Status {
+        let mut status = Status::resource_exhausted(what);
+        if let Ok(value) = self.limits.retry_after_ms.to_string().parse() {
+            status.metadata_mut().insert("retry-after-ms", value);
+        }
+        status
+    }
+
+    /// Takes a request slot of the caller's tenant.
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        caller: &Caller,
+        rpc: &'static str,
+    ) -> Result<Permit, Status> {
+        self.metrics.count(rpc, &caller.tenant);
+        let budget = self.budget(&caller.tenant);
+        let before = budget.requests.fetch_add(1, Ordering::AcqRel);
+        let permit = Permit {
+            budget,
+            requests: 1,
+            bytes: 0,
+            timing: Some((rpc, Instant::now(), Arc::clone(self))),
+        };
+        if before >= self.limits.requests_per_tenant {
+            self.metrics.reject(rpc, &caller.tenant);
+            return Err(self.exhausted(format!(
+                "tenant {:?} has {} requests in flight, the limit; retry after {} ms",
+                caller.tenant, self.limits.requests_per_tenant, self.limits.retry_after_ms
+            )));
+        }
+        Ok(permit)
+    }
+
+    /// Reserves payload bytes of the caller's tenant.
+    pub(crate) fn reserve_bytes(&self, tenant: &str, bytes: u64) -> Result<Permit, Status> {
+        let budget = self.budget(tenant);
+        let before = budget.bytes.fetch_add(bytes, Ordering::AcqRel);
+        let permit = Permit {
+            budget,
+            requests: 0,
+            bytes,
+            timing: None,
+        };
+        if before > 0 && before + bytes > self.limits.inflight_bytes_per_tenant {
+            return Err(self.exhausted(format!(
+                "tenant {tenant:?} has {before} payload bytes in flight; the limit is {}",
+                self.limits.inflight_bytes_per_tenant
+            )));
+        }
+        Ok(permit)
+    }
+
+    pub(crate) fn note_lease(&self, tenant: &str, lease: u64) {
+        self.leases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(lease, tenant.to_owned());
+    }
+
+    pub(crate) fn owns_lease(&self, tenant: &str, lease: u64) -> bool {
+        self.leases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&lease)
+            .is_some_and(|owner| owner == tenant)
+    }
+}

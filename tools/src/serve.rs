@@ -1,0 +1,260 @@
+//! `pagoda serve`: runs one node (see `pagoda-server`), and `pagoda stats`,
+//! `pagoda token`: the admin's view of it.
+//!
+//! Configuration comes from defaults, then `--config FILE` (TOML), then
+//! `PAGODA_*` environment variables, then flags; `--print-config` prints the
+//! result (secrets redacted) and exits. SIGTERM or SIGINT stops the node
+//! gracefully: no new calls, in-flight calls finish, the log is synced, exit 0.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use pagoda_server::config::ServerConfig;
+
+/// Flags of `pagoda serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// gRPC listen address (default 127.0.0.1:7420).
+    #[arg(long)]
+    grpc_addr: Option<SocketAddr>,
+    /// HTTP listen address (default 127.0.0.1:7421).
+    #[arg(long)]
+    http_addr: Option<SocketAddr>,
+    /// Data directory (default ./pagoda-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// DRAM tier capacity in bytes.
+    #[arg(long)]
+    dram_bytes: Option<u64>,
+    /// SSD tier capacity in bytes.
+    #[arg(long)]
+    ssd_bytes: Option<u64>,
+    /// memory, async or sync.
+    #[arg(long)]
+    durability: Option<String>,
+    /// prefix-lru, lru or s3fifo.
+    #[arg(long)]
+    policy: Option<String>,
+    /// Serve a non-loopback address without authentication.
+    #[arg(long)]
+    insecure: bool,
+    /// Print the effective configuration and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn effective(args: &ServeArgs) -> Result<ServerConfig, String> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|error| format!("{}: {error}", path.display()))?;
+            ServerConfig::from_toml(&text)
+                .map_err(|error| format!("{}: {error}", path.display()))?
+        }
+        None => ServerConfig::default(),
+    };
+    config.apply_env(|name| std::env::var(name).ok())?;
+    if let Some(addr) = args.grpc_addr {
+        config.grpc_addr = addr;
+    }
+    if let Some(addr) = args.http_addr {
+        config.http_addr = addr;
+    }
+    if let Some(dir) = &args.data_dir {
+        config.data_dir.clone_from(dir);
+    }
+    if let Some(bytes) = args.dram_bytes {
+        config.dram_bytes = bytes;
+    }
+    if let Some(bytes) = args.ssd_bytes {
+        config.ssd_bytes = bytes;
+    }
+    if let Some(durability) = &args.durability {
+        config.durability.clone_from(durability);
+    }
+    if let Some(policy) = &args.policy {
+        config.policy.clone_from(policy);
+    }
+    config.insecure |= args.insecure;
+    config.validate()?;
+    Ok(config)
+}
+
+pub(crate) fn run(args: &ServeArgs) -> Result<(), String> {
+    let config = effective(args)?;
+    if args.print_config {
+        print!("{}", config.to_toml_redacted());
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("starting the runtime: {error}"))?;
+    runtime.block_on(async move {
+        let shutdown = async {
+            let mut terminate =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(signal) => signal,
+                    Err(_) => return,
+                };
+            tokio::select! {
+                _ = terminate.recv() => eprintln!("SIGTERM: shutting down"),
+                _ = tokio::signal::ctrl_c() => eprintln!("SIGINT: shutting down"),
+            }
+        };
+        eprintln!(
+            "stop with Ctrl-C or `kill {}` (SIGTERM)",
+            std::process::id()
+        );
+        pagoda_server::serve(config, shutdown).await
+    })
+}
+
+/// Flags of `pagoda stats`.
+#[derive(Debug, Args)]
+pub(crate) struct StatsArgs {
+    /// HTTP address of the node.
+    #[arg(long, default_value = pagoda_server::config::HTTP_ADDR_DEFAULT)]
+    addr: SocketAddr,
+    /// Print the raw JSON of `/v1/stats`.
+    #[arg(long)]
+    json: bool,
+    /// Refresh every this many seconds until interrupted.
+    #[arg(long)]
+    watch: Option<f64>,
+}
+
+/// GETs `path` from an HTTP/1.1 server; returns the body of a 200 answer.
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|error| format!("connecting to {addr}: {error}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|error| error.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|error| error.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|error| format!("reading from {addr}: {error}"))?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("{addr} answered no HTTP"))?;
+    let status = head.lines().next().unwrap_or_default();
+    if !status.contains(" 200 ") {
+        return Err(format!("{addr}{path}: {status}: {body}"));
+    }
+    Ok(body.to_owned())
+}
+
+fn percent(value: &serde_json::Value) -> String {
+    format!("{:.1} %", value.as_f64().unwrap_or(0.0) * 100.0)
+}
+
+fn mib(value: &serde_json::Value) -> String {
+    format!("{:.1} MiB", value.as_f64().unwrap_or(0.0) / 1_048_576.0)
+}
+
+fn table(stats: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let overall = &stats["overall"];
+    out.push_str(&format!(
+        "pagoda {}  uptime {} s  blocks {}\n\n",
+        stats["version"].as_str().unwrap_or("?"),
+        stats["uptime_ms"].as_u64().unwrap_or(0) / 1000,
+        stats["blocks"]
+    ));
+    out.push_str(&format!(
+        "hit ratio  prefix {}  gets from DRAM {}  gets from SSD {}\n",
+        percent(&overall["prefix_hit_ratio"]),
+        percent(&overall["get_hit_ratio_dram"]),
+        percent(&overall["get_hit_ratio_ssd"])
+    ));
+    out.push_str(&format!(
+        "tiers      DRAM {} of {}  SSD {} of {}\n",
+        mib(&stats["tiers"]["dram"]["used_bytes"]),
+        mib(&stats["tiers"]["dram"]["capacity_bytes"]),
+        mib(&stats["tiers"]["ssd"]["used_bytes"]),
+        mib(&stats["tiers"]["ssd"]["capacity_bytes"])
+    ));
+    out.push_str(&format!(
+        "evictions  DRAM {}  SSD {}   divergences {}   checksum failures {}\n\n",
+        overall["evictions_dram"],
+        overall["evictions_ssd"],
+        overall["divergences"],
+        overall["checksum_failures"]
+    ));
+    out.push_str(&format!(
+        "{:<16} {:>8} {:>9} {:>9} {:>8} {:>12} {:>12} {:>8} {:>8}\n",
+        "tenant", "prefix", "DRAM hit", "SSD hit", "misses", "DRAM", "SSD", "evict D", "evict S"
+    ));
+    for tenant in stats["tenants"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{:<16} {:>8} {:>9} {:>9} {:>8} {:>12} {:>12} {:>8} {:>8}\n",
+            tenant["name"].as_str().unwrap_or("?"),
+            percent(&tenant["prefix_hit_ratio"]),
+            tenant["hits_dram"].to_string(),
+            tenant["hits_ssd"].to_string(),
+            tenant["misses"].to_string(),
+            mib(&tenant["dram_bytes"]),
+            mib(&tenant["ssd_bytes"]),
+            tenant["evictions_dram"].to_string(),
+            tenant["evictions_ssd"].to_string()
+        ));
+    }
+    out
+}
+
+pub(crate) fn stats(args: &StatsArgs) -> Result<(), String> {
+    loop {
+        let body = http_get(args.addr, "/v1/stats")?;
+        let stats: serde_json::Value =
+            serde_json::from_str(&body).map_err(|error| format!("/v1/stats: {error}"))?;
+        if args.json {
+            println!("{stats}");
+        } else {
+            if args.watch.is_some() {
+                print!("\x1b[2J\x1b[H");
+            }
+            print!("{}", table(&stats));
+        }
+        match args.watch {
+            Some(seconds) if seconds > 0.0 => std::thread::sleep(Duration::from_secs_f64(seconds)),
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// Flags of `pagoda token`.
+#[derive(Debug, Args)]
+pub(crate) struct TokenArgs {
+    /// A token to hash; without it a new random token is made.
+    token: Option<String>,
+}
+
+/// Prints a token (new unless given) and the BLAKE3 hash the configuration
+/// stores for it.
+pub(crate) fn token(args: &TokenArgs) -> Result<(), String> {
+    let token = match &args.token {
+        Some(token) => token.clone(),
+        None => {
+            let mut bytes = [0u8; 24];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut random| random.read_exact(&mut bytes))
+                .map_err(|error| format!("reading /dev/urandom: {error}"))?;
+            format!("pgd_{}", pagoda_formats::hex::encode(&bytes))
+        }
+    };
+    println!("token  {token}");
+    println!("blake3 {}", pagoda_server::auth::hash_token(&token));
+    Ok(())
+}
