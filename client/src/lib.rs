@@ -9,8 +9,30 @@
 //!
 //! Transport: gRPC over TCP by default; the optional `rdma` feature (module
 //! `rdma`) finds verbs devices for an RDMA data path and compiles out of the
-//! default build. The API client itself lands with the server/client issue.
+//! default build.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), pagoda_client::Error> {
+//! use pagoda_client::Client;
+//! use pagoda_formats::chain::ChainHash;
+//! use pagoda_formats::namespace::NamespaceId;
+//!
+//! let client = Client::connect("http://127.0.0.1:7420", Some("pgd_token")).await?;
+//! # let id = NamespaceId([0; 32]);
+//! let ns = client.namespace(id).await?;
+//! let tokens: Vec<u32> = (0..32).collect();
+//! let hashes = ns.hash_tokens(&tokens)?; // hashed here, with the tenant's chain key
+//! let (hash, _) = ns.put(&ChainHash::ROOT, &tokens[..16], b"KV bytes").await?;
+//! assert_eq!(hash, hashes[0]);
+//! assert_eq!(ns.lookup_hashes(&hashes).await?.matched, 1);
+//! assert_eq!(ns.get(&hash).await?.as_deref(), Some(&b"KV bytes"[..]));
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
+
+mod api;
+
+pub use api::{Client, Error, Lookup, NamespaceHandle, PutOutcome, Result, Tier};
 
 #[cfg(feature = "rdma")]
 pub mod rdma;

@@ -119,7 +119,9 @@ pub async fn serve(
     })
     .max_decoding_message_size(limits.message_bytes);
     let grpc = tonic::transport::Server::builder()
-        .concurrency_limit_per_connection(limits.requests_per_connection)
+        // Streams beyond this wait in the client (HTTP/2 flow control);
+        // the tenant budget answers RESOURCE_EXHAUSTED past its own limit.
+        .max_concurrent_streams(u32::try_from(limits.requests_per_connection).ok())
         .add_service(store)
         .add_service(admin)
         .serve_with_incoming_shutdown(

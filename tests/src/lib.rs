@@ -77,3 +77,161 @@ fn build_with_cargo(package: &str, name: &str) -> PathBuf {
         .next_back()
         .expect("cargo reported the executable")
 }
+
+/// A `pagoda serve` process on free loopback ports with its own data
+/// directory (removed on drop, after the process is killed).
+#[derive(Debug)]
+pub struct Node {
+    /// The child process.
+    pub child: std::process::Child,
+    /// gRPC address.
+    pub grpc: std::net::SocketAddr,
+    /// HTTP address.
+    pub http: std::net::SocketAddr,
+    /// Data directory (and configuration file).
+    pub dir: PathBuf,
+    keep_dir: bool,
+}
+
+/// A free loopback port (bound and released: another process could take it
+/// in between, which the tests accept).
+///
+/// # Panics
+///
+/// Panics when no port can be bound.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free loopback port")
+}
+
+impl Node {
+    /// Starts a node with `config` (TOML, without addresses or data_dir,
+    /// which this adds) in a new directory named after `name`.
+    ///
+    /// # Panics
+    ///
+    /// Panics when the node does not become ready within 30 s.
+    pub fn start(name: &str, config: &str) -> Node {
+        let dir = std::env::temp_dir().join(format!("pagoda-node-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("node directory");
+        Node::start_in(dir, config)
+    }
+
+    /// Starts a node on an existing directory (a restart).
+    ///
+    /// # Panics
+    ///
+    /// Panics when the node does not become ready within 30 s.
+    pub fn start_in(dir: PathBuf, config: &str) -> Node {
+        let grpc: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
+        let http: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
+        let file = dir.join("pagoda.toml");
+        let text = format!(
+            "grpc_addr = \"{grpc}\"\nhttp_addr = \"{http}\"\ndata_dir = \"{}\"\n{config}",
+            dir.join("data").display()
+        );
+        std::fs::write(&file, text).expect("config file");
+        let child = Command::new(pagoda_binary())
+            .arg("serve")
+            .arg("--config")
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("serve.log")).expect("log file"))
+            .spawn()
+            .expect("starting pagoda serve");
+        let node = Node {
+            child,
+            grpc,
+            http,
+            dir,
+            keep_dir: false,
+        };
+        node.wait_ready();
+        node
+    }
+
+    fn wait_ready(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if http_get(self.http, "/readyz").is_ok_and(|(status, _)| status == 200) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("node not ready; log:\n{}", self.log());
+    }
+
+    /// The node's stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
+    }
+
+    /// `http://host:port` of the gRPC endpoint.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    ///
+    /// # Panics
+    ///
+    /// Panics when `kill` cannot run or the node does not exit in 30 s.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "node ignored SIGTERM");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILLs the node and keeps its directory for a restart.
+    pub fn kill(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.keep_dir = true;
+        self.dir.clone()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// GETs `path` over HTTP/1.1; returns the status code and the body.
+///
+/// # Errors
+///
+/// Connection and protocol errors, as text.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|error| error.to_string())?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+        .map_err(|error| error.to_string())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).map_err(|error| error.to_string())?;
+    let (head, body) = response.split_once("\r\n\r\n").ok_or("no HTTP answer")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or("no status code")?;
+    Ok((status, body.to_owned()))
+}

@@ -1,0 +1,495 @@
+//! The gRPC client: [`Client`] and per-namespace [`NamespaceHandle`]s.
+
+use std::time::Duration;
+
+use pagoda_formats::chain::{ChainHash, ChainHasher, ChainKey};
+use pagoda_formats::limits;
+use pagoda_formats::namespace::{Namespace, NamespaceId};
+use pagoda_formats::proto::v1 as pb;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+/// Errors of the client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The server answered with an error status.
+    #[error("{}: {}", .0.code(), .0.message())]
+    Status(#[from] Status),
+    /// The connection could not be made.
+    #[error("connecting: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    /// The bytes received do not match their checksum (never returned).
+    #[error("received bytes fail their checksum: expected {expected:#010x}, got {got:#010x}")]
+    Checksum {
+        /// The checksum the server sent.
+        expected: u32,
+        /// The checksum of the bytes received.
+        got: u32,
+    },
+    /// The server's answer breaks the protocol.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// A local argument is invalid.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+impl Error {
+    /// The gRPC status code, when the server answered one.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            Error::Status(status) => Some(status.code()),
+            _ => None,
+        }
+    }
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where a block is cached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Tier {
+    /// DRAM.
+    Dram,
+    /// SSD.
+    Ssd,
+}
+
+fn tier_of(code: i32) -> Option<Tier> {
+    match pb::Tier::try_from(code) {
+        Ok(pb::Tier::Dram) => Some(Tier::Dram),
+        Ok(pb::Tier::Ssd) => Some(Tier::Ssd),
+        _ => None,
+    }
+}
+
+/// What a put did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PutOutcome {
+    /// Stored.
+    Stored,
+    /// Already stored with the same bytes.
+    Exists,
+    /// Stored with other bytes: not stored.
+    Diverged,
+    /// The parent is not cached: not stored.
+    Rejected,
+}
+
+/// A prefix lookup's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lookup {
+    /// Leading blocks cached.
+    pub matched: usize,
+    /// Their tiers.
+    pub tiers: Vec<Tier>,
+    /// The chain hashes of the query (computed by the server from tokens).
+    pub hashes: Vec<ChainHash>,
+}
+
+/// How many times an idempotent call is tried.
+const ATTEMPTS: u32 = 4;
+
+fn retryable(status: &Status) -> bool {
+    matches!(status.code(), Code::Unavailable | Code::ResourceExhausted)
+}
+
+/// A connection to a node.
+#[derive(Clone, Debug)]
+pub struct Client {
+    store: pb::store_client::StoreClient<Channel>,
+    admin: pb::admin_client::AdminClient<Channel>,
+    token: Option<String>,
+}
+
+impl Client {
+    /// Connects to `addr` (`http://host:port`), authenticating with `token`.
+    pub async fn connect(addr: &str, token: Option<&str>) -> Result<Client> {
+        let endpoint = Endpoint::from_shared(addr.to_owned())?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        let channel = endpoint.connect().await?;
+        let message = limits::MESSAGE_BYTES_MAX as usize;
+        Ok(Client {
+            store: pb::store_client::StoreClient::new(channel.clone())
+                .max_decoding_message_size(message)
+                .max_encoding_message_size(message),
+            admin: pb::admin_client::AdminClient::new(channel),
+            token: token.map(str::to_owned),
+        })
+    }
+
+    /// A request carrying the token.
+    pub fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        if let Some(token) = &self.token
+            && let Ok(value) = format!("Bearer {token}").parse()
+        {
+            request.metadata_mut().insert("authorization", value);
+        }
+        request
+    }
+
+    /// The raw `Store` client (for calls this crate does not wrap).
+    pub fn store(&self) -> pb::store_client::StoreClient<Channel> {
+        self.store.clone()
+    }
+
+    /// Creates a namespace (idempotent); needs the admin role.
+    pub async fn create_namespace(&self, namespace: &Namespace) -> Result<NamespaceId> {
+        let layout = namespace.layout();
+        let message = pb::CreateNamespaceRequest {
+            namespace: Some(pb::Namespace {
+                tenant: namespace.tenant().to_owned(),
+                model: namespace.model().to_owned(),
+                revision: namespace.revision().to_owned(),
+                layout: Some(pb::KvLayout {
+                    dtype: i32::from(layout.dtype.code()),
+                    kind: i32::from(layout.kind.code()),
+                    layer_count: layout.layer_count,
+                    kv_head_count: layout.kv_head_count,
+                    head_dim: layout.head_dim,
+                    block_tokens: layout.block_tokens,
+                    tp_rank: u32::from(layout.tp_rank),
+                    tp_size: u32::from(layout.tp_size),
+                }),
+            }),
+        };
+        let answer = self.admin.clone().create_namespace(self.request(message)).await?;
+        let id = <[u8; 32]>::try_from(answer.into_inner().namespace_id.as_slice())
+            .map_err(|_| Error::Protocol("namespace id is not 32 bytes".into()))?;
+        Ok(NamespaceId(id))
+    }
+
+    /// Drops a namespace; needs the admin role.
+    pub async fn drop_namespace(&self, id: &NamespaceId) -> Result<()> {
+        let message = pb::DropNamespaceRequest {
+            namespace_id: id.0.to_vec(),
+        };
+        self.admin.clone().drop_namespace(self.request(message)).await?;
+        Ok(())
+    }
+
+    /// A handle on a namespace: fetches its chain key once, so token chains
+    /// are hashed locally from then on.
+    pub async fn namespace(&self, id: NamespaceId) -> Result<NamespaceHandle> {
+        let message = pb::GetChainKeyRequest {
+            namespace_id: id.0.to_vec(),
+        };
+        let answer = self
+            .retry(|client| {
+                let request = client.request(message.clone());
+                let mut store = client.store.clone();
+                async move { store.get_chain_key(request).await }
+            })
+            .await?;
+        let key = <[u8; 32]>::try_from(answer.chain_key.as_slice())
+            .map_err(|_| Error::Protocol("chain key is not 32 bytes".into()))?;
+        Ok(NamespaceHandle {
+            client: self.clone(),
+            id,
+            chain_key: ChainKey(key),
+            block_tokens: answer.block_tokens,
+        })
+    }
+
+    /// Runs an idempotent call, retrying `UNAVAILABLE` and
+    /// `RESOURCE_EXHAUSTED` with exponential backoff (honouring the
+    /// server's `retry-after-ms` hint).
+    async fn retry<T, F, Fut>(&self, mut call: F) -> Result<T>
+    where
+        F: FnMut(&Client) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
+    {
+        let mut delay = Duration::from_millis(20);
+        let mut attempt = 1;
+        loop {
+            match call(self).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) if retryable(&status) && attempt < ATTEMPTS => {
+                    let hint = status
+                        .metadata()
+                        .get("retry-after-ms")
+                        .and_then(|value| value.to_str().ok())
+                        .and_then(|value| value.parse().ok())
+                        .map(Duration::from_millis);
+                    tokio::time::sleep(hint.unwrap_or(delay).max(delay)).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                Err(status) => return Err(status.into()),
+            }
+        }
+    }
+}
+
+/// A namespace of the caller's tenant.
+#[derive(Clone, Debug)]
+pub struct NamespaceHandle {
+    client: Client,
+    id: NamespaceId,
+    chain_key: ChainKey,
+    block_tokens: u32,
+}
+
+fn concat(hashes: &[ChainHash]) -> Vec<u8> {
+    hashes.iter().flat_map(|hash| hash.0).collect()
+}
+
+fn split_hashes(bytes: &[u8]) -> Vec<ChainHash> {
+    bytes
+        .chunks_exact(32)
+        .map(|chunk| ChainHash(<[u8; 32]>::try_from(chunk).unwrap_or_default()))
+        .collect()
+}
+
+impl NamespaceHandle {
+    /// The namespace id.
+    pub fn id(&self) -> &NamespaceId {
+        &self.id
+    }
+
+    /// Tokens per block.
+    pub fn block_tokens(&self) -> u32 {
+        self.block_tokens
+    }
+
+    /// Chain hashes of the full blocks of `tokens`, computed locally.
+    pub fn hash_tokens(&self, tokens: &[u32]) -> Result<Vec<ChainHash>> {
+        pagoda_formats::chain::hash_tokens(&self.chain_key, self.block_tokens, tokens)
+            .map(|hashes| hashes.hashes)
+            .map_err(|error| Error::InvalidArgument(error.to_string()))
+    }
+
+    /// The hash of the block `tokens` after `parent`.
+    pub fn block_hash(&self, parent: &ChainHash, tokens: &[u32]) -> Result<ChainHash> {
+        let mut hasher = ChainHasher::resume(self.chain_key.clone(), self.block_tokens, *parent, 1)
+            .map_err(|error| Error::InvalidArgument(error.to_string()))?;
+        hasher
+            .push_block(tokens, &[])
+            .map_err(|error| Error::InvalidArgument(error.to_string()))
+    }
+
+    fn answer(lookup: pb::LookupResponse) -> Lookup {
+        Lookup {
+            matched: lookup.matched_blocks as usize,
+            tiers: lookup.tiers.iter().filter_map(|t| tier_of(*t)).collect(),
+            hashes: split_hashes(&lookup.chain_hashes),
+        }
+    }
+
+    /// Longest cached prefix of a token sequence (the server hashes it).
+    pub async fn lookup_tokens(&self, tokens: &[u32]) -> Result<Lookup> {
+        let message = pb::LookupRequest {
+            namespace_id: self.id.0.to_vec(),
+            query: Some(pb::lookup_request::Query::Tokens(pb::TokenChain {
+                ids: tokens.to_vec(),
+                extras: Vec::new(),
+            })),
+        };
+        let answer = self
+            .client
+            .retry(|client| {
+                let request = client.request(message.clone());
+                let mut store = client.store.clone();
+                async move { store.lookup(request).await }
+            })
+            .await?;
+        Ok(Self::answer(answer))
+    }
+
+    /// Longest cached prefix of a chain given by hashes (computed locally
+    /// with [`NamespaceHandle::hash_tokens`]: a long prompt sends 32 bytes a
+    /// block instead of 4 bytes a token).
+    pub async fn lookup_hashes(&self, hashes: &[ChainHash]) -> Result<Lookup> {
+        let message = pb::LookupRequest {
+            namespace_id: self.id.0.to_vec(),
+            query: Some(pb::lookup_request::Query::ChainHashes(concat(hashes))),
+        };
+        let answer = self
+            .client
+            .retry(|client| {
+                let request = client.request(message.clone());
+                let mut store = client.store.clone();
+                async move { store.lookup(request).await }
+            })
+            .await?;
+        Ok(Self::answer(answer))
+    }
+
+    /// Puts the block of `tokens` after `parent` (`ChainHash::ROOT` for a
+    /// first block), streaming `payload` in 1 MiB chunks. Returns the
+    /// block's chain hash and what the server did. Not retried (a put is
+    /// not idempotent in its accounting; a resend of the same bytes is
+    /// answered `Exists`).
+    pub async fn put(&self, parent: &ChainHash, tokens: &[u32], payload: &[u8]) -> Result<(ChainHash, PutOutcome)> {
+        let header = pb::PutHeader {
+            namespace_id: self.id.0.to_vec(),
+            parent_hash: parent.0.to_vec(),
+            tokens: tokens.to_vec(),
+            extra: Vec::new(),
+            payload_len: payload.len() as u64,
+            payload_crc32c: crc32c::crc32c(payload),
+            durability: pb::Durability::Default as i32,
+        };
+        let mut messages = vec![pb::PutRequest {
+            part: Some(pb::put_request::Part::Header(header)),
+        }];
+        for chunk in payload.chunks(limits::CHUNK_BYTES_DEFAULT as usize) {
+            messages.push(pb::PutRequest {
+                part: Some(pb::put_request::Part::Chunk(chunk.to_vec())),
+            });
+        }
+        let request = self.client.request(tokio_stream::iter(messages));
+        let answer = self.client.store.clone().put(request).await?.into_inner();
+        let result = answer
+            .results
+            .first()
+            .ok_or_else(|| Error::Protocol("put answered no result".into()))?;
+        let hash = <[u8; 32]>::try_from(result.chain_hash.as_slice())
+            .map(ChainHash)
+            .map_err(|_| Error::Protocol("chain hash is not 32 bytes".into()))?;
+        let outcome = match pb::PutOutcome::try_from(result.outcome) {
+            Ok(pb::PutOutcome::Stored) => PutOutcome::Stored,
+            Ok(pb::PutOutcome::Exists) => PutOutcome::Exists,
+            Ok(pb::PutOutcome::Diverged) => PutOutcome::Diverged,
+            _ => PutOutcome::Rejected,
+        };
+        Ok((hash, outcome))
+    }
+
+    /// The bytes `offset..offset + length` of a block (`length` 0: to the
+    /// end), verified against the server's range checksum; `None` when the
+    /// block is not cached.
+    pub async fn get_range(&self, hash: &ChainHash, offset: u64, length: u64) -> Result<Option<Vec<u8>>> {
+        let message = pb::GetRequest {
+            namespace_id: self.id.0.to_vec(),
+            ranges: vec![pb::BlockRange {
+                chain_hash: hash.0.to_vec(),
+                offset,
+                length,
+            }],
+            chunk_bytes: 0,
+        };
+        let mut attempt = 1;
+        loop {
+            let result = self.get_once(message.clone()).await;
+            match result {
+                Err(Error::Status(status)) if retryable(&status) && attempt < ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn get_once(&self, message: pb::GetRequest) -> Result<Option<Vec<u8>>> {
+        let mut stream = self
+            .client
+            .store
+            .clone()
+            .get(self.client.request(message))
+            .await?
+            .into_inner();
+        let mut start: Option<pb::GetBlockStart> = None;
+        let mut bytes = Vec::new();
+        while let Some(part) = stream.message().await? {
+            match part.part {
+                Some(pb::get_response::Part::Start(header)) => {
+                    bytes.reserve(usize::try_from(header.length).unwrap_or(0));
+                    start = Some(header);
+                }
+                Some(pb::get_response::Part::Chunk(chunk)) => bytes.extend_from_slice(&chunk),
+                Some(pb::get_response::Part::Missing(_)) => return Ok(None),
+                None => return Err(Error::Protocol("an empty get message".into())),
+            }
+        }
+        let start = start.ok_or_else(|| Error::Protocol("get answered nothing".into()))?;
+        let got = crc32c::crc32c(&bytes);
+        if bytes.len() as u64 != start.length || got != start.range_crc32c {
+            return Err(Error::Checksum {
+                expected: start.range_crc32c,
+                got,
+            });
+        }
+        Ok(Some(bytes))
+    }
+
+    /// A whole block, verified; `None` when not cached.
+    pub async fn get(&self, hash: &ChainHash) -> Result<Option<Vec<u8>>> {
+        self.get_range(hash, 0, 0).await
+    }
+
+    /// The tier of each block (`None`: not cached).
+    pub async fn exists(&self, hashes: &[ChainHash]) -> Result<Vec<Option<Tier>>> {
+        let message = pb::ExistsRequest {
+            namespace_id: self.id.0.to_vec(),
+            chain_hashes: concat(hashes),
+        };
+        let answer = self
+            .client
+            .retry(|client| {
+                let request = client.request(message.clone());
+                let mut store = client.store.clone();
+                async move { store.exists(request).await }
+            })
+            .await?;
+        Ok(answer.tiers.iter().map(|t| tier_of(*t)).collect())
+    }
+
+    /// Removes blocks (deepest first); returns how many went.
+    pub async fn remove(&self, hashes: &[ChainHash]) -> Result<u32> {
+        let message = pb::RemoveRequest {
+            namespace_id: self.id.0.to_vec(),
+            chain_hashes: concat(hashes),
+        };
+        let answer = self.client.store.clone().remove(self.client.request(message)).await?;
+        Ok(answer.into_inner().removed_blocks)
+    }
+
+    /// Pins the cached leading blocks of `hashes` for `duration`; returns the
+    /// lease id and the number pinned.
+    pub async fn pin(&self, hashes: &[ChainHash], duration: Duration) -> Result<(Vec<u8>, u32)> {
+        let message = pb::PinRequest {
+            namespace_id: self.id.0.to_vec(),
+            chain_hashes: concat(hashes),
+            duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+        };
+        let answer = self.client.store.clone().pin(self.client.request(message)).await?.into_inner();
+        Ok((answer.lease_id, answer.pinned_blocks))
+    }
+
+    /// Releases a lease early.
+    pub async fn unpin(&self, lease: &[u8]) -> Result<bool> {
+        let message = pb::UnpinRequest {
+            lease_id: lease.to_vec(),
+        };
+        let answer = self.client.store.clone().unpin(self.client.request(message)).await?;
+        Ok(answer.into_inner().released)
+    }
+
+    /// Copies blocks into DRAM on the serving node; returns (replicated,
+    /// missing).
+    pub async fn replicate_to_dram(&self, hashes: &[ChainHash]) -> Result<(u32, u32)> {
+        let message = pb::ReplicateRequest {
+            namespace_id: self.id.0.to_vec(),
+            chain_hashes: concat(hashes),
+            target: Some(pb::replicate_request::Target::Tier(pb::Tier::Dram as i32)),
+        };
+        let answer = self.client.store.clone().replicate(self.client.request(message)).await?;
+        let answer = answer.into_inner();
+        Ok((answer.replicated_blocks, answer.missing_blocks))
+    }
+
+    /// Events of blocks stored in this namespace (a router keeps its own
+    /// prefix index from them).
+    pub async fn watch(&self) -> Result<tonic::Streaming<pb::WatchEvent>> {
+        let message = pb::WatchRequest {
+            namespace_id: self.id.0.to_vec(),
+        };
+        Ok(self.client.store.clone().watch(self.client.request(message)).await?.into_inner())
+    }
+}
