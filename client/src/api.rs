@@ -157,7 +157,11 @@ impl Client {
                 }),
             }),
         };
-        let answer = self.admin.clone().create_namespace(self.request(message)).await?;
+        let answer = self
+            .admin
+            .clone()
+            .create_namespace(self.request(message))
+            .await?;
         let id = <[u8; 32]>::try_from(answer.into_inner().namespace_id.as_slice())
             .map_err(|_| Error::Protocol("namespace id is not 32 bytes".into()))?;
         Ok(NamespaceId(id))
@@ -168,7 +172,10 @@ impl Client {
         let message = pb::DropNamespaceRequest {
             namespace_id: id.0.to_vec(),
         };
-        self.admin.clone().drop_namespace(self.request(message)).await?;
+        self.admin
+            .clone()
+            .drop_namespace(self.request(message))
+            .await?;
         Ok(())
     }
 
@@ -272,7 +279,7 @@ impl NamespaceHandle {
             .map_err(|error| Error::InvalidArgument(error.to_string()))
     }
 
-    fn answer(lookup: pb::LookupResponse) -> Lookup {
+    fn answer(lookup: &pb::LookupResponse) -> Lookup {
         Lookup {
             matched: lookup.matched_blocks as usize,
             tiers: lookup.tiers.iter().filter_map(|t| tier_of(*t)).collect(),
@@ -297,7 +304,7 @@ impl NamespaceHandle {
                 async move { store.lookup(request).await }
             })
             .await?;
-        Ok(Self::answer(answer))
+        Ok(Self::answer(&answer))
     }
 
     /// Longest cached prefix of a chain given by hashes (computed locally
@@ -316,7 +323,7 @@ impl NamespaceHandle {
                 async move { store.lookup(request).await }
             })
             .await?;
-        Ok(Self::answer(answer))
+        Ok(Self::answer(&answer))
     }
 
     /// Puts the block of `tokens` after `parent` (`ChainHash::ROOT` for a
@@ -324,7 +331,12 @@ impl NamespaceHandle {
     /// block's chain hash and what the server did. Not retried (a put is
     /// not idempotent in its accounting; a resend of the same bytes is
     /// answered `Exists`).
-    pub async fn put(&self, parent: &ChainHash, tokens: &[u32], payload: &[u8]) -> Result<(ChainHash, PutOutcome)> {
+    pub async fn put(
+        &self,
+        parent: &ChainHash,
+        tokens: &[u32],
+        payload: &[u8],
+    ) -> Result<(ChainHash, PutOutcome)> {
         let header = pb::PutHeader {
             namespace_id: self.id.0.to_vec(),
             parent_hash: parent.0.to_vec(),
@@ -363,7 +375,12 @@ impl NamespaceHandle {
     /// The bytes `offset..offset + length` of a block (`length` 0: to the
     /// end), verified against the server's range checksum; `None` when the
     /// block is not cached.
-    pub async fn get_range(&self, hash: &ChainHash, offset: u64, length: u64) -> Result<Option<Vec<u8>>> {
+    pub async fn get_range(
+        &self,
+        hash: &ChainHash,
+        offset: u64,
+        length: u64,
+    ) -> Result<Option<Vec<u8>>> {
         let message = pb::GetRequest {
             namespace_id: self.id.0.to_vec(),
             ranges: vec![pb::BlockRange {
@@ -446,7 +463,12 @@ impl NamespaceHandle {
             namespace_id: self.id.0.to_vec(),
             chain_hashes: concat(hashes),
         };
-        let answer = self.client.store.clone().remove(self.client.request(message)).await?;
+        let answer = self
+            .client
+            .store
+            .clone()
+            .remove(self.client.request(message))
+            .await?;
         Ok(answer.into_inner().removed_blocks)
     }
 
@@ -458,7 +480,13 @@ impl NamespaceHandle {
             chain_hashes: concat(hashes),
             duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
         };
-        let answer = self.client.store.clone().pin(self.client.request(message)).await?.into_inner();
+        let answer = self
+            .client
+            .store
+            .clone()
+            .pin(self.client.request(message))
+            .await?
+            .into_inner();
         Ok((answer.lease_id, answer.pinned_blocks))
     }
 
@@ -467,7 +495,12 @@ impl NamespaceHandle {
         let message = pb::UnpinRequest {
             lease_id: lease.to_vec(),
         };
-        let answer = self.client.store.clone().unpin(self.client.request(message)).await?;
+        let answer = self
+            .client
+            .store
+            .clone()
+            .unpin(self.client.request(message))
+            .await?;
         Ok(answer.into_inner().released)
     }
 
@@ -479,7 +512,12 @@ impl NamespaceHandle {
             chain_hashes: concat(hashes),
             target: Some(pb::replicate_request::Target::Tier(pb::Tier::Dram as i32)),
         };
-        let answer = self.client.store.clone().replicate(self.client.request(message)).await?;
+        let answer = self
+            .client
+            .store
+            .clone()
+            .replicate(self.client.request(message))
+            .await?;
         let answer = answer.into_inner();
         Ok((answer.replicated_blocks, answer.missing_blocks))
     }
@@ -490,6 +528,12 @@ impl NamespaceHandle {
         let message = pb::WatchRequest {
             namespace_id: self.id.0.to_vec(),
         };
-        Ok(self.client.store.clone().watch(self.client.request(message)).await?.into_inner())
+        Ok(self
+            .client
+            .store
+            .clone()
+            .watch(self.client.request(message))
+            .await?
+            .into_inner())
     }
 }

@@ -44,7 +44,7 @@ pub fn status(error: &pagoda_engine::Error) -> Status {
         ErrorClass::NotFound => Status::not_found(message),
         ErrorClass::ResourceExhausted => Status::resource_exhausted(message),
         ErrorClass::DataLoss => Status::data_loss(message),
-        _ => Status::internal(message),
+        ErrorClass::Internal => Status::internal(message),
     }
 }
 
@@ -78,7 +78,7 @@ fn hash_of(bytes: &[u8], what: &str) -> Result<ChainHash, Status> {
 }
 
 fn hashes_of(bytes: &[u8]) -> Result<Vec<ChainHash>, Status> {
-    if bytes.len() % 32 != 0 {
+    if !bytes.len().is_multiple_of(32) {
         return Err(Status::invalid_argument(
             "chain_hashes must be a concatenation of 32-byte hashes",
         ));
@@ -144,6 +144,10 @@ impl Shared {
 type BoxStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
+#[expect(
+    clippy::too_many_lines,
+    reason = "get streams ranges of many blocks with its checks in one place"
+)]
 impl pb::store_server::Store for StoreService {
     async fn lookup(
         &self,
@@ -224,7 +228,7 @@ impl pb::store_server::Store for StoreService {
                             format_limits::PUT_BLOCKS_PER_STREAM_MAX
                         )));
                     }
-                    let pending = self.start_block(&caller, header, &limits)?;
+                    let pending = self.start_block(&caller, &header, &limits)?;
                     block = Some(pending);
                 }
                 Some(pb::put_request::Part::Chunk(chunk)) => {
@@ -345,7 +349,7 @@ impl pb::store_server::Store for StoreService {
                 );
                 let range_crc = block
                     .range_chunks(from, count)
-                    .fold(0, |crc, chunk| crc32c::crc32c_append(crc, chunk));
+                    .fold(0, crc32c::crc32c_append);
                 let start = pb::GetBlockStart {
                     index,
                     payload_len: len,
@@ -590,7 +594,7 @@ impl StoreService {
     fn start_block(
         &self,
         caller: &Caller,
-        header: pb::PutHeader,
+        header: &pb::PutHeader,
         limits: &crate::config::Limits,
     ) -> Result<PendingBlock, Status> {
         let (engine, id, namespace) = self.shared.namespace_of(caller, &header.namespace_id)?;

@@ -131,9 +131,7 @@ pub async fn serve(
     let opened = opened
         .await
         .map_err(|error| format!("engine open task: {error}"))?;
-    if let Err(error) = opened {
-        return Err(error);
-    }
+    opened?;
     grpc.await.map_err(|error| format!("gRPC: {error}"))?;
     http.await
         .map_err(|error| format!("HTTP task: {error}"))??;

@@ -126,8 +126,12 @@ impl Node {
     ///
     /// Panics when the node does not become ready within 30 s.
     pub fn start_in(dir: PathBuf, config: &str) -> Node {
-        let grpc: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
-        let http: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
+        let grpc: std::net::SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address");
+        let http: std::net::SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address");
         let file = dir.join("pagoda.toml");
         let text = format!(
             "grpc_addr = \"{grpc}\"\nhttp_addr = \"{http}\"\ndata_dir = \"{}\"\n{config}",
@@ -223,10 +227,15 @@ impl Drop for Node {
 pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String), String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).map_err(|error| error.to_string())?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-        .map_err(|error| error.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|error| error.to_string())?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).map_err(|error| error.to_string())?;
+    stream
+        .read_to_string(&mut response)
+        .map_err(|error| error.to_string())?;
     let (head, body) = response.split_once("\r\n\r\n").ok_or("no HTTP answer")?;
     let status = head
         .split_whitespace()

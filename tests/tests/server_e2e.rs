@@ -80,13 +80,20 @@ async fn connect(node: &Node, token: Option<&str>) -> Client {
 }
 
 /// Puts the full blocks of `tokens` as a chain; returns their hashes.
-async fn put_prompt(ns: &pagoda_client::NamespaceHandle, tokens: &[u32], len: usize) -> Vec<ChainHash> {
+async fn put_prompt(
+    ns: &pagoda_client::NamespaceHandle,
+    tokens: &[u32],
+    len: usize,
+) -> Vec<ChainHash> {
     let mut parent = ChainHash::ROOT;
     let mut hashes = Vec::new();
     for (index, block) in tokens.chunks_exact(16).enumerate() {
         let bytes = payload(u32::try_from(index).unwrap() ^ block[0], len);
         let (hash, outcome) = ns.put(&parent, block, &bytes).await.unwrap();
-        assert!(matches!(outcome, PutOutcome::Stored | PutOutcome::Exists), "{outcome:?}");
+        assert!(
+            matches!(outcome, PutOutcome::Stored | PutOutcome::Exists),
+            "{outcome:?}"
+        );
         hashes.push(hash);
         parent = hash;
     }
@@ -105,14 +112,22 @@ async fn put_get_lookup_remove_round_trips() {
     let ns = client.namespace(id).await.unwrap();
     let tokens: Vec<u32> = (0..64).map(|t| t * 7 + 1).collect();
     let hashes = put_prompt(&ns, &tokens, 100_000).await;
-    assert_eq!(hashes, ns.hash_tokens(&tokens).unwrap(), "client and server hash alike");
+    assert_eq!(
+        hashes,
+        ns.hash_tokens(&tokens).unwrap(),
+        "client and server hash alike"
+    );
     let found = ns.lookup_tokens(&tokens[..60]).await.unwrap();
     assert_eq!(found.matched, 3);
     assert_eq!(found.tiers, vec![Tier::Dram; 3]);
     assert_eq!(ns.lookup_hashes(&hashes).await.unwrap().matched, 4);
     let whole = ns.get(&hashes[1]).await.unwrap().unwrap();
     assert_eq!(whole, payload(1 ^ tokens[16], 100_000));
-    let range = ns.get_range(&hashes[1], 5_000, 20_000).await.unwrap().unwrap();
+    let range = ns
+        .get_range(&hashes[1], 5_000, 20_000)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(range, whole[5_000..25_000]);
     let tail = ns.get_range(&hashes[1], 99_000, 0).await.unwrap().unwrap();
     assert_eq!(tail, whole[99_000..]);
@@ -136,31 +151,50 @@ async fn put_get_lookup_remove_round_trips() {
     assert_eq!(ns.get(&hash).await.unwrap().unwrap(), big);
     let over = payload(78, PAYLOAD_CAP + 1);
     let block: Vec<u32> = (2000..2016).collect();
-    assert_eq!(code(ns.put(&ChainHash::ROOT, &block, &over).await), Code::InvalidArgument);
+    assert_eq!(
+        code(ns.put(&ChainHash::ROOT, &block, &over).await),
+        Code::InvalidArgument
+    );
 
     // A 1,048,576-token prompt is an ordinary lookup, by tokens or hashes.
     let long: Vec<u32> = (0..1u32 << 20).map(|t| t % 50_000).collect();
     let found = ns.lookup_tokens(&long).await.unwrap();
     assert_eq!(found.hashes.len(), 65_536);
-    let found = ns.lookup_hashes(&ns.hash_tokens(&long).unwrap()).await.unwrap();
+    let found = ns
+        .lookup_hashes(&ns.hash_tokens(&long).unwrap())
+        .await
+        .unwrap();
     assert_eq!(found.hashes.len(), 65_536);
 
     // The metrics, the stats JSON and `pagoda stats` agree.
     let (status, metrics) = http_get(node.http, "/metrics").unwrap();
     assert_eq!(status, 200);
-    assert!(metrics.contains("pagoda_puts_total{tenant=\"acme\"} 5"), "{metrics}");
+    assert!(
+        metrics.contains("pagoda_puts_total{tenant=\"acme\"} 5"),
+        "{metrics}"
+    );
     assert!(metrics.contains("pagoda_hits_total{tenant=\"acme\",tier=\"dram\"}"));
     assert!(metrics.contains("pagoda_request_duration_seconds_bucket{method=\"put\""));
     let (_, stats) = http_get(node.http, "/v1/stats").unwrap();
     let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
-    let acme = stats["tenants"].as_array().unwrap().iter().find(|t| t["name"] == "acme").unwrap();
+    let acme = stats["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "acme")
+        .unwrap();
     assert_eq!(acme["puts"], 5);
     let printed = std::process::Command::new(pagoda_tests::pagoda_binary())
         .args(["stats", "--json", "--addr", &node.http.to_string()])
         .output()
         .unwrap();
     let printed: serde_json::Value = serde_json::from_slice(&printed.stdout).unwrap();
-    let acme_printed = printed["tenants"].as_array().unwrap().iter().find(|t| t["name"] == "acme").unwrap();
+    let acme_printed = printed["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "acme")
+        .unwrap();
     assert_eq!(acme_printed["puts"], acme["puts"]);
     let (status, page) = http_get(node.http, "/").unwrap();
     assert_eq!(status, 200);
@@ -206,18 +240,30 @@ async fn undecodable_lookup(node: &Node) -> Code {
             RawDecoder
         }
     }
-    let channel = tonic::transport::Endpoint::from_shared(node.url()).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(node.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let mut request = tonic::Request::new(vec![0xff, 0xff, 0xff, 0xff, 0x0f, 0x12]);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {ACME_ADMIN}").parse().unwrap());
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {ACME_ADMIN}").parse().unwrap(),
+    );
     let path = tonic::codegen::http::uri::PathAndQuery::from_static("/pagoda.v1.Store/Lookup");
-    grpc.unary::<Vec<u8>, Vec<u8>, _>(request, path, RawCodec).await.unwrap_err().code()
+    grpc.unary::<Vec<u8>, Vec<u8>, _>(request, path, RawCodec)
+        .await
+        .unwrap_err()
+        .code()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one case after another, each a few lines"
+)]
 async fn bad_input_gets_a_clear_status_and_the_node_keeps_serving() {
     let node = Node::start("bad-input", &config("async"));
     let admin = connect(&node, Some(ACME_ADMIN)).await;
@@ -233,12 +279,26 @@ async fn bad_input_gets_a_clear_status_and_the_node_keeps_serving() {
         namespace_id: vec![1, 2, 3],
         query: Some(pb::lookup_request::Query::ChainHashes(vec![0; 32])),
     };
-    assert_eq!(store.lookup(admin.request(bad_id)).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(
+        store
+            .lookup(admin.request(bad_id))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
     let ragged = pb::LookupRequest {
         namespace_id: id.0.to_vec(),
         query: Some(pb::lookup_request::Query::ChainHashes(vec![0; 33])),
     };
-    assert_eq!(store.lookup(admin.request(ragged)).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(
+        store
+            .lookup(admin.request(ragged))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
 
     let header = |len: u64, crc: u32| pb::PutRequest {
         part: Some(pb::put_request::Part::Header(pb::PutHeader {
@@ -260,16 +320,28 @@ async fn bad_input_gets_a_clear_status_and_the_node_keeps_serving() {
         async move { store.put(request).await.map(|_| ()).unwrap_err().code() }
     };
     // Wrong checksum.
-    assert_eq!(put(vec![header(4, 1234), chunk(vec![1, 2, 3, 4])]).await, Code::InvalidArgument);
+    assert_eq!(
+        put(vec![header(4, 1234), chunk(vec![1, 2, 3, 4])]).await,
+        Code::InvalidArgument
+    );
     // A chunk over the limit (2 MiB).
     let big = vec![0u8; (2 << 20) + 1];
     let crc = crc32c::crc32c(&big);
-    assert_eq!(put(vec![header(big.len() as u64, crc), chunk(big)]).await, Code::InvalidArgument);
+    assert_eq!(
+        put(vec![header(big.len() as u64, crc), chunk(big)]).await,
+        Code::InvalidArgument
+    );
     // A stream that ends before the payload is complete.
-    assert_eq!(put(vec![header(1000, 0), chunk(vec![0; 500])]).await, Code::InvalidArgument);
+    assert_eq!(
+        put(vec![header(1000, 0), chunk(vec![0; 500])]).await,
+        Code::InvalidArgument
+    );
     // A chunk before any header; more bytes than announced.
     assert_eq!(put(vec![chunk(vec![0; 10])]).await, Code::InvalidArgument);
-    assert_eq!(put(vec![header(4, 0), chunk(vec![0; 5])]).await, Code::InvalidArgument);
+    assert_eq!(
+        put(vec![header(4, 0), chunk(vec![0; 5])]).await,
+        Code::InvalidArgument
+    );
     // Wrong number of tokens for the namespace's blocks.
     let mut short = header(0, 0);
     if let Some(pb::put_request::Part::Header(h)) = &mut short.part {
@@ -297,10 +369,18 @@ async fn bad_input_gets_a_clear_status_and_the_node_keeps_serving() {
             }),
         }),
     };
-    let channel = tonic::transport::Endpoint::from_shared(node.url()).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(node.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut admin_api = pb::admin_client::AdminClient::new(channel);
     assert_eq!(
-        admin_api.create_namespace(admin.request(long_model)).await.unwrap_err().code(),
+        admin_api
+            .create_namespace(admin.request(long_model))
+            .await
+            .unwrap_err()
+            .code(),
         Code::InvalidArgument
     );
 
@@ -313,12 +393,21 @@ async fn bad_input_gets_a_clear_status_and_the_node_keeps_serving() {
     let read_ns = reader.namespace(id).await.unwrap();
     assert_eq!(read_ns.lookup_hashes(&hashes).await.unwrap().matched, 2);
     let block: Vec<u32> = (900..916).collect();
-    assert_eq!(code(read_ns.put(&ChainHash::ROOT, &block, b"x").await), Code::PermissionDenied);
+    assert_eq!(
+        code(read_ns.put(&ChainHash::ROOT, &block, b"x").await),
+        Code::PermissionDenied
+    );
     assert_eq!(code(read_ns.remove(&hashes).await), Code::PermissionDenied);
-    assert_eq!(code(reader.create_namespace(&namespace("acme")).await), Code::PermissionDenied);
+    assert_eq!(
+        code(reader.create_namespace(&namespace("acme")).await),
+        Code::PermissionDenied
+    );
     let globex = connect(&node, Some(GLOBEX_ADMIN)).await;
     assert_eq!(code(globex.namespace(id).await), Code::NotFound);
-    assert_eq!(code(globex.create_namespace(&namespace("acme")).await), Code::PermissionDenied);
+    assert_eq!(
+        code(globex.create_namespace(&namespace("acme")).await),
+        Code::PermissionDenied
+    );
 
     // A flood: 10,000 concurrent lookups against a budget of 64 in flight.
     let mut tasks = Vec::new();
@@ -326,9 +415,13 @@ async fn bad_input_gets_a_clear_status_and_the_node_keeps_serving() {
         let mut store = admin.store();
         let request = admin.request(pb::LookupRequest {
             namespace_id: id.0.to_vec(),
-            query: Some(pb::lookup_request::Query::ChainHashes(hashes.iter().flat_map(|h| h.0).collect())),
+            query: Some(pb::lookup_request::Query::ChainHashes(
+                hashes.iter().flat_map(|h| h.0).collect(),
+            )),
         });
-        tasks.push(tokio::spawn(async move { store.lookup(request).await.map(|_| ()) }));
+        tasks.push(tokio::spawn(async move {
+            store.lookup(request).await.map(|_| ())
+        }));
     }
     let (mut ok, mut exhausted) = (0, 0);
     for task in tasks {
@@ -352,12 +445,18 @@ async fn bad_input_gets_a_clear_status_and_the_node_keeps_serving() {
         .find_map(|line| line.strip_prefix("VmHWM:"))
         .and_then(|value| value.trim().trim_end_matches(" kB").trim().parse().ok())
         .unwrap();
-    println!("flood: {ok} served, {exhausted} refused; node peak RSS {} MiB", peak_kib / 1024);
+    println!(
+        "flood: {ok} served, {exhausted} refused; node peak RSS {} MiB",
+        peak_kib / 1024
+    );
     assert!(peak_kib < 512 * 1024, "peak RSS {peak_kib} KiB");
 
     // Still serving, with the same bytes.
     assert_eq!(ns.lookup_hashes(&hashes).await.unwrap().matched, 2);
-    assert_eq!(ns.get(&hashes[1]).await.unwrap().unwrap(), payload(1 ^ tokens[16], 1000));
+    assert_eq!(
+        ns.get(&hashes[1]).await.unwrap().unwrap(),
+        payload(1 ^ tokens[16], 1000)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -365,15 +464,27 @@ async fn tenants_cannot_see_each_other() {
     let node = Node::start("tenants", &config("async"));
     let acme = connect(&node, Some(ACME_ADMIN)).await;
     let globex = connect(&node, Some(GLOBEX_ADMIN)).await;
-    let acme_ns = acme.namespace(acme.create_namespace(&namespace("acme")).await.unwrap()).await.unwrap();
-    let globex_ns = globex.namespace(globex.create_namespace(&namespace("globex")).await.unwrap()).await.unwrap();
+    let acme_ns = acme
+        .namespace(acme.create_namespace(&namespace("acme")).await.unwrap())
+        .await
+        .unwrap();
+    let globex_ns = globex
+        .namespace(globex.create_namespace(&namespace("globex")).await.unwrap())
+        .await
+        .unwrap();
     let tokens: Vec<u32> = (0..48).collect();
     let acme_hashes = put_prompt(&acme_ns, &tokens, 2000).await;
     let globex_hashes = globex_ns.hash_tokens(&tokens).unwrap();
-    assert!(acme_hashes.iter().all(|hash| !globex_hashes.contains(hash)), "disjoint keys");
+    assert!(
+        acme_hashes.iter().all(|hash| !globex_hashes.contains(hash)),
+        "disjoint keys"
+    );
     // B's namespace does not hold A's blocks, even asked by A's hashes.
     assert_eq!(globex_ns.lookup_tokens(&tokens).await.unwrap().matched, 0);
-    assert_eq!(globex_ns.lookup_hashes(&acme_hashes).await.unwrap().matched, 0);
+    assert_eq!(
+        globex_ns.lookup_hashes(&acme_hashes).await.unwrap().matched,
+        0
+    );
     assert_eq!(globex_ns.exists(&acme_hashes).await.unwrap(), vec![None; 3]);
     assert_eq!(globex_ns.get(&acme_hashes[0]).await.unwrap(), None);
     assert_eq!(globex_ns.remove(&acme_hashes).await.unwrap(), 0);
@@ -388,20 +499,39 @@ async fn tenants_cannot_see_each_other() {
         }],
         chunk_bytes: 0,
     };
-    assert_eq!(store.get(globex.request(probe)).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        store.get(globex.request(probe)).await.unwrap_err().code(),
+        Code::NotFound
+    );
     let watch = pb::WatchRequest {
         namespace_id: acme_ns.id().0.to_vec(),
     };
-    assert_eq!(store.watch(globex.request(watch)).await.unwrap_err().code(), Code::NotFound);
-    let (lease, _) = acme_ns.pin(&acme_hashes, Duration::from_secs(5)).await.unwrap();
-    assert!(!globex_ns.unpin(&lease).await.unwrap(), "B cannot release A's lease");
+    assert_eq!(
+        store.watch(globex.request(watch)).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let (lease, _) = acme_ns
+        .pin(&acme_hashes, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(
+        !globex_ns.unpin(&lease).await.unwrap(),
+        "B cannot release A's lease"
+    );
     // A's blocks are untouched.
     assert_eq!(acme_ns.lookup_tokens(&tokens).await.unwrap().matched, 3);
     // A watcher of B sees B's puts only.
     let mut events = globex_ns.watch().await.unwrap();
     put_prompt(&acme_ns, &(100..116).collect::<Vec<u32>>(), 10).await;
-    let (globex_hash, _) = globex_ns.put(&ChainHash::ROOT, &tokens[..16], b"kv").await.unwrap();
-    let event = tokio::time::timeout(Duration::from_secs(5), events.message()).await.unwrap().unwrap().unwrap();
+    let (globex_hash, _) = globex_ns
+        .put(&ChainHash::ROOT, &tokens[..16], b"kv")
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(5), events.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(event.chain_hash, globex_hash.0.to_vec());
     assert_eq!(event.kind, pb::WatchEventKind::Stored as i32);
 }
@@ -412,7 +542,10 @@ async fn a_killed_node_restarts_with_its_synced_blocks_and_sigterm_exits_cleanly
     let tokens: Vec<u32> = (0..64).collect();
     let hashes = {
         let client = connect(&node, Some(ACME_ADMIN)).await;
-        let ns = client.namespace(client.create_namespace(&namespace("acme")).await.unwrap()).await.unwrap();
+        let ns = client
+            .namespace(client.create_namespace(&namespace("acme")).await.unwrap())
+            .await
+            .unwrap();
         put_prompt(&ns, &tokens, 300_000).await
     };
     let dir = node.kill();
@@ -423,7 +556,11 @@ async fn a_killed_node_restarts_with_its_synced_blocks_and_sigterm_exits_cleanly
     let ns = client.namespace(id).await.unwrap();
     let found = ns.lookup_tokens(&tokens).await.unwrap();
     assert_eq!(found.matched, 4);
-    assert_eq!(found.tiers, vec![Tier::Ssd; 4], "served from the SSD tier at once");
+    assert_eq!(
+        found.tiers,
+        vec![Tier::Ssd; 4],
+        "served from the SSD tier at once"
+    );
     for (index, hash) in hashes.iter().enumerate() {
         let expected = payload(u32::try_from(index).unwrap() ^ tokens[index * 16], 300_000);
         assert_eq!(ns.get(hash).await.unwrap().unwrap(), expected);

@@ -6,6 +6,7 @@
 //! result (secrets redacted) and exits. SIGTERM or SIGINT stops the node
 //! gracefully: no new calls, in-flight calls finish, the log is synced, exit 0.
 
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -98,11 +99,11 @@ pub(crate) fn run(args: &ServeArgs) -> Result<(), String> {
         .map_err(|error| format!("starting the runtime: {error}"))?;
     runtime.block_on(async move {
         let shutdown = async {
-            let mut terminate =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(signal) => signal,
-                    Err(_) => return,
-                };
+            let Ok(mut terminate) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                return;
+            };
             tokio::select! {
                 _ = terminate.recv() => eprintln!("SIGTERM: shutting down"),
                 _ = tokio::signal::ctrl_c() => eprintln!("SIGINT: shutting down"),
@@ -167,39 +168,45 @@ fn mib(value: &serde_json::Value) -> String {
 fn table(stats: &serde_json::Value) -> String {
     let mut out = String::new();
     let overall = &stats["overall"];
-    out.push_str(&format!(
+    let _ = write!(
+        out,
         "pagoda {}  uptime {} s  blocks {}\n\n",
         stats["version"].as_str().unwrap_or("?"),
         stats["uptime_ms"].as_u64().unwrap_or(0) / 1000,
         stats["blocks"]
-    ));
-    out.push_str(&format!(
-        "hit ratio  prefix {}  gets from DRAM {}  gets from SSD {}\n",
+    );
+    let _ = writeln!(
+        out,
+        "hit ratio  prefix {}  gets from DRAM {}  gets from SSD {}",
         percent(&overall["prefix_hit_ratio"]),
         percent(&overall["get_hit_ratio_dram"]),
         percent(&overall["get_hit_ratio_ssd"])
-    ));
-    out.push_str(&format!(
-        "tiers      DRAM {} of {}  SSD {} of {}\n",
+    );
+    let _ = writeln!(
+        out,
+        "tiers      DRAM {} of {}  SSD {} of {}",
         mib(&stats["tiers"]["dram"]["used_bytes"]),
         mib(&stats["tiers"]["dram"]["capacity_bytes"]),
         mib(&stats["tiers"]["ssd"]["used_bytes"]),
         mib(&stats["tiers"]["ssd"]["capacity_bytes"])
-    ));
-    out.push_str(&format!(
+    );
+    let _ = write!(
+        out,
         "evictions  DRAM {}  SSD {}   divergences {}   checksum failures {}\n\n",
         overall["evictions_dram"],
         overall["evictions_ssd"],
         overall["divergences"],
         overall["checksum_failures"]
-    ));
-    out.push_str(&format!(
-        "{:<16} {:>8} {:>9} {:>9} {:>8} {:>12} {:>12} {:>8} {:>8}\n",
+    );
+    let _ = writeln!(
+        out,
+        "{:<16} {:>8} {:>9} {:>9} {:>8} {:>12} {:>12} {:>8} {:>8}",
         "tenant", "prefix", "DRAM hit", "SSD hit", "misses", "DRAM", "SSD", "evict D", "evict S"
-    ));
+    );
     for tenant in stats["tenants"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "{:<16} {:>8} {:>9} {:>9} {:>8} {:>12} {:>12} {:>8} {:>8}\n",
+        let _ = writeln!(
+            out,
+            "{:<16} {:>8} {:>9} {:>9} {:>8} {:>12} {:>12} {:>8} {:>8}",
             tenant["name"].as_str().unwrap_or("?"),
             percent(&tenant["prefix_hit_ratio"]),
             tenant["hits_dram"].to_string(),
@@ -209,7 +216,7 @@ fn table(stats: &serde_json::Value) -> String {
             mib(&tenant["ssd_bytes"]),
             tenant["evictions_dram"].to_string(),
             tenant["evictions_ssd"].to_string()
-        ));
+        );
     }
     out
 }
@@ -244,15 +251,14 @@ pub(crate) struct TokenArgs {
 /// Prints a token (new unless given) and the BLAKE3 hash the configuration
 /// stores for it.
 pub(crate) fn token(args: &TokenArgs) -> Result<(), String> {
-    let token = match &args.token {
-        Some(token) => token.clone(),
-        None => {
-            let mut bytes = [0u8; 24];
-            std::fs::File::open("/dev/urandom")
-                .and_then(|mut random| random.read_exact(&mut bytes))
-                .map_err(|error| format!("reading /dev/urandom: {error}"))?;
-            format!("pgd_{}", pagoda_formats::hex::encode(&bytes))
-        }
+    let token = if let Some(token) = &args.token {
+        token.clone()
+    } else {
+        let mut bytes = [0u8; 24];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut random| random.read_exact(&mut bytes))
+            .map_err(|error| format!("reading /dev/urandom: {error}"))?;
+        format!("pgd_{}", pagoda_formats::hex::encode(&bytes))
     };
     println!("token  {token}");
     println!("blake3 {}", pagoda_server::auth::hash_token(&token));
