@@ -8,7 +8,7 @@ FUZZ_SECONDS ?= 10
 
 SEEDS ?= 1000
 
-.PHONY: run test setup build lint fuzz fuzz-smoke vectors crash-test bench
+.PHONY: run demo test setup build lint fuzz fuzz-smoke vectors crash-test bench
 
 setup:
 	@scripts/setup.sh
@@ -16,9 +16,14 @@ setup:
 build: setup
 	cargo build --release --bin pagoda
 
-# Runs Pagoda: today the binary's version and a worked `pagoda hash` example
-# (later issues make this start the server).
+# Runs Pagoda: one node with the embedded defaults on loopback (gRPC
+# 127.0.0.1:7420, HTTP http://127.0.0.1:7421/, data in ./pagoda-data).
+# Stop it with Ctrl-C (SIGINT) or SIGTERM: it syncs its log and exits 0.
 run: build
+	"$(CARGO_TARGET_DIR)/release/pagoda" serve $(ARGS)
+
+# The worked `pagoda hash` example of formats/SPEC.md.
+demo: build
 	@scripts/demo.sh "$(CARGO_TARGET_DIR)/release/pagoda"
 
 # The whole test suite: unit, property, golden-vector and end-to-end tests,

@@ -79,15 +79,15 @@ impl Error {
     /// The class of this error.
     pub fn class(&self) -> ErrorClass {
         match self {
-            Error::Format(_)
-            | Error::InvalidArgument(_)
-            | Error::ChecksumMismatch { .. }
-            | Error::InvalidOptions(_) => ErrorClass::InvalidArgument,
+            Error::Format(_) | Error::InvalidArgument(_) | Error::InvalidOptions(_) => {
+                ErrorClass::InvalidArgument
+            }
             Error::UnknownNamespace(_) | Error::UnknownTenant(_) => ErrorClass::NotFound,
             Error::ResourceExhausted(_) | Error::Wal(pagoda_wal::Error::QueueFull { .. }) => {
                 ErrorClass::ResourceExhausted
             }
-            Error::BadIndexEntry { .. } => ErrorClass::DataLoss,
+            // Bytes that do not match their checksum: `DATA_LOSS` (SPEC §11).
+            Error::BadIndexEntry { .. } | Error::ChecksumMismatch { .. } => ErrorClass::DataLoss,
             _ => ErrorClass::Internal,
         }
     }

@@ -319,10 +319,10 @@ async fn bad_input_gets_a_clear_status_and_the_node_keeps_serving() {
         let request = admin.request(tokio_stream::iter(messages));
         async move { store.put(request).await.map(|_| ()).unwrap_err().code() }
     };
-    // Wrong checksum.
+    // Wrong checksum: DATA_LOSS, nothing stored (SPEC §11).
     assert_eq!(
         put(vec![header(4, 1234), chunk(vec![1, 2, 3, 4])]).await,
-        Code::InvalidArgument
+        Code::DataLoss
     );
     // A chunk over the limit (2 MiB).
     let big = vec![0u8; (2 << 20) + 1];
