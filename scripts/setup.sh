@@ -13,8 +13,10 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 # C/C++ compilers for blake3's assembly and RocksDB, make for the Makefile,
 # python3 for scripts/fuzz.sh's corpus seeding, libclang-dev for RocksDB's
 # bindgen, cmake and clang for rdma-mummy-sys (the `rdma` feature's verbs
-# bindings; rdma-core itself is loaded at run time).
-packages=(build-essential python3 libclang-dev cmake clang)
+# bindings; rdma-core itself is loaded at run time), redis-server for the
+# baseline of `pagoda bench --compare redis`, chromium for the headless test
+# of the status page.
+packages=(build-essential python3 libclang-dev cmake clang redis-server chromium)
 
 missing=()
 for package in "${packages[@]}"; do

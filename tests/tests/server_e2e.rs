@@ -569,3 +569,59 @@ async fn a_killed_node_restarts_with_its_synced_blocks_and_sigterm_exits_cleanly
     assert!(status.success(), "SIGTERM exit: {status:?}\n{}", node.log());
     assert!(node.log().contains("syncing the log"), "{}", node.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_status_page_charts_the_numbers_of_v1_stats_in_a_headless_browser() {
+    let node = Node::start("status-page", &config("async"));
+    let client = connect(&node, Some(ACME_ADMIN)).await;
+    let ns = client
+        .namespace(client.create_namespace(&namespace("acme")).await.unwrap())
+        .await
+        .unwrap();
+    let tokens: Vec<u32> = (0..64).collect();
+    put_prompt(&ns, &tokens[..32], 1000).await;
+    assert_eq!(ns.lookup_tokens(&tokens).await.unwrap().matched, 2);
+    let (_, stats) = http_get(node.http, "/v1/stats").unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    let expected = format!(
+        "{:.1} %",
+        stats["overall"]["prefix_hit_ratio"].as_f64().unwrap() * 100.0
+    );
+    assert_eq!(expected, "50.0 %");
+    // Chromium (installed by scripts/setup.sh) runs the page's script for 5 s
+    // of virtual time (three polls of /v1/stats) and prints the DOM.
+    let output = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            &format!("http://{}/", node.http),
+        ])
+        .output()
+        .expect("chromium (scripts/setup.sh installs it)");
+    let dom = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        dom.contains(&format!("id=\"prefix-hit-ratio\">{expected}<")),
+        "{dom}"
+    );
+    let line = dom
+        .split("<polyline")
+        .find(|element| element.contains("data-series=\"overall prefix\""))
+        .unwrap_or_else(|| panic!("no chart line in {dom}"));
+    let points = line
+        .split("points=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    assert!(
+        points.split(' ').count() >= 2,
+        "the chart has a line: {points}"
+    );
+    assert!(dom.contains("data-series=\"tenant acme\""), "{dom}");
+    assert!(dom.contains("<td>acme</td><td>50.0 %</td>"), "{dom}");
+}
