@@ -125,7 +125,8 @@ pub async fn serve(
         .add_service(store)
         .add_service(admin)
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            // No Nagle: a small response must not wait for a delayed ACK.
+            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
             wait(stopped.clone()),
         );
     let opened = opened

@@ -35,6 +35,17 @@ use pagoda_formats::record::RecordKind;
 use pagoda_wal::disk::{self, BackendChoice};
 use pagoda_wal::{Durability, Wal, WalOptions};
 
+/// `pagoda bench`: a load generator for a node (flags below, see
+/// `bench_net`), or a subcommand.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct BenchArgs {
+    #[command(subcommand)]
+    command: Option<BenchCommand>,
+    #[command(flatten)]
+    net: crate::bench_net::NetBenchArgs,
+}
+
 /// Subcommands of `pagoda bench`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum BenchCommand {
@@ -87,7 +98,10 @@ fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> BenchError {
 const MIB: u64 = 1 << 20;
 const RECORD_BYTES: usize = 4096;
 
-pub(crate) fn run(command: &BenchCommand) -> Result<(), BenchError> {
+pub(crate) fn run(args: &BenchArgs) -> Result<(), BenchError> {
+    let Some(command) = &args.command else {
+        return crate::bench_net::run(&args.net).map_err(BenchError::Other);
+    };
     match command {
         BenchCommand::Wal(args) => bench_wal(args),
         BenchCommand::Engine(args) => {

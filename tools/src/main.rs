@@ -14,6 +14,7 @@
 
 mod bench;
 mod bench_engine;
+mod bench_net;
 mod fsck_cmd;
 mod hash;
 mod serve;
@@ -40,8 +41,7 @@ enum Command {
     #[command(subcommand)]
     Wal(wal_cmd::WalCommand),
     /// Measure Pagoda against baselines run in the same process.
-    #[command(subcommand)]
-    Bench(bench::BenchCommand),
+    Bench(bench::BenchArgs),
     /// Check a data directory offline (and repair it with --repair).
     Fsck(fsck_cmd::FsckArgs),
     /// Run a node: gRPC data and admin APIs, HTTP metrics and status page.
@@ -57,7 +57,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Hash(args) => hash::run(&args).map_err(|error| error.to_string()),
         Command::Wal(command) => wal_cmd::run(&command).map_err(|error| error.to_string()),
-        Command::Bench(command) => bench::run(&command).map_err(|error| error.to_string()),
+        Command::Bench(args) => bench::run(&args).map_err(|error| error.to_string()),
         Command::Fsck(args) => fsck_cmd::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Stats(args) => serve::stats(&args),

@@ -1,0 +1,587 @@
+//! `pagoda bench [--addr ADDR] ...`: a load generator for a node, and
+//! `--compare redis`: the same payloads and connection counts against a
+//! `redis-server` started on a free loopback port (with the `redis` crate as
+//! its client), with the loopback TCP bandwidth of the same request pattern
+//! measured in the same run as the ceiling.
+//!
+//! Each connection runs its own loop for `--duration` seconds: a `put` stores
+//! a new block (its own tokens, so nothing is a no-op), a `get` reads back one
+//! of the blocks this connection stored, a `lookup` asks for one of them by
+//! tokens; `--mix put:get:lookup` weighs them. Reported: operations per
+//! second, payload GB/s (put and get bytes), p50/p99/p999 latency. Without
+//! `--addr` the bench starts a node in-process on a free loopback port with
+//! `durability = memory` (as Redis runs here: no persistence).
+
+#![expect(
+    clippy::cast_precision_loss,
+    reason = "rates and percentiles are reported to three digits"
+)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use pagoda_formats::chain::ChainHash;
+use pagoda_formats::namespace::{Dtype, KvKind, KvLayout, Namespace};
+
+/// Flags of `pagoda bench` without a subcommand.
+#[derive(Debug, Args)]
+pub(crate) struct NetBenchArgs {
+    /// gRPC address of the node (`host:port`); without it a node is started
+    /// in this process on a free loopback port.
+    #[arg(long)]
+    addr: Option<String>,
+    /// API token (when the node has tenants).
+    #[arg(long)]
+    token: Option<String>,
+    /// Tenant of the bench namespace.
+    #[arg(long, default_value = "default")]
+    tenant: String,
+    /// Payload bytes per block (several: one row each).
+    #[arg(long, value_delimiter = ',', default_values_t = [65_536usize, 1 << 20, 4 << 20])]
+    block_bytes: Vec<usize>,
+    /// Connections (several: one row each).
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 16])]
+    concurrency: Vec<usize>,
+    /// Seconds per row.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Weights of put:get:lookup.
+    #[arg(long, default_value = "1:1:0")]
+    mix: String,
+    /// Also run the same load against this baseline (`redis`).
+    #[arg(long)]
+    compare: Option<String>,
+}
+
+/// Results of one row.
+#[derive(Clone, Copy, Debug, Default)]
+struct Row {
+    ops: u64,
+    bytes: u64,
+    seconds: f64,
+    p50_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+}
+
+impl Row {
+    fn ops_per_second(&self) -> f64 {
+        self.ops as f64 / self.seconds
+    }
+
+    fn gb_per_second(&self) -> f64 {
+        self.bytes as f64 / self.seconds / 1e9
+    }
+
+    fn from_latencies(mut latencies: Vec<u64>, bytes: u64, seconds: f64) -> Row {
+        latencies.sort_unstable();
+        let at = |q: f64| {
+            latencies
+                .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0)
+        };
+        Row {
+            ops: latencies.len() as u64,
+            bytes,
+            seconds,
+            p50_us: at(0.5),
+            p99_us: at(0.99),
+            p999_us: at(0.999),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Mix {
+    put: u32,
+    get: u32,
+    lookup: u32,
+}
+
+impl Mix {
+    fn parse(text: &str) -> Result<Mix, String> {
+        let parts: Vec<u32> = text
+            .split(':')
+            .map(|part| {
+                part.trim()
+                    .parse()
+                    .map_err(|_| format!("--mix {text:?}: weights are integers"))
+            })
+            .collect::<Result<_, _>>()?;
+        let [put, get, lookup] = parts[..] else {
+            return Err(format!("--mix {text:?}: give put:get:lookup"));
+        };
+        if put == 0 || put + get + lookup == 0 {
+            return Err("--mix needs a put weight (gets read what was put)".into());
+        }
+        Ok(Mix { put, get, lookup })
+    }
+
+    /// The operation of step `n`: 0 put, 1 get, 2 lookup.
+    fn op(&self, n: u64) -> u8 {
+        let slot = n % u64::from(self.put + self.get + self.lookup);
+        if slot < u64::from(self.put) {
+            0
+        } else if slot < u64::from(self.put + self.get) {
+            1
+        } else {
+            2
+        }
+    }
+}
+
+/// Shows progress on stderr until `done`.
+fn progress(
+    label: String,
+    seconds: f64,
+    ops: Arc<AtomicU64>,
+    done: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        while !done.load(Ordering::Acquire) {
+            let elapsed = started.elapsed().as_secs_f64().min(seconds);
+            let filled = ((elapsed / seconds) * 20.0) as usize;
+            eprint!(
+                "\r{label:<34} [{:<20}] {elapsed:4.1}/{seconds:.0} s {:>8} ops",
+                "#".repeat(filled),
+                ops.load(Ordering::Relaxed)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        eprintln!();
+    })
+}
+
+fn layout() -> KvLayout {
+    KvLayout {
+        dtype: Dtype::Bf16,
+        kind: KvKind::SeparateKv,
+        layer_count: 32,
+        kv_head_count: 8,
+        head_dim: 128,
+        block_tokens: 16,
+        tp_rank: 0,
+        tp_size: 1,
+    }
+}
+
+fn payload(len: usize, seed: usize) -> Vec<u8> {
+    (0..len)
+        .map(|at| u8::try_from((at * 131 + seed) % 251).unwrap_or(0))
+        .collect()
+}
+
+/// Runs the Pagoda rows.
+async fn pagoda_row(
+    url: &str,
+    args: &NetBenchArgs,
+    mix: Mix,
+    block_bytes: usize,
+    connections: usize,
+) -> Result<Row, String> {
+    let namespace = Namespace::new(
+        args.tenant.clone(),
+        "bench",
+        format!("b{block_bytes}"),
+        layout(),
+    )
+    .map_err(|e| e.to_string())?;
+    let admin = pagoda_client::Client::connect(url, args.token.as_deref())
+        .await
+        .map_err(|e| e.to_string())?;
+    let id = admin
+        .create_namespace(&namespace)
+        .await
+        .map_err(|e| e.to_string())?;
+    let ops = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let bar = progress(
+        format!("pagoda {} KiB × {connections}", block_bytes >> 10),
+        args.duration,
+        Arc::clone(&ops),
+        Arc::clone(&done),
+    );
+    let deadline = Instant::now() + Duration::from_secs_f64(args.duration);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for connection in 0..connections {
+        let client = pagoda_client::Client::connect(url, args.token.as_deref())
+            .await
+            .map_err(|e| e.to_string())?;
+        let ns = client.namespace(id).await.map_err(|e| e.to_string())?;
+        let ops = Arc::clone(&ops);
+        let bytes = payload(block_bytes, connection);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut moved = 0u64;
+            let mut stored: Vec<(ChainHash, Vec<u32>)> = Vec::new();
+            let mut step = 0u64;
+            while Instant::now() < deadline {
+                let op = if stored.is_empty() { 0 } else { mix.op(step) };
+                let at = Instant::now();
+                match op {
+                    0 => {
+                        let base = u32::try_from(connection).unwrap_or(0) << 24
+                            | u32::try_from(step).unwrap_or(0) << 4;
+                        let tokens: Vec<u32> = (base..base + 16).collect();
+                        let (hash, _) = ns
+                            .put(&ChainHash::ROOT, &tokens, &bytes)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        moved += bytes.len() as u64;
+                        stored.push((hash, tokens));
+                    }
+                    1 => {
+                        let (hash, _) = &stored[usize::try_from(step).unwrap_or(0) % stored.len()];
+                        if let Some(got) = ns.get(hash).await.map_err(|e| e.to_string())? {
+                            moved += got.len() as u64;
+                        }
+                    }
+                    _ => {
+                        let (_, tokens) =
+                            &stored[usize::try_from(step).unwrap_or(0) % stored.len()];
+                        ns.lookup_tokens(tokens).await.map_err(|e| e.to_string())?;
+                    }
+                }
+                latencies.push(u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX));
+                ops.fetch_add(1, Ordering::Relaxed);
+                step += 1;
+            }
+            Ok::<_, String>((latencies, moved))
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut moved = 0;
+    for task in tasks {
+        let (mut task_latencies, task_moved) = task.await.map_err(|e| e.to_string())??;
+        latencies.append(&mut task_latencies);
+        moved += task_moved;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    done.store(true, Ordering::Release);
+    let _ = bar.join();
+    Ok(Row::from_latencies(latencies, moved, seconds))
+}
+
+/// A `redis-server` child on a free loopback port, stopped on drop.
+struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start() -> Result<RedisServer, String> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .map_err(|e| e.to_string())?;
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args([
+                "--proto-max-bulk-len",
+                "536870912",
+                "--protected-mode",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .map_err(|error| {
+                format!("starting redis-server (scripts/setup.sh installs it): {error}")
+            })?;
+        let server = RedisServer { child, port };
+        for _ in 0..100 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(server);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err("redis-server did not start".into())
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The same load against Redis: SET of a new key, GET of a stored one
+/// (lookups have no Redis equivalent and count as GETs of 0 bytes... of the
+/// key's existence, `EXISTS`).
+fn redis_row(
+    port: u16,
+    args: &NetBenchArgs,
+    mix: Mix,
+    block_bytes: usize,
+    connections: usize,
+) -> Result<Row, String> {
+    let ops = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let bar = progress(
+        format!("redis  {} KiB × {connections}", block_bytes >> 10),
+        args.duration,
+        Arc::clone(&ops),
+        Arc::clone(&done),
+    );
+    let deadline = Instant::now() + Duration::from_secs_f64(args.duration);
+    let started = Instant::now();
+    let handles: Vec<_> = (0..connections)
+        .map(|connection| {
+            let ops = Arc::clone(&ops);
+            std::thread::spawn(move || -> Result<(Vec<u64>, u64), String> {
+                let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+                    .map_err(|e| e.to_string())?;
+                let mut redis = client.get_connection().map_err(|e| e.to_string())?;
+                let bytes = payload(block_bytes, connection);
+                let mut latencies = Vec::new();
+                let mut moved = 0u64;
+                let mut stored = 0u64;
+                let mut step = 0u64;
+                while Instant::now() < deadline {
+                    let op = if stored == 0 { 0 } else { mix.op(step) };
+                    let at = Instant::now();
+                    match op {
+                        0 => {
+                            // A ring of keys bounds Redis's memory like the
+                            // node's DRAM pool bounds Pagoda's.
+                            let key = format!("b:{connection}:{}", stored % 256);
+                            redis::cmd("SET")
+                                .arg(&key)
+                                .arg(&bytes)
+                                .exec(&mut redis)
+                                .map_err(|e| e.to_string())?;
+                            moved += bytes.len() as u64;
+                            stored += 1;
+                        }
+                        1 => {
+                            let key = format!("b:{connection}:{}", step % stored.min(256));
+                            let got: Vec<u8> = redis::cmd("GET")
+                                .arg(&key)
+                                .query(&mut redis)
+                                .map_err(|e| e.to_string())?;
+                            moved += got.len() as u64;
+                        }
+                        _ => {
+                            let key = format!("b:{connection}:{}", step % stored.min(256));
+                            let _: bool = redis::cmd("EXISTS")
+                                .arg(&key)
+                                .query(&mut redis)
+                                .map_err(|e| e.to_string())?;
+                        }
+                    }
+                    latencies.push(u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX));
+                    ops.fetch_add(1, Ordering::Relaxed);
+                    step += 1;
+                }
+                Ok((latencies, moved))
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut moved = 0;
+    for handle in handles {
+        let (mut task_latencies, task_moved) =
+            handle.join().map_err(|_| "redis thread panicked")??;
+        latencies.append(&mut task_latencies);
+        moved += task_moved;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    done.store(true, Ordering::Release);
+    let _ = bar.join();
+    Ok(Row::from_latencies(latencies, moved, seconds))
+}
+
+/// The loopback ceiling: each connection sends a block and waits for a
+/// one-byte answer, against a sink thread per connection.
+fn loopback_row(block_bytes: usize, connections: usize, seconds: f64) -> Result<Row, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
+    let sinks = std::thread::spawn(move || {
+        for stream in listener.incoming().take(connections) {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buffer = vec![0u8; block_bytes];
+                while stream.read_exact(&mut buffer).is_ok() {
+                    if stream.write_all(&[1]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let handles: Vec<_> = (0..connections)
+        .map(|connection| {
+            std::thread::spawn(move || -> Result<(Vec<u64>, u64), String> {
+                let mut stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+                let _ = stream.set_nodelay(true);
+                let bytes = payload(block_bytes, connection);
+                let mut ack = [0u8; 1];
+                let mut latencies = Vec::new();
+                while Instant::now() < deadline {
+                    let at = Instant::now();
+                    stream.write_all(&bytes).map_err(|e| e.to_string())?;
+                    stream.read_exact(&mut ack).map_err(|e| e.to_string())?;
+                    latencies.push(u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX));
+                }
+                let moved = latencies.len() as u64 * bytes.len() as u64;
+                Ok((latencies, moved))
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut moved = 0;
+    for handle in handles {
+        let (mut task_latencies, task_moved) =
+            handle.join().map_err(|_| "loopback thread panicked")??;
+        latencies.append(&mut task_latencies);
+        moved += task_moved;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let _ = sinks.join();
+    Ok(Row::from_latencies(latencies, moved, elapsed))
+}
+
+fn print_row(name: &str, block_bytes: usize, connections: usize, row: &Row, extra: &str) {
+    println!(
+        "| {name} | {} KiB | {connections} | {:.0} | {:.2} | {} | {} | {} | {extra} |",
+        block_bytes >> 10,
+        row.ops_per_second(),
+        row.gb_per_second(),
+        row.p50_us,
+        row.p99_us,
+        row.p999_us
+    );
+}
+
+pub(crate) fn run(args: &NetBenchArgs) -> Result<(), String> {
+    let mix = Mix::parse(&args.mix)?;
+    if let Some(baseline) = &args.compare
+        && baseline != "redis"
+    {
+        return Err(format!("--compare {baseline:?}: the baseline is `redis`"));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let scratch = std::env::temp_dir().join(format!("pagoda-bench-node-{}", std::process::id()));
+    let url = match &args.addr {
+        Some(addr) => format!("http://{addr}"),
+        None => {
+            let mut config = pagoda_server::config::ServerConfig::default();
+            let port = |_: ()| TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr());
+            config.grpc_addr = port(()).map_err(|e| e.to_string())?;
+            config.http_addr = port(()).map_err(|e| e.to_string())?;
+            config.data_dir.clone_from(&scratch);
+            config.durability = "memory".into();
+            config.dram_bytes = 2 << 30;
+            config.limits.requests_per_tenant = 4096;
+            config.limits.inflight_bytes_per_tenant = 4 << 30;
+            let grpc = config.grpc_addr;
+            runtime.spawn(async move {
+                if let Err(error) = pagoda_server::serve(config, std::future::pending()).await {
+                    eprintln!("bench node: {error}");
+                }
+            });
+            // Wait until the node answers.
+            let ready = Instant::now();
+            while runtime
+                .block_on(pagoda_client::Client::connect(
+                    &format!("http://{grpc}"),
+                    None,
+                ))
+                .is_err()
+                && ready.elapsed() < Duration::from_secs(30)
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            format!("http://{grpc}")
+        }
+    };
+    let redis = match &args.compare {
+        Some(_) => Some(RedisServer::start()?),
+        None => None,
+    };
+    let mut rows = Vec::new();
+    for &block_bytes in &args.block_bytes {
+        for &connections in &args.concurrency {
+            let ours = runtime.block_on(pagoda_row(&url, args, mix, block_bytes, connections))?;
+            let theirs = match &redis {
+                Some(server) => Some(redis_row(server.port, args, mix, block_bytes, connections)?),
+                None => None,
+            };
+            let ceiling = loopback_row(block_bytes, connections, args.duration.min(3.0))?;
+            rows.push((block_bytes, connections, ours, theirs, ceiling));
+        }
+    }
+    println!();
+    println!(
+        "mix put:get:lookup = {}, {} s per row; GB/s counts payload bytes put and got",
+        args.mix, args.duration
+    );
+    println!();
+    println!("| system | block | connections | ops/s | GB/s | p50 µs | p99 µs | p999 µs | ratio |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (block_bytes, connections, ours, theirs, ceiling) in &rows {
+        let versus_loopback = ours.gb_per_second() / ceiling.gb_per_second();
+        match theirs {
+            Some(theirs) => {
+                let versus = ours.gb_per_second() / theirs.gb_per_second();
+                print_row(
+                    "pagoda",
+                    *block_bytes,
+                    *connections,
+                    ours,
+                    &format!("{versus:.2}× redis, {versus_loopback:.2}× loopback"),
+                );
+                print_row(
+                    "redis",
+                    *block_bytes,
+                    *connections,
+                    theirs,
+                    &format!(
+                        "{:.2}× loopback",
+                        theirs.gb_per_second() / ceiling.gb_per_second()
+                    ),
+                );
+            }
+            None => print_row(
+                "pagoda",
+                *block_bytes,
+                *connections,
+                ours,
+                &format!("{versus_loopback:.2}× loopback"),
+            ),
+        }
+        print_row(
+            "loopback TCP",
+            *block_bytes,
+            *connections,
+            ceiling,
+            "ceiling",
+        );
+    }
+    drop(redis);
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
