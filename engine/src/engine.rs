@@ -25,7 +25,7 @@ use pagoda_wal::{Location, LogKind, Wal};
 
 use crate::error::{Error, Result};
 use crate::index::{Index, IndexEntry, Liveness};
-use crate::options::{Admission, Durability, EngineOptions, TenantConfig, limits};
+use crate::options::{Admission, BlockEventKind, Durability, EngineOptions, TenantConfig, limits};
 use crate::pool::{BlockRef, PagePool, Tier};
 use crate::state::{DOOMED, Lease, NONE, NsSlot, PENDING, Released, State, TenantState, ssd_bytes};
 use crate::stats::{CorruptionReport, EngineStats, NamespaceStats, NsCounters, TenantStats};
@@ -151,6 +151,7 @@ impl Engine {
         let page_count = options.page_count()?;
         let pool = PagePool::new(options.page_bytes, page_count);
         let mut state = State::new(options.page_bytes as u64);
+        state.events = options.events.clone().map(crate::state::Events);
         for tenant in &options.tenants {
             add_tenant(&mut state, &options, tenant.clone())?;
         }
@@ -537,6 +538,7 @@ impl Engine {
             set_ssd(&mut state, block_id, &location);
         }
         NsCounters::bump(&counters.puts);
+        state.emit(block_id, BlockEventKind::Stored, Tier::Dram);
         let over_ssd = Inner::over_ssd_quota(&mut state, tenant);
         inner.finish_release(over_ssd);
         drop(state);
@@ -591,6 +593,7 @@ impl Engine {
                         || state.meta(block_id).ssd_segment == NONE;
                     if !gone {
                         let mut released = Released::default();
+                        state.emit(block_id, BlockEventKind::Removed, Tier::Ssd);
                         state.take_ssd(block_id, &mut released);
                         state.free_if_unused(block_id);
                         NsCounters::bump(&counters.checksum_failures);
@@ -699,6 +702,8 @@ impl Engine {
             if meta.children > 0 || meta.pins > 0 || meta.flags & PENDING != 0 {
                 continue;
             }
+            let tier = meta.tier();
+            state.emit(block_id, BlockEventKind::Removed, tier);
             state.remove(block_id, &mut released);
             removed += 1;
         }
@@ -1025,6 +1030,9 @@ impl Inner {
                 freed_pages += usize::try_from(pages_of).unwrap_or(usize::MAX);
             }
             NsCounters::bump(&counters.evictions_dram);
+            if current {
+                state.emit(victim, BlockEventKind::Evicted, Tier::Dram);
+            }
             if !current {
                 state.remove_dead(victim, &mut released);
                 continue;
@@ -1145,6 +1153,7 @@ impl Inner {
                     let counters = state.counters_of(demotion.id);
                     NsCounters::bump(&counters.demotions);
                     set_ssd(&mut state, demotion.id, &location);
+                    state.emit(demotion.id, BlockEventKind::Stored, Tier::Ssd);
                 }
                 Ok(_) => {}
                 Err(reason) => {
@@ -1350,6 +1359,7 @@ impl Inner {
             }
             let counters = state.counters_of(id);
             NsCounters::bump(&counters.evictions_ssd);
+            state.emit(id, BlockEventKind::Evicted, Tier::Ssd);
             state.take_ssd(id, &mut released);
             state.free_if_unused(id);
         }
@@ -1503,6 +1513,7 @@ impl Inner {
                     }
                     let counters = state.counters_of(id);
                     NsCounters::bump(&counters.evictions_ssd);
+                    state.emit(id, BlockEventKind::Evicted, Tier::Ssd);
                     state.take_ssd(id, &mut released);
                     state.free_if_unused(id);
                 }

@@ -140,7 +140,9 @@ pub mod trace;
 
 pub use engine::{Engine, LeaseInfo, Lookup, NamespaceInfo, PutOutcome};
 pub use error::{Error, ErrorClass, Result};
-pub use options::{Admission, Durability, EngineOptions, TenantConfig};
+pub use options::{
+    Admission, BlockEvent, BlockEventKind, Durability, EngineOptions, EventSink, TenantConfig,
+};
 pub use policy::PolicyKind;
 pub use pool::{BlockRef, Tier};
 pub use stats::EngineStats;

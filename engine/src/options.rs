@@ -112,6 +112,33 @@ impl TenantConfig {
     }
 }
 
+/// What happened to a block (for `Watch`-style feeds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BlockEventKind {
+    /// The block was stored in `tier`.
+    Stored,
+    /// The block left `tier` by eviction (it may still be in the other).
+    Evicted,
+    /// The block was removed (by a caller, or dropped as corrupt).
+    Removed,
+}
+
+/// A block event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BlockEvent {
+    /// What happened.
+    pub kind: BlockEventKind,
+    /// The block.
+    pub key: pagoda_formats::key::BlockKey,
+    /// The tier concerned.
+    pub tier: crate::pool::Tier,
+}
+
+/// Receives block events. Called with the engine's state lock held: it must
+/// be quick and must not call back into the engine (a bounded channel's
+/// `try_send` or a broadcast `send` is the intended use).
+pub type EventSink = Arc<dyn Fn(&BlockEvent) + Send + Sync>;
+
 /// Options of an engine.
 #[derive(Clone)]
 pub struct EngineOptions {
@@ -147,6 +174,8 @@ pub struct EngineOptions {
     /// frees, index checkpoints, segment reclaim); `None` runs none, and the
     /// caller calls `maintain` itself.
     pub maintenance_interval: Option<Duration>,
+    /// Where block events go (none by default).
+    pub events: Option<EventSink>,
 }
 
 impl std::fmt::Debug for EngineOptions {
@@ -180,6 +209,7 @@ impl Default for EngineOptions {
             wal: WalOptions::default(),
             tenants: Vec::new(),
             maintenance_interval: Some(Duration::from_millis(100)),
+            events: None,
         }
     }
 }

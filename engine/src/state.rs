@@ -143,6 +143,17 @@ pub(crate) struct State {
     pub(crate) sweep_cursor: usize,
     next_epoch: u32,
     pub(crate) page_bytes: u64,
+    pub(crate) events: Option<Events>,
+}
+
+/// The event sink, opaque to `Debug`.
+#[derive(Clone)]
+pub(crate) struct Events(pub(crate) crate::options::EventSink);
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Events")
+    }
 }
 
 /// What a freed or evicted block hands back for work outside the lock.
@@ -171,6 +182,7 @@ impl State {
             sweep_cursor: 0,
             next_epoch: 1,
             page_bytes,
+            events: None,
         }
     }
 
@@ -281,6 +293,22 @@ impl State {
             self.hasher.hash_one((meta.ns, meta.chain.0))
         });
         id
+    }
+
+    /// Reports an event of block `id` to the sink, if any.
+    pub(crate) fn emit(
+        &self,
+        id: u32,
+        kind: crate::options::BlockEventKind,
+        tier: crate::pool::Tier,
+    ) {
+        if let Some(Events(sink)) = &self.events {
+            sink(&crate::options::BlockEvent {
+                kind,
+                key: self.key_of(id),
+                tier,
+            });
+        }
     }
 
     pub(crate) fn len(&self) -> usize {

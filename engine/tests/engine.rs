@@ -453,3 +453,26 @@ fn remove_takes_blocks_out_deepest_first() {
     assert_eq!(engine.stats().blocks, 0);
     assert_eq!(engine.stats().dram_used, 0);
 }
+
+#[test]
+fn block_events_report_stores_evictions_and_removals() {
+    use pagoda_engine::{BlockEvent, BlockEventKind};
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<BlockEvent>>> = Arc::default();
+    let sink = Arc::clone(&seen);
+    let mut options = memory_options(8 << 10, 1024);
+    options.events = Some(Arc::new(move |event: &BlockEvent| {
+        sink.lock().unwrap().push(*event)
+    }));
+    let engine = Engine::open(options).unwrap();
+    let ns = engine.create_namespace(&namespace("acme", "r1")).unwrap();
+    put_chain(&engine, &ns, &chain(1, 4), 1000);
+    put_chain(&engine, &ns, &chain(2, 8), 1000);
+    assert_eq!(engine.remove(&ns, &chain(2, 8)[7..]).unwrap(), 1);
+    let seen = seen.lock().unwrap();
+    let count = |kind| seen.iter().filter(|event| event.kind == kind).count();
+    assert_eq!(count(BlockEventKind::Stored), 12);
+    assert_eq!(count(BlockEventKind::Evicted), 4, "{seen:?}");
+    assert_eq!(count(BlockEventKind::Removed), 1);
+    assert!(seen.iter().all(|event| event.key.namespace == ns));
+}

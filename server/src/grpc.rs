@@ -103,6 +103,25 @@ fn tier(tier: Tier) -> i32 {
     }
 }
 
+/// The `Watch` event of an engine block event.
+pub fn watch_event(event: &pagoda_engine::BlockEvent, sequence: u64) -> pb::WatchEvent {
+    use pagoda_engine::BlockEventKind;
+    let kind = match event.kind {
+        BlockEventKind::Stored => pb::WatchEventKind::Stored,
+        BlockEventKind::Evicted => pb::WatchEventKind::Evicted,
+        BlockEventKind::Removed => pb::WatchEventKind::Removed,
+    };
+    pb::WatchEvent {
+        kind: kind as i32,
+        namespace_id: event.key.namespace.0.to_vec(),
+        chain_hash: event.key.chain.0.to_vec(),
+        tier: tier(event.tier),
+        sequence,
+        at_unix_ms: now_ms(),
+        dropped_events: 0,
+    }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -586,7 +605,6 @@ struct PendingBlock {
     crc: u32,
     received: u64,
     chunks: Vec<Bytes>,
-    events: tokio::sync::broadcast::Sender<pb::WatchEvent>,
     _bytes: Permit,
 }
 
@@ -630,7 +648,6 @@ impl StoreService {
             crc: header.payload_crc32c,
             received: 0,
             chunks: Vec::new(),
-            events: self.shared.events.clone(),
             _bytes: bytes,
         })
     }
@@ -644,7 +661,6 @@ async fn finish_block(pending: PendingBlock) -> Result<pb::PutResult, Status> {
         chain,
         crc,
         chunks,
-        events,
         ..
     } = pending;
     let outcome = blocking(move || {
@@ -653,18 +669,7 @@ async fn finish_block(pending: PendingBlock) -> Result<pb::PutResult, Status> {
     })
     .await?;
     let outcome = match outcome {
-        PutOutcome::Stored => {
-            let _ = events.send(pb::WatchEvent {
-                kind: pb::WatchEventKind::Stored as i32,
-                namespace_id: id.0.to_vec(),
-                chain_hash: chain.0.to_vec(),
-                tier: pb::Tier::Dram as i32,
-                sequence: 0,
-                at_unix_ms: now_ms(),
-                dropped_events: 0,
-            });
-            pb::PutOutcome::Stored
-        }
+        PutOutcome::Stored => pb::PutOutcome::Stored,
         PutOutcome::Exists => pb::PutOutcome::Exists,
         PutOutcome::Diverged => pb::PutOutcome::Diverged,
         PutOutcome::ParentMissing => pb::PutOutcome::Rejected,

@@ -93,7 +93,16 @@ pub async fn serve(
         let _ = stopped.wait_for(|stop| *stop).await;
     };
 
-    let options = engine_options(&config, tenants);
+    let mut options = engine_options(&config, tenants);
+    let feed = shared.events.clone();
+    let sequence = std::sync::atomic::AtomicU64::new(0);
+    options.events = Some(Arc::new(move |event: &pagoda_engine::BlockEvent| {
+        // Only when someone watches; a broadcast send never blocks.
+        if feed.receiver_count() > 0 {
+            let next = sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            let _ = feed.send(grpc::watch_event(event, next));
+        }
+    }));
     let opening = Arc::clone(&shared);
     let opened = tokio::task::spawn_blocking(move || {
         let engine =

@@ -81,7 +81,7 @@ impl Row {
         latencies.sort_unstable();
         let at = |q: f64| {
             latencies
-                .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+                .get(share_of(latencies.len(), q).min(latencies.len().saturating_sub(1)))
                 .copied()
                 .unwrap_or(0)
         };
@@ -94,6 +94,16 @@ impl Row {
             p999_us: at(0.999),
         }
     }
+}
+
+/// `fraction` (0..=1) of `len`, rounded down.
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "a non-negative fraction of a length"
+)]
+fn share_of(len: usize, fraction: f64) -> usize {
+    (len as f64 * fraction.clamp(0.0, 1.0)) as usize
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -146,7 +156,7 @@ fn progress(
         let started = Instant::now();
         while !done.load(Ordering::Acquire) {
             let elapsed = started.elapsed().as_secs_f64().min(seconds);
-            let filled = ((elapsed / seconds) * 20.0) as usize;
+            let filled = share_of(20, elapsed / seconds);
             eprint!(
                 "\r{label:<34} [{:<20}] {elapsed:4.1}/{seconds:.0} s {:>8} ops",
                 "#".repeat(filled),
@@ -471,6 +481,48 @@ fn print_row(name: &str, block_bytes: usize, connections: usize, row: &Row, extr
     );
 }
 
+/// Starts a node in this process on free loopback ports (durability
+/// memory, 2 GiB of DRAM); returns its URL once it answers.
+fn start_node(
+    runtime: &tokio::runtime::Runtime,
+    scratch: &std::path::Path,
+) -> Result<String, String> {
+    let free = || TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr());
+    let config = pagoda_server::config::ServerConfig {
+        grpc_addr: free().map_err(|e| e.to_string())?,
+        http_addr: free().map_err(|e| e.to_string())?,
+        data_dir: scratch.to_path_buf(),
+        durability: "memory".into(),
+        dram_bytes: 2 << 30,
+        limits: pagoda_server::config::Limits {
+            requests_per_tenant: 4096,
+            inflight_bytes_per_tenant: 4 << 30,
+            ..pagoda_server::config::Limits::default()
+        },
+        ..pagoda_server::config::ServerConfig::default()
+    };
+    let grpc = config.grpc_addr;
+    runtime.spawn(async move {
+        if let Err(error) = pagoda_server::serve(config, std::future::pending()).await {
+            eprintln!("bench node: {error}");
+        }
+    });
+    let url = format!("http://{grpc}");
+    let started = Instant::now();
+    while runtime
+        .block_on(pagoda_client::Client::connect(&url, None))
+        .is_err()
+    {
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err("the bench node did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The engine opens after the listeners: wait for it.
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(url)
+}
+
 pub(crate) fn run(args: &NetBenchArgs) -> Result<(), String> {
     let mix = Mix::parse(&args.mix)?;
     if let Some(baseline) = &args.compare
@@ -485,37 +537,7 @@ pub(crate) fn run(args: &NetBenchArgs) -> Result<(), String> {
     let scratch = std::env::temp_dir().join(format!("pagoda-bench-node-{}", std::process::id()));
     let url = match &args.addr {
         Some(addr) => format!("http://{addr}"),
-        None => {
-            let mut config = pagoda_server::config::ServerConfig::default();
-            let port = |_: ()| TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr());
-            config.grpc_addr = port(()).map_err(|e| e.to_string())?;
-            config.http_addr = port(()).map_err(|e| e.to_string())?;
-            config.data_dir.clone_from(&scratch);
-            config.durability = "memory".into();
-            config.dram_bytes = 2 << 30;
-            config.limits.requests_per_tenant = 4096;
-            config.limits.inflight_bytes_per_tenant = 4 << 30;
-            let grpc = config.grpc_addr;
-            runtime.spawn(async move {
-                if let Err(error) = pagoda_server::serve(config, std::future::pending()).await {
-                    eprintln!("bench node: {error}");
-                }
-            });
-            // Wait until the node answers.
-            let ready = Instant::now();
-            while runtime
-                .block_on(pagoda_client::Client::connect(
-                    &format!("http://{grpc}"),
-                    None,
-                ))
-                .is_err()
-                && ready.elapsed() < Duration::from_secs(30)
-            {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            std::thread::sleep(Duration::from_millis(500));
-            format!("http://{grpc}")
-        }
+        None => start_node(&runtime, &scratch)?,
     };
     let redis = match &args.compare {
         Some(_) => Some(RedisServer::start()?),
