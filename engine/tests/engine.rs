@@ -462,7 +462,7 @@ fn block_events_report_stores_evictions_and_removals() {
     let sink = Arc::clone(&seen);
     let mut options = memory_options(8 << 10, 1024);
     options.events = Some(Arc::new(move |event: &BlockEvent| {
-        sink.lock().unwrap().push(*event)
+        sink.lock().unwrap().push(*event);
     }));
     let engine = Engine::open(options).unwrap();
     let ns = engine.create_namespace(&namespace("acme", "r1")).unwrap();
