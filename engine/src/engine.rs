@@ -106,6 +106,8 @@ struct Inner {
     max_sequence: AtomicU64,
     /// Serialises maintenance passes (reclaim, sweeps).
     maintenance: Mutex<()>,
+    /// Pages made free for puts that have not taken them yet.
+    reserved_pages: std::sync::atomic::AtomicUsize,
     open_ms: u64,
     closed: AtomicBool,
 }
@@ -182,6 +184,7 @@ impl Engine {
             index_barrier: RwLock::new(()),
             max_sequence: AtomicU64::new(max_sequence),
             maintenance: Mutex::new(()),
+            reserved_pages: std::sync::atomic::AtomicUsize::new(0),
             open_ms,
             closed: AtomicBool::new(false),
         });
@@ -468,7 +471,10 @@ impl Engine {
             let tenant_state = &mut state.tenants[tenant as usize];
             tenant_state.dram_bytes += dram_bytes;
             match inner.make_room(&mut state, tenant, pages) {
-                Ok(demotions) => (block_id, epoch, tenant, generation, counters, demotions),
+                Ok(demotions) => {
+                    inner.reserved_pages.fetch_add(pages, Ordering::AcqRel);
+                    (block_id, epoch, tenant, generation, counters, demotions)
+                }
                 Err(error) => {
                     Inner::abort_put(&mut state, block_id, tenant, dram_bytes);
                     return Err(error);
@@ -486,23 +492,30 @@ impl Engine {
         let mut rounds = 0;
         let block = loop {
             if let Some(block) = inner.pool.store(len_usize, chunks) {
+                inner.reserved_pages.fetch_sub(pages, Ordering::AcqRel);
                 break block;
             }
             rounds += 1;
             if rounds > limits::EVICTION_ROUNDS_MAX {
+                inner.reserved_pages.fetch_sub(pages, Ordering::AcqRel);
                 return Err(undo(Error::ResourceExhausted(
                     "the DRAM pool is full of blocks being read or pinned".into(),
                 )));
             }
+            // Readers of evicted blocks give their pages back shortly.
+            std::thread::sleep(Duration::from_millis(u64::try_from(rounds).unwrap_or(8)));
+            // Our own pages are among those promised: ask for no more.
             let demotions = {
                 let mut state = inner.lock();
-                inner.make_room(&mut state, tenant, pages)
+                inner.make_room(&mut state, tenant, 0)
             };
             match demotions {
                 Ok(demotions) => inner.demote(demotions),
-                Err(error) => return Err(undo(error)),
+                Err(error) => {
+                    inner.reserved_pages.fetch_sub(pages, Ordering::AcqRel);
+                    return Err(undo(error));
+                }
             }
-            std::thread::yield_now();
         };
 
         // Phase 3: write through to the value log.
@@ -966,7 +979,9 @@ impl Inner {
                 .tenants
                 .get(tenant as usize)
                 .is_some_and(|t| t.dram_bytes > t.config.dram_quota);
-            let short = self.pool.free_pages() + freed_pages < pages;
+            // Pages promised to puts that are copying right now are not free.
+            let promised = self.reserved_pages.load(Ordering::Acquire);
+            let short = self.pool.free_pages() + freed_pages < pages + promised;
             if !over_quota && !short {
                 break Ok(());
             }
