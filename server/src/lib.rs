@@ -35,6 +35,9 @@ use crate::auth::Auth;
 use crate::config::ServerConfig;
 use crate::state::Shared;
 
+/// HTTP/2 flow-control window of a stream (the connection's is twice it).
+pub const WINDOW_BYTES: u32 = 8 << 20;
+
 /// The engine options a configuration asks for.
 pub fn engine_options(
     config: &ServerConfig,
@@ -131,6 +134,10 @@ pub async fn serve(
         // Streams beyond this wait in the client (HTTP/2 flow control);
         // the tenant budget answers RESOURCE_EXHAUSTED past its own limit.
         .max_concurrent_streams(u32::try_from(limits.requests_per_connection).ok())
+        // Blocks are megabytes: HTTP/2's default 64 KiB windows would stall
+        // every block on window updates.
+        .initial_stream_window_size(Some(WINDOW_BYTES))
+        .initial_connection_window_size(Some(2 * WINDOW_BYTES))
         .add_service(store)
         .add_service(admin)
         .serve_with_incoming_shutdown(
