@@ -16,7 +16,7 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 # bindings; rdma-core itself is loaded at run time), redis-server for the
 # baseline of `pagoda bench --compare redis`, chromium for the headless test
 # of the status page.
-packages=(build-essential python3 libclang-dev cmake clang redis-server chromium)
+packages=(build-essential python3 libclang-dev cmake clang redis-server chromium openssl)
 
 missing=()
 for package in "${packages[@]}"; do

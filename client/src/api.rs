@@ -107,7 +107,34 @@ pub struct Client {
 impl Client {
     /// Connects to `addr` (`http://host:port`), authenticating with `token`.
     pub async fn connect(addr: &str, token: Option<&str>) -> Result<Client> {
-        let endpoint = Endpoint::from_shared(addr.to_owned())?
+        Client::connect_with(addr, token, None).await
+    }
+
+    /// Connects over TLS (`https://host:port`), trusting the PEM
+    /// certificate authority `ca_pem` and expecting the server's certificate
+    /// to name `domain`.
+    pub async fn connect_tls(
+        addr: &str,
+        token: Option<&str>,
+        ca_pem: &[u8],
+        domain: &str,
+    ) -> Result<Client> {
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem))
+            .domain_name(domain);
+        Client::connect_with(addr, token, Some(tls)).await
+    }
+
+    async fn connect_with(
+        addr: &str,
+        token: Option<&str>,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> Result<Client> {
+        let mut endpoint = Endpoint::from_shared(addr.to_owned())?;
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        let endpoint = endpoint
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             // Megabyte blocks: windows far above HTTP/2's default 64 KiB.

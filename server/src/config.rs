@@ -70,6 +70,16 @@ pub struct TokenConfig {
     pub role: Role,
 }
 
+/// TLS for both listeners (rustls): a certificate chain and its key, PEM.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
 /// A tenant.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -111,6 +121,8 @@ pub struct ServerConfig {
     pub policy: String,
     /// Allow binding a non-loopback address without tenants (no auth).
     pub insecure: bool,
+    /// Serve gRPC and HTTP over TLS.
+    pub tls: Option<TlsConfig>,
     /// Tenants and their tokens. None: single-tenant, no auth, loopback only.
     pub tenants: Vec<TenantConfig>,
     /// Limits.
@@ -129,6 +141,7 @@ impl Default for ServerConfig {
             durability: "async".into(),
             policy: "prefix-lru".into(),
             insecure: false,
+            tls: None,
             tenants: Vec::new(),
             limits: Limits::default(),
         }
@@ -210,6 +223,13 @@ impl ServerConfig {
                  configure tenants with tokens, or pass --insecure"
                     .into(),
             );
+        }
+        if let Some(tls) = &self.tls {
+            for path in [&tls.cert, &tls.key] {
+                if !path.is_file() {
+                    return Err(format!("tls: {} is not a file", path.display()));
+                }
+            }
         }
         for tenant in &self.tenants {
             crate::auth::decode_secret(&tenant.secret_hex)

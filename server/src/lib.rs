@@ -24,6 +24,7 @@ pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod state;
+mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -54,6 +55,39 @@ pub fn engine_options(
     options
 }
 
+/// The engine's event sink: block events become `Watch` events, numbered.
+fn watch_feed(shared: &Arc<Shared>) -> pagoda_engine::EventSink {
+    let feed = shared.events.clone();
+    let sequence = std::sync::atomic::AtomicU64::new(0);
+    Arc::new(move |event: &pagoda_engine::BlockEvent| {
+        // Only when someone watches; a broadcast send never blocks.
+        if feed.receiver_count() > 0 {
+            let next = sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            let _ = feed.send(grpc::watch_event(event, next));
+        }
+    })
+}
+
+/// Serves the HTTP routes (over TLS when configured) until `shutdown`.
+fn spawn_http(
+    config: &ServerConfig,
+    shared: &Arc<Shared>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<Result<(), String>>, String> {
+    let router = http::router(Arc::clone(shared));
+    Ok(match &config.tls {
+        None => {
+            let serving = axum::serve(listener, router).with_graceful_shutdown(shutdown);
+            tokio::spawn(async move { serving.await.map_err(|e| format!("HTTP: {e}")) })
+        }
+        Some(settings) => {
+            let acceptor = tls::acceptor(settings)?;
+            tokio::spawn(tls::serve_https(listener, acceptor, router, shutdown))
+        }
+    })
+}
+
 /// Runs a node until `shutdown` resolves. Prints the addresses it serves and
 /// the capacities it runs with.
 pub async fn serve(
@@ -72,8 +106,13 @@ pub async fn serve(
         .map_err(|error| format!("binding HTTP on {}: {error}", config.http_addr))?;
     let grpc_addr = grpc_listener.local_addr().map_err(|e| e.to_string())?;
     let http_addr = http_listener.local_addr().map_err(|e| e.to_string())?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     eprintln!(
-        "pagoda {} serving gRPC on {grpc_addr} and HTTP on http://{http_addr}/ (data {}, DRAM {} MiB, SSD {} MiB, durability {}, policy {}, {})",
+        "pagoda {} serving gRPC on {grpc_addr} and HTTP on {scheme}://{http_addr}/ (data {}, DRAM {} MiB, SSD {} MiB, durability {}, policy {}, {})",
         env!("CARGO_PKG_VERSION"),
         config.data_dir.display(),
         config.dram_bytes >> 20,
@@ -97,15 +136,7 @@ pub async fn serve(
     };
 
     let mut options = engine_options(&config, tenants);
-    let feed = shared.events.clone();
-    let sequence = std::sync::atomic::AtomicU64::new(0);
-    options.events = Some(Arc::new(move |event: &pagoda_engine::BlockEvent| {
-        // Only when someone watches; a broadcast send never blocks.
-        if feed.receiver_count() > 0 {
-            let next = sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            let _ = feed.send(grpc::watch_event(event, next));
-        }
-    }));
+    options.events = Some(watch_feed(&shared));
     let opening = Arc::clone(&shared);
     let opened = tokio::task::spawn_blocking(move || {
         let engine =
@@ -116,9 +147,7 @@ pub async fn serve(
         Ok::<(), String>(())
     });
 
-    let http = axum::serve(http_listener, http::router(Arc::clone(&shared)))
-        .with_graceful_shutdown(wait(stopped.clone()));
-    let http = tokio::spawn(async move { http.await.map_err(|e| format!("HTTP: {e}")) });
+    let http = spawn_http(&config, &shared, http_listener, wait(stopped.clone()))?;
 
     let limits = &config.limits;
     let store = pb::store_server::StoreServer::new(grpc::StoreService {
@@ -130,7 +159,13 @@ pub async fn serve(
         shared: Arc::clone(&shared),
     })
     .max_decoding_message_size(limits.message_bytes);
-    let grpc = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(settings) = &config.tls {
+        builder = builder
+            .tls_config(tls::grpc_config(settings)?)
+            .map_err(|error| format!("TLS: {error}"))?;
+    }
+    let grpc = builder
         // Streams beyond this wait in the client (HTTP/2 flow control);
         // the tenant budget answers RESOURCE_EXHAUSTED past its own limit.
         .max_concurrent_streams(u32::try_from(limits.requests_per_connection).ok())

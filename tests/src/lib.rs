@@ -160,7 +160,9 @@ impl Node {
     fn wait_ready(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::time::Instant::now() < deadline {
-            if http_get(self.http, "/readyz").is_ok_and(|(status, _)| status == 200) {
+            // The node logs it when its engine is open (when `/readyz` turns
+            // 200; the log also works for a node serving HTTPS only).
+            if self.log().contains("pagoda ready") {
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));

@@ -625,3 +625,97 @@ async fn the_status_page_charts_the_numbers_of_v1_stats_in_a_headless_browser() 
     assert!(dom.contains("data-series=\"tenant acme\""), "{dom}");
     assert!(dom.contains("<td>acme</td><td>50.0 %</td>"), "{dom}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_serves_grpc_and_https_and_refuses_plaintext() {
+    let dir = std::env::temp_dir().join(format!("pagoda-node-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (scripts/setup.sh installs it)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let tls = format!(
+        "\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let node = Node::start_in(dir.clone(), &(config("async") + &tls));
+    let ca = std::fs::read(&cert).unwrap();
+    let url = format!("https://{}", node.grpc);
+    let client = Client::connect_tls(&url, Some(ACME_ADMIN), &ca, "localhost")
+        .await
+        .unwrap();
+    let ns = client
+        .namespace(client.create_namespace(&namespace("acme")).await.unwrap())
+        .await
+        .unwrap();
+    let tokens: Vec<u32> = (0..32).collect();
+    let hashes = put_prompt(&ns, &tokens, 50_000).await;
+    assert_eq!(
+        ns.get(&hashes[1]).await.unwrap().unwrap(),
+        payload(1 ^ tokens[16], 50_000)
+    );
+    // Plaintext gRPC and HTTP find no server to talk to (an error, or no
+    // answer at all: the TLS side waits for a ClientHello).
+    let id = *ns.id();
+    let plain = tokio::time::timeout(Duration::from_secs(2), async {
+        let client = Client::connect(&node.url(), Some(ACME_ADMIN)).await?;
+        client.namespace(id).await
+    })
+    .await;
+    assert!(!matches!(plain, Ok(Ok(_))), "plaintext gRPC was served");
+    assert!(http_get(node.http, "/readyz").map_or(true, |(status, _)| status != 200));
+    // `pagoda stats` over HTTPS with the CA.
+    let printed = std::process::Command::new(pagoda_tests::pagoda_binary())
+        .args([
+            "stats",
+            "--json",
+            "--addr",
+            &node.http.to_string(),
+            "--tls-ca",
+        ])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        printed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&printed.stdout).unwrap();
+    let acme = stats["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "acme")
+        .unwrap();
+    assert_eq!(acme["puts"], 2);
+}

@@ -129,24 +129,70 @@ pub(crate) struct StatsArgs {
     /// Refresh every this many seconds until interrupted.
     #[arg(long)]
     watch: Option<f64>,
+    /// Use HTTPS, trusting this PEM certificate authority.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// Name the node's certificate must carry (with --tls-ca).
+    #[arg(long, default_value = "localhost")]
+    tls_name: String,
 }
 
-/// GETs `path` from an HTTP/1.1 server; returns the body of a 200 answer.
-pub(crate) fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|error| format!("connecting to {addr}: {error}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
+/// A rustls client for `pagoda stats --tls-ca`.
+fn tls_client(ca: &std::path::Path, name: &str) -> Result<rustls::ClientConnection, String> {
+    use rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(ca).map_err(|error| format!("{}: {error}", ca.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|error| format!("{}: {error}", ca.display()))?;
+        roots
+            .add(cert)
+            .map_err(|error| format!("{}: {error}", ca.display()))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| error.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(name.to_owned())
         .map_err(|error| error.to_string())?;
+    rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+        .map_err(|error| error.to_string())
+}
+
+/// A byte stream: TCP, or TLS over TCP.
+trait ReadWrite: Read + Write {}
+
+impl<T: Read + Write> ReadWrite for T {}
+
+/// GETs `path` from an HTTP/1.1 server (over TLS when `tls` names a CA file
+/// and a server name); returns the body of a 200 answer.
+pub(crate) fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    tls: Option<(&std::path::Path, &str)>,
+) -> Result<String, String> {
+    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|error| format!("connecting to {addr}: {error}"))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|error| error.to_string())?;
+    let mut stream: Box<dyn ReadWrite> = match tls {
+        None => Box::new(tcp),
+        Some((ca, name)) => Box::new(rustls::StreamOwned::new(tls_client(ca, name)?, tcp)),
+    };
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .map_err(|error| error.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|error| format!("reading from {addr}: {error}"))?;
+    let mut raw = Vec::new();
+    // A TLS peer may close without close_notify after the body: keep what came.
+    if let Err(error) = stream.read_to_end(&mut raw)
+        && raw.is_empty()
+    {
+        return Err(format!("reading from {addr}: {error}"));
+    }
+    let response = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = response
         .split_once("\r\n\r\n")
         .ok_or_else(|| format!("{addr} answered no HTTP"))?;
@@ -222,8 +268,12 @@ fn table(stats: &serde_json::Value) -> String {
 }
 
 pub(crate) fn stats(args: &StatsArgs) -> Result<(), String> {
+    let tls = args
+        .tls_ca
+        .as_deref()
+        .map(|ca| (ca, args.tls_name.as_str()));
     loop {
-        let body = http_get(args.addr, "/v1/stats")?;
+        let body = http_get(args.addr, "/v1/stats", tls)?;
         let stats: serde_json::Value =
             serde_json::from_str(&body).map_err(|error| format!("/v1/stats: {error}"))?;
         if args.json {
