@@ -17,6 +17,10 @@ fn generate() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // Payload chunks as `bytes::Bytes`: decoded without a copy, and a
+        // server can send pages it already holds.
+        .bytes(".pagoda.v1.PutRequest.chunk")
+        .bytes(".pagoda.v1.GetResponse.chunk")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -381,7 +381,9 @@ impl NamespaceHandle {
         }];
         for chunk in payload.chunks(limits::CHUNK_BYTES_DEFAULT as usize) {
             messages.push(pb::PutRequest {
-                part: Some(pb::put_request::Part::Chunk(chunk.to_vec())),
+                part: Some(pb::put_request::Part::Chunk(bytes::Bytes::copy_from_slice(
+                    chunk,
+                ))),
             });
         }
         let request = self.client.request(tokio_stream::iter(messages));

@@ -144,5 +144,5 @@ pub use options::{
     Admission, BlockEvent, BlockEventKind, Durability, EngineOptions, EventSink, TenantConfig,
 };
 pub use policy::PolicyKind;
-pub use pool::{BlockRef, Tier};
+pub use pool::{BlockRef, PayloadSlice, Tier};
 pub use stats::EngineStats;

@@ -263,6 +263,45 @@ impl BlockRef {
         })
     }
 
+    /// The bytes `offset..offset + len` (clamped to the payload) as
+    /// contiguous pieces of at most `max` bytes that own a reference to the
+    /// block: they can be handed to the network without copying (a piece
+    /// never spans two pages).
+    pub fn slices(&self, offset: usize, len: usize, max: usize) -> Vec<PayloadSlice> {
+        let max = max.max(1);
+        let mut out = Vec::new();
+        let mut page_start = 0usize;
+        let end = offset.saturating_add(len).min(self.len());
+        let pieces: Vec<(usize, usize)> = match &self.payload {
+            Payload::Pages(block) => block
+                .pages
+                .iter()
+                .map(|page| page.len())
+                .enumerate()
+                .collect(),
+            Payload::Owned { .. } => vec![(0, self.len())],
+        };
+        for (index, page_len) in pieces {
+            let (from, to) = (offset.max(page_start), end.min(page_start + page_len));
+            let mut at = from;
+            while at < to {
+                let take = max.min(to - at);
+                out.push(PayloadSlice {
+                    owner: self.clone(),
+                    piece: index,
+                    start: at - page_start,
+                    end: at - page_start + take,
+                });
+                at += take;
+            }
+            page_start += page_len;
+            if page_start >= end {
+                break;
+            }
+        }
+        out
+    }
+
     /// Copies the payload into `out`, which must be exactly `len()` bytes.
     pub fn copy_to(&self, out: &mut [u8]) -> bool {
         if out.len() != self.len() {
@@ -286,6 +325,29 @@ impl BlockRef {
     }
 }
 
+/// A contiguous piece of a block's payload that keeps the block alive
+/// ([`BlockRef::slices`]).
+#[derive(Clone, Debug)]
+pub struct PayloadSlice {
+    owner: BlockRef,
+    piece: usize,
+    start: usize,
+    end: usize,
+}
+
+impl AsRef<[u8]> for PayloadSlice {
+    fn as_ref(&self) -> &[u8] {
+        let piece: &[u8] = match &self.owner.payload {
+            Payload::Pages(block) => block
+                .pages
+                .get(self.piece)
+                .map_or(&[][..], |page| &page[..]),
+            Payload::Owned { bytes, start } => bytes.get(*start..).unwrap_or_default(),
+        };
+        piece.get(self.start..self.end).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,6 +367,21 @@ mod tests {
         assert_eq!(ranged, expected[14..34]);
         let clamped: Vec<u8> = reader.range_chunks(30, 100).flatten().copied().collect();
         assert_eq!(clamped, expected[30..]);
+        let slices = reader.slices(10, 25, 4);
+        assert!(slices.iter().all(|slice| slice.as_ref().len() <= 4));
+        let joined: Vec<u8> = slices
+            .iter()
+            .flat_map(|slice| slice.as_ref().to_vec())
+            .collect();
+        assert_eq!(joined, expected[10..35]);
+        drop(slices); // slices hold the block too
+        let owned = BlockRef::from_record(expected.clone(), 5, 0);
+        let joined: Vec<u8> = owned
+            .slices(3, 100, 7)
+            .iter()
+            .flat_map(|s| s.as_ref().to_vec())
+            .collect();
+        assert_eq!(joined, expected[8..]);
         drop(reader);
         assert_eq!(pool.free_pages(), 4);
         assert!(

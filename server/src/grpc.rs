@@ -267,7 +267,7 @@ impl pb::store_server::Store for StoreService {
                             "more payload bytes than the header's payload_len",
                         ));
                     }
-                    pending.chunks.push(Bytes::from(chunk));
+                    pending.chunks.push(chunk);
                 }
                 None => return Err(Status::invalid_argument("an empty put message")),
             }
@@ -387,16 +387,10 @@ impl pb::store_server::Store for StoreService {
                 {
                     return;
                 }
-                // One chunk at a time: copied out of the pages, then sent.
-                let mut at = 0usize;
-                while at < count {
-                    let take = chunk_bytes.min(count - at);
-                    let mut chunk = Vec::with_capacity(take);
-                    for piece in block.range_chunks(from + at, take) {
-                        chunk.extend_from_slice(piece);
-                    }
-                    at += take;
-                    let part = pb::get_response::Part::Chunk(chunk);
+                // The pages themselves go out: each chunk holds a reference
+                // to the block, no copy.
+                for slice in block.slices(from, count, chunk_bytes) {
+                    let part = pb::get_response::Part::Chunk(Bytes::from_owner(slice));
                     if sender
                         .send(Ok(pb::GetResponse { part: Some(part) }))
                         .await

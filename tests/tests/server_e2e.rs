@@ -312,7 +312,7 @@ async fn bad_input_gets_a_clear_status_and_the_node_keeps_serving() {
         })),
     };
     let chunk = |bytes: Vec<u8>| pb::PutRequest {
-        part: Some(pb::put_request::Part::Chunk(bytes)),
+        part: Some(pb::put_request::Part::Chunk(bytes.into())),
     };
     let put = |messages: Vec<pb::PutRequest>| {
         let mut store = admin.store();
