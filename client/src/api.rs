@@ -1,5 +1,7 @@
 //! The gRPC client: [`Client`] and per-namespace [`NamespaceHandle`]s.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use pagoda_formats::chain::{ChainHash, ChainHasher, ChainKey};
@@ -99,7 +101,9 @@ fn retryable(status: &Status) -> bool {
 /// A connection to a node.
 #[derive(Clone, Debug)]
 pub struct Client {
-    store: pb::store_client::StoreClient<Channel>,
+    /// One data client per pooled connection, used in turn.
+    stores: Arc<Vec<pb::store_client::StoreClient<Channel>>>,
+    next: Arc<AtomicUsize>,
     admin: pb::admin_client::AdminClient<Channel>,
     token: Option<String>,
 }
@@ -107,7 +111,18 @@ pub struct Client {
 impl Client {
     /// Connects to `addr` (`http://host:port`), authenticating with `token`.
     pub async fn connect(addr: &str, token: Option<&str>) -> Result<Client> {
-        Client::connect_with(addr, token, None).await
+        Client::connect_with(addr, token, None, 1).await
+    }
+
+    /// Connects with `connections` pooled connections (HTTP/2 channels);
+    /// calls take them in turn, so large transfers do not queue behind each
+    /// other on one connection.
+    pub async fn connect_pool(
+        addr: &str,
+        token: Option<&str>,
+        connections: usize,
+    ) -> Result<Client> {
+        Client::connect_with(addr, token, None, connections.max(1)).await
     }
 
     /// Connects over TLS (`https://host:port`), trusting the PEM
@@ -122,13 +137,14 @@ impl Client {
         let tls = tonic::transport::ClientTlsConfig::new()
             .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem))
             .domain_name(domain);
-        Client::connect_with(addr, token, Some(tls)).await
+        Client::connect_with(addr, token, Some(tls), 1).await
     }
 
     async fn connect_with(
         addr: &str,
         token: Option<&str>,
         tls: Option<tonic::transport::ClientTlsConfig>,
+        connections: usize,
     ) -> Result<Client> {
         let mut endpoint = Endpoint::from_shared(addr.to_owned())?;
         if let Some(tls) = tls {
@@ -140,12 +156,22 @@ impl Client {
             // Megabyte blocks: windows far above HTTP/2's default 64 KiB.
             .initial_stream_window_size(Some(8 << 20))
             .initial_connection_window_size(Some(16 << 20));
-        let channel = endpoint.connect().await?;
         let message = limits::MESSAGE_BYTES_MAX as usize;
+        let mut stores = Vec::with_capacity(connections);
+        let mut first = None;
+        for _ in 0..connections {
+            let channel = endpoint.connect().await?;
+            first.get_or_insert_with(|| channel.clone());
+            stores.push(
+                pb::store_client::StoreClient::new(channel)
+                    .max_decoding_message_size(message)
+                    .max_encoding_message_size(message),
+            );
+        }
+        let channel = first.ok_or_else(|| Error::InvalidArgument("no connection".into()))?;
         Ok(Client {
-            store: pb::store_client::StoreClient::new(channel.clone())
-                .max_decoding_message_size(message)
-                .max_encoding_message_size(message),
+            stores: Arc::new(stores),
+            next: Arc::new(AtomicUsize::new(0)),
             admin: pb::admin_client::AdminClient::new(channel),
             token: token.map(str::to_owned),
         })
@@ -164,7 +190,8 @@ impl Client {
 
     /// The raw `Store` client (for calls this crate does not wrap).
     pub fn store(&self) -> pb::store_client::StoreClient<Channel> {
-        self.store.clone()
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.stores.len();
+        self.stores[turn].clone()
     }
 
     /// Creates a namespace (idempotent); needs the admin role.
@@ -218,7 +245,7 @@ impl Client {
         let answer = self
             .retry(|client| {
                 let request = client.request(message.clone());
-                let mut store = client.store.clone();
+                let mut store = client.store();
                 async move { store.get_chain_key(request).await }
             })
             .await?;
@@ -330,7 +357,7 @@ impl NamespaceHandle {
             .client
             .retry(|client| {
                 let request = client.request(message.clone());
-                let mut store = client.store.clone();
+                let mut store = client.store();
                 async move { store.lookup(request).await }
             })
             .await?;
@@ -349,7 +376,7 @@ impl NamespaceHandle {
             .client
             .retry(|client| {
                 let request = client.request(message.clone());
-                let mut store = client.store.clone();
+                let mut store = client.store();
                 async move { store.lookup(request).await }
             })
             .await?;
@@ -387,7 +414,7 @@ impl NamespaceHandle {
             });
         }
         let request = self.client.request(tokio_stream::iter(messages));
-        let answer = self.client.store.clone().put(request).await?.into_inner();
+        let answer = self.client.store().put(request).await?.into_inner();
         let result = answer
             .results
             .first()
@@ -413,6 +440,20 @@ impl NamespaceHandle {
         offset: u64,
         length: u64,
     ) -> Result<Option<Vec<u8>>> {
+        let mut out = Vec::new();
+        let found = self.get_range_into(hash, offset, length, &mut out).await?;
+        Ok(found.then_some(out))
+    }
+
+    /// [`NamespaceHandle::get_range`] into a caller's buffer (cleared first,
+    /// its capacity reused); returns whether the block was cached.
+    pub async fn get_range_into(
+        &self,
+        hash: &ChainHash,
+        offset: u64,
+        length: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<bool> {
         let message = pb::GetRequest {
             namespace_id: self.id.0.to_vec(),
             ranges: vec![pb::BlockRange {
@@ -424,8 +465,8 @@ impl NamespaceHandle {
         };
         let mut attempt = 1;
         loop {
-            let result = self.get_once(message.clone()).await;
-            match result {
+            out.clear();
+            match self.get_once(message.clone(), out).await {
                 Err(Error::Status(status)) if retryable(&status) && attempt < ATTEMPTS => {
                     tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
                     attempt += 1;
@@ -435,16 +476,14 @@ impl NamespaceHandle {
         }
     }
 
-    async fn get_once(&self, message: pb::GetRequest) -> Result<Option<Vec<u8>>> {
+    async fn get_once(&self, message: pb::GetRequest, bytes: &mut Vec<u8>) -> Result<bool> {
         let mut stream = self
             .client
-            .store
-            .clone()
+            .store()
             .get(self.client.request(message))
             .await?
             .into_inner();
         let mut start: Option<pb::GetBlockStart> = None;
-        let mut bytes = Vec::new();
         while let Some(part) = stream.message().await? {
             match part.part {
                 Some(pb::get_response::Part::Start(header)) => {
@@ -452,19 +491,20 @@ impl NamespaceHandle {
                     start = Some(header);
                 }
                 Some(pb::get_response::Part::Chunk(chunk)) => bytes.extend_from_slice(&chunk),
-                Some(pb::get_response::Part::Missing(_)) => return Ok(None),
+                Some(pb::get_response::Part::Missing(_)) => return Ok(false),
                 None => return Err(Error::Protocol("an empty get message".into())),
             }
         }
         let start = start.ok_or_else(|| Error::Protocol("get answered nothing".into()))?;
-        let got = crc32c::crc32c(&bytes);
+        let got = crc32c::crc32c(bytes);
         if bytes.len() as u64 != start.length || got != start.range_crc32c {
+            bytes.clear();
             return Err(Error::Checksum {
                 expected: start.range_crc32c,
                 got,
             });
         }
-        Ok(Some(bytes))
+        Ok(true)
     }
 
     /// A whole block, verified; `None` when not cached.
@@ -482,7 +522,7 @@ impl NamespaceHandle {
             .client
             .retry(|client| {
                 let request = client.request(message.clone());
-                let mut store = client.store.clone();
+                let mut store = client.store();
                 async move { store.exists(request).await }
             })
             .await?;
@@ -497,8 +537,7 @@ impl NamespaceHandle {
         };
         let answer = self
             .client
-            .store
-            .clone()
+            .store()
             .remove(self.client.request(message))
             .await?;
         Ok(answer.into_inner().removed_blocks)
@@ -514,8 +553,7 @@ impl NamespaceHandle {
         };
         let answer = self
             .client
-            .store
-            .clone()
+            .store()
             .pin(self.client.request(message))
             .await?
             .into_inner();
@@ -529,8 +567,7 @@ impl NamespaceHandle {
         };
         let answer = self
             .client
-            .store
-            .clone()
+            .store()
             .unpin(self.client.request(message))
             .await?;
         Ok(answer.into_inner().released)
@@ -546,8 +583,7 @@ impl NamespaceHandle {
         };
         let answer = self
             .client
-            .store
-            .clone()
+            .store()
             .replicate(self.client.request(message))
             .await?;
         let answer = answer.into_inner();
@@ -562,8 +598,7 @@ impl NamespaceHandle {
         };
         Ok(self
             .client
-            .store
-            .clone()
+            .store()
             .watch(self.client.request(message))
             .await?
             .into_inner())

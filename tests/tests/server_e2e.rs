@@ -131,6 +131,27 @@ async fn put_get_lookup_remove_round_trips() {
     assert_eq!(range, whole[5_000..25_000]);
     let tail = ns.get_range(&hashes[1], 99_000, 0).await.unwrap().unwrap();
     assert_eq!(tail, whole[99_000..]);
+    // Pooled connections, and a get into the caller's buffer.
+    let pooled = Client::connect_pool(&node.url(), Some(ACME_ADMIN), 3)
+        .await
+        .unwrap();
+    let pooled_ns = pooled.namespace(id).await.unwrap();
+    let mut buffer = Vec::with_capacity(200_000);
+    for hash in &hashes {
+        assert!(
+            pooled_ns
+                .get_range_into(hash, 0, 0, &mut buffer)
+                .await
+                .unwrap()
+        );
+        assert_eq!(buffer.len(), 100_000);
+    }
+    assert!(
+        !pooled_ns
+            .get_range_into(&ChainHash([5; 32]), 0, 0, &mut buffer)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         ns.exists(&[hashes[0], ChainHash([9; 32])]).await.unwrap(),
         vec![Some(Tier::Dram), None]
@@ -718,4 +739,33 @@ async fn tls_serves_grpc_and_https_and_refuses_plaintext() {
         .find(|t| t["name"] == "acme")
         .unwrap();
     assert_eq!(acme["puts"], 2);
+}
+
+#[test]
+fn serving_a_public_address_without_auth_is_refused_unless_insecure() {
+    let refused = std::process::Command::new(pagoda_tests::pagoda_binary())
+        .args(["serve", "--grpc-addr", "0.0.0.0:0", "--print-config"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--insecure"));
+    let allowed = std::process::Command::new(pagoda_tests::pagoda_binary())
+        .args([
+            "serve",
+            "--grpc-addr",
+            "0.0.0.0:0",
+            "--insecure",
+            "--print-config",
+        ])
+        .env("PAGODA_DRAM_BYTES", "4096000")
+        .output()
+        .unwrap();
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    let printed = String::from_utf8_lossy(&allowed.stdout);
+    assert!(printed.contains("grpc_addr = \"0.0.0.0:0\""), "{printed}");
+    assert!(printed.contains("dram_bytes = 4096000"), "{printed}");
 }
