@@ -105,6 +105,7 @@ fn code<T: std::fmt::Debug>(result: Result<T, pagoda_client::Error>) -> Code {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[expect(clippy::too_many_lines, reason = "one round trip after another")]
 async fn put_get_lookup_remove_round_trips() {
     let node = Node::start("roundtrip", &config("async"));
     let client = connect(&node, Some(ACME_ADMIN)).await;
