@@ -155,7 +155,8 @@ impl Client {
             .tcp_nodelay(true)
             // Megabyte blocks: windows far above HTTP/2's default 64 KiB.
             .initial_stream_window_size(Some(8 << 20))
-            .initial_connection_window_size(Some(16 << 20));
+            .initial_connection_window_size(Some(16 << 20))
+            .max_frame_size(Some(1 << 20));
         let message = limits::MESSAGE_BYTES_MAX as usize;
         let mut stores = Vec::with_capacity(connections);
         let mut first = None;

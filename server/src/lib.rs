@@ -39,6 +39,9 @@ use crate::state::Shared;
 /// HTTP/2 flow-control window of a stream (the connection's is twice it).
 pub const WINDOW_BYTES: u32 = 8 << 20;
 
+/// Largest HTTP/2 frame accepted.
+pub const FRAME_BYTES: u32 = 1 << 20;
+
 /// The engine options a configuration asks for.
 pub fn engine_options(
     config: &ServerConfig,
@@ -173,6 +176,8 @@ pub async fn serve(
         // every block on window updates.
         .initial_stream_window_size(Some(WINDOW_BYTES))
         .initial_connection_window_size(Some(2 * WINDOW_BYTES))
+        // Fewer, larger DATA frames than HTTP/2's default 16 KiB.
+        .max_frame_size(Some(FRAME_BYTES))
         .add_service(store)
         .add_service(admin)
         .serve_with_incoming_shutdown(

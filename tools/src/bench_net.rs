@@ -226,11 +226,12 @@ async fn pagoda_row(
             .map_err(|e| e.to_string())?;
         let ns = client.namespace(id).await.map_err(|e| e.to_string())?;
         let ops = Arc::clone(&ops);
-        let bytes = payload(block_bytes, connection);
+        let bytes = bytes::Bytes::from(payload(block_bytes, connection));
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut moved = 0u64;
             let mut stored: Vec<(ChainHash, Vec<u32>)> = Vec::new();
+            let mut buffer = Vec::new();
             let mut step = 0u64;
             while Instant::now() < deadline {
                 let op = if stored.is_empty() { 0 } else { mix.op(step) };
@@ -249,8 +250,12 @@ async fn pagoda_row(
                     }
                     1 => {
                         let (hash, _) = &stored[usize::try_from(step).unwrap_or(0) % stored.len()];
-                        if let Some(got) = ns.get(hash).await.map_err(|e| e.to_string())? {
-                            moved += got.len() as u64;
+                        if ns
+                            .get_range_into(hash, 0, 0, &mut buffer)
+                            .await
+                            .map_err(|e| e.to_string())?
+                        {
+                            moved += buffer.len() as u64;
                         }
                     }
                     _ => {
