@@ -197,23 +197,8 @@ impl Client {
 
     /// Creates a namespace (idempotent); needs the admin role.
     pub async fn create_namespace(&self, namespace: &Namespace) -> Result<NamespaceId> {
-        let layout = namespace.layout();
         let message = pb::CreateNamespaceRequest {
-            namespace: Some(pb::Namespace {
-                tenant: namespace.tenant().to_owned(),
-                model: namespace.model().to_owned(),
-                revision: namespace.revision().to_owned(),
-                layout: Some(pb::KvLayout {
-                    dtype: i32::from(layout.dtype.code()),
-                    kind: i32::from(layout.kind.code()),
-                    layer_count: layout.layer_count,
-                    kv_head_count: layout.kv_head_count,
-                    head_dim: layout.head_dim,
-                    block_tokens: layout.block_tokens,
-                    tp_rank: u32::from(layout.tp_rank),
-                    tp_size: u32::from(layout.tp_size),
-                }),
-            }),
+            namespace: Some(pb::Namespace::from(namespace)),
         };
         let answer = self
             .admin

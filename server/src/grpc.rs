@@ -700,25 +700,6 @@ fn layout_of(layout: Option<pb::KvLayout>) -> Result<KvLayout, Status> {
     })
 }
 
-fn namespace_message(namespace: &Namespace) -> pb::Namespace {
-    let layout = namespace.layout();
-    pb::Namespace {
-        tenant: namespace.tenant().to_owned(),
-        model: namespace.model().to_owned(),
-        revision: namespace.revision().to_owned(),
-        layout: Some(pb::KvLayout {
-            dtype: i32::from(layout.dtype.code()),
-            kind: i32::from(layout.kind.code()),
-            layer_count: layout.layer_count,
-            kv_head_count: layout.kv_head_count,
-            head_dim: layout.head_dim,
-            block_tokens: layout.block_tokens,
-            tp_rank: u32::from(layout.tp_rank),
-            tp_size: u32::from(layout.tp_size),
-        }),
-    }
-}
-
 #[tonic::async_trait]
 impl pb::admin_server::Admin for AdminService {
     async fn create_namespace(
@@ -778,7 +759,7 @@ impl pb::admin_server::Admin for AdminService {
             .into_iter()
             .filter(|info| info.namespace.tenant() == caller.tenant)
             .map(|info| pb::NamespaceInfo {
-                namespace: Some(namespace_message(&info.namespace)),
+                namespace: Some(pb::Namespace::from(&info.namespace)),
                 namespace_id: info.id.0.to_vec(),
                 ..pb::NamespaceInfo::default()
             })
