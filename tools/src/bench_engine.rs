@@ -535,14 +535,32 @@ pub(crate) fn run_policies(args: &PolicyBenchArgs) -> Result<(), String> {
         }
     }
     if let Some(svg) = &args.svg {
-        std::fs::write(svg, chart(&series)).map_err(|e| format!("{}: {e}", svg.display()))?;
+        std::fs::write(svg, chart(&series, &HIT_RATIO_AXES))
+            .map_err(|e| format!("{}: {e}", svg.display()))?;
         eprintln!("chart written to {}", svg.display());
     }
     Ok(())
 }
 
-/// A line chart of hit ratio (y) against capacity (x, log scale) as SVG.
-fn chart(series: &[(String, Vec<(u64, f64)>)]) -> String {
+/// How a chart's axes read.
+pub(crate) struct Axes<'a> {
+    /// Caption under the plot.
+    pub(crate) caption: &'a str,
+    /// Logarithmic x axis.
+    pub(crate) log_x: bool,
+    /// Y values are ratios shown as percentages.
+    pub(crate) percent: bool,
+}
+
+/// Hit ratio against capacity (log scale), for `bench policies`.
+const HIT_RATIO_AXES: Axes<'static> = Axes {
+    caption: "capacity (blocks, log scale) — prefix hit ratio",
+    log_x: true,
+    percent: true,
+};
+
+/// A line chart of several series as SVG.
+pub(crate) fn chart(series: &[(String, Vec<(u64, f64)>)], axes: &Axes<'_>) -> String {
     const W: f64 = 760.0;
     const H: f64 = 420.0;
     const LEFT: f64 = 60.0;
@@ -555,12 +573,15 @@ fn chart(series: &[(String, Vec<(u64, f64)>)]) -> String {
     let (min_x, max_x) = series
         .iter()
         .flat_map(|(_, line)| line.iter().map(|(x, _)| *x as f64))
-        .fold((f64::MAX, 1.0f64), |(lo, hi), x| (lo.min(x), hi.max(x)));
+        .fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
     let max_y = series
         .iter()
         .flat_map(|(_, line)| line.iter().map(|(_, y)| *y))
         .fold(0.1f64, f64::max);
-    let x_of = |x: f64| LEFT + (x.ln() - min_x.ln()) / (max_x.ln() - min_x.ln()).max(1e-9) * PLOT_W;
+    let scale = |x: f64| if axes.log_x { x.max(1e-9).ln() } else { x };
+    let x_of = |x: f64| {
+        LEFT + (scale(x) - scale(min_x)) / (scale(max_x) - scale(min_x)).max(1e-9) * PLOT_W
+    };
     let y_of = |y: f64| TOP + PLOT_H - y / max_y * PLOT_H;
     let mut out = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
@@ -575,16 +596,21 @@ fn chart(series: &[(String, Vec<(u64, f64)>)]) -> String {
     );
     for step in 0..=5 {
         let y = max_y * f64::from(step) / 5.0;
+        let label = if axes.percent {
+            format!("{:.0} %", y * 100.0)
+        } else {
+            format!("{y:.1}")
+        };
         let _ = writeln!(
             out,
-            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{:.0} %</text>",
+            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{label}</text>",
             LEFT - 6.0,
-            y_of(y) + 4.0,
-            y * 100.0
+            y_of(y) + 4.0
         );
     }
     if let Some((_, line)) = series.first() {
-        for (x, _) in line {
+        let every = line.len().div_ceil(10).max(1);
+        for (x, _) in line.iter().step_by(every) {
             let _ = writeln!(
                 out,
                 "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{x}</text>",
@@ -595,9 +621,10 @@ fn chart(series: &[(String, Vec<(u64, f64)>)]) -> String {
     }
     let _ = writeln!(
         out,
-        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">capacity (blocks, log scale) — prefix hit ratio</text>",
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
         LEFT + PLOT_W / 2.0,
-        H - 12.0
+        H - 12.0,
+        axes.caption
     );
     for (index, (label, line)) in series.iter().enumerate() {
         let color = colors[index % colors.len()];

@@ -6,7 +6,8 @@
 //! crash-test a log directory), `pagoda fsck` (check and repair a data
 //! directory), `pagoda serve` (run a node), `pagoda stats` (look at one),
 //! `pagoda token` (make API tokens), `pagoda bench wal|engine|policies` and
-//! `pagoda --version`. Later: `trace` and `replay`.
+//! `pagoda trace analyze|synth` (trace statistics and synthetic traces) and
+//! `pagoda --version`. Later: `replay`.
 //!
 //! Exit status: 0 on success, 1 when the command failed (the reason is on
 //! stderr), 2 for a usage error.
@@ -19,6 +20,7 @@ mod fsck_cmd;
 mod hash;
 mod serve;
 mod tokens;
+mod trace_cmd;
 mod wal_cmd;
 
 use std::process::ExitCode;
@@ -50,6 +52,9 @@ enum Command {
     Stats(serve::StatsArgs),
     /// Make an API token (or hash one) for the configuration.
     Token(serve::TokenArgs),
+    /// Analyze Mooncake-format traces, or write a synthetic one.
+    #[command(subcommand)]
+    Trace(trace_cmd::TraceCommand),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +67,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(&args),
         Command::Stats(args) => serve::stats(&args),
         Command::Token(args) => serve::token(&args),
+        Command::Trace(command) => trace_cmd::run(&command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

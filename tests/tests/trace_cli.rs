@@ -1,0 +1,130 @@
+//! `pagoda trace analyze` reproduces the figures of the shared traces'
+//! README (copied in `traces/README.md`), and `pagoda trace synth` writes
+//! deterministic traces whose reuse follows `--reuse`.
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use pagoda_tests::pagoda_binary;
+
+fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
+}
+
+fn analyze(
+    file: &std::path::Path,
+    capacities: &str,
+    svg_dir: &std::path::Path,
+) -> serde_json::Value {
+    let output = Command::new(pagoda_binary())
+        .args([
+            "trace",
+            "analyze",
+            "--json",
+            "--capacities",
+            capacities,
+            "--svg-dir",
+        ])
+        .arg(svg_dir)
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()[0].clone()
+}
+
+fn close(value: &serde_json::Value, expected_percent: f64) -> bool {
+    (value.as_f64().unwrap() * 100.0 - expected_percent).abs() <= 0.1
+}
+
+#[test]
+fn analyze_reproduces_the_conversation_trace_figures() {
+    let svg = std::env::temp_dir().join(format!("pagoda-trace-svg-{}", std::process::id()));
+    let report = analyze(&repo("traces/conversation_trace.jsonl"), "5000,50000", &svg);
+    assert_eq!(report["requests"], 12_031);
+    assert!((report["duration_s"].as_f64().unwrap() - 3537.0).abs() < 0.05);
+    assert!((report["mean_arrival_rate"].as_f64().unwrap() - 3.40).abs() < 0.005);
+    assert_eq!(report["input_tokens"]["median"], 6909.0);
+    assert_eq!(report["input_tokens"]["max"], 126_195);
+    assert_eq!(report["output_tokens"]["median"], 350.0);
+    assert_eq!(report["total_blocks"], 288_500);
+    assert_eq!(report["unique_blocks"], 182_790);
+    assert_eq!(report["blocks_in_several_requests"], 44_144);
+    assert!(close(&report["prefix_hit_infinite_block"], 36.64));
+    assert!(close(&report["prefix_hit_infinite_token"], 37.36));
+    let rows = report["hit_ratio_by_capacity"].as_array().unwrap();
+    assert!(close(&rows[0]["plain_lru"], 11.0), "{}", rows[0]);
+    assert!(close(&rows[1]["plain_lru"], 35.5), "{}", rows[1]);
+    for row in rows {
+        assert!(row["default"].as_f64().unwrap() >= row["lru"].as_f64().unwrap());
+        assert!(row["belady"].as_f64().unwrap() >= row["default"].as_f64().unwrap());
+    }
+    assert!(report["reuse_distance"]["reuses"].as_u64().unwrap() > 100_000);
+    for chart in [
+        "conversation_trace-arrivals.svg",
+        "conversation_trace-hit-ratio.svg",
+    ] {
+        let text = std::fs::read_to_string(svg.join(chart)).unwrap();
+        assert!(
+            text.starts_with("<svg") && text.contains("<polyline"),
+            "{chart}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&svg);
+}
+
+#[test]
+fn synth_is_deterministic_and_its_reuse_follows_the_flag() {
+    let dir = std::env::temp_dir().join(format!("pagoda-synth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let synth = |reuse: &str, seed: &str, name: &str| {
+        let path = dir.join(name);
+        let status = Command::new(pagoda_binary())
+            .args([
+                "trace",
+                "synth",
+                "--requests",
+                "1500",
+                "--tenants",
+                "3",
+                "--reuse",
+                reuse,
+                "--seed",
+                seed,
+                "--output",
+            ])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        path
+    };
+    let high = synth("high", "7", "high.jsonl");
+    let again = synth("high", "7", "again.jsonl");
+    let other = synth("high", "8", "other.jsonl");
+    let low = synth("low", "7", "low.jsonl");
+    assert_eq!(
+        std::fs::read(&high).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
+    assert_ne!(
+        std::fs::read(&high).unwrap(),
+        std::fs::read(&other).unwrap()
+    );
+    let high = analyze(&high, "1000", &dir);
+    let low = analyze(&low, "1000", &dir);
+    assert_eq!(high["requests"], 1500);
+    let (h, l) = (
+        high["prefix_hit_infinite_block"].as_f64().unwrap(),
+        low["prefix_hit_infinite_block"].as_f64().unwrap(),
+    );
+    assert!(h > 0.3 && l < 0.05, "high {h}, low {l}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
