@@ -9,12 +9,15 @@
 //! build needs no GPU, driver or CUDA toolkit; with `cuda` the driver library
 //! is loaded at run time and its absence is an error, not a panic.
 //!
-//! The workers themselves land with the Conductor issue; the CUDA path is
-//! declared here now so the feature compiles out of the default build.
+//! Built so far: the cost model of simulated GPU time ([`cost`], presets
+//! with sources in `worker/presets/presets.toml`). The workers themselves
+//! land with the rest of the Conductor issue; the CUDA path is declared here
+//! now so the feature compiles out of the default build.
 //!
 //! `unsafe` is denied (workspace lint) except at the one marked call that
 //! probes for the CUDA driver library in `gpu`.
 
+pub mod cost;
 #[cfg(feature = "cuda")]
 pub mod gpu;
 
