@@ -5,5 +5,11 @@
 //! unmatched tokens; TBT within SLO), rejects early when no choice meets the
 //! SLOs, and replicates hot prefixes. It keeps only soft state and talks to the
 //! store through `pagoda-client`, so several conductors run side by side.
-//! Empty until the Conductor issue lands.
+//!
+//! Built so far: the placement decision ([`schedule::place`]): Algorithm 1
+//! and the round-robin, least-loaded and local-only baselines, with early
+//! rejection, over the cost model of `pagoda-worker`. The service, its soft
+//! state and the replay land with the rest of the Conductor issue.
 #![forbid(unsafe_code)]
+
+pub mod schedule;

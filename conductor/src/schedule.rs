@@ -1,0 +1,469 @@
+//! Instance selection: Mooncake's Algorithm 1 and the baselines it is
+//! compared with, as pure functions of the Conductor's soft state.
+//!
+//! For each prefill instance the KVCache-aware policy estimates
+//! TTFT = queue time + prefill time, where prefill uses the instance's own
+//! cached prefix when it is close to the best prefix held anywhere (within
+//! the balancing threshold), or else first fetches the best prefix from the
+//! instance that holds it (transfer time) and prefills the rest. It takes the
+//! instance with the lowest TTFT, then the decode instance with the lowest
+//! predicted TBT, and rejects the request early when either misses its SLO.
+//! The baselines place every request (they have no early rejection).
+
+use pagoda_worker::cost::Preset;
+
+/// Which scheduler to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Policy {
+    /// Mooncake's Algorithm 1 (cache-aware, with prefix transfer).
+    KvCache,
+    /// Instances in turn, cache-blind.
+    RoundRobin,
+    /// The shortest queue, cache-blind.
+    LeastLoaded,
+    /// The longest local prefix (ties: shortest queue), no transfers.
+    LocalOnly,
+}
+
+impl Policy {
+    /// Parses `kvcache`, `round-robin`, `least-loaded` or `local-only`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "kvcache" => Some(Policy::KvCache),
+            "round-robin" => Some(Policy::RoundRobin),
+            "least-loaded" => Some(Policy::LeastLoaded),
+            "local-only" => Some(Policy::LocalOnly),
+            _ => None,
+        }
+    }
+}
+
+/// What the Conductor knows of a prefill instance.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PrefillView {
+    /// Seconds of work queued ahead of a new request.
+    pub queue_seconds: f64,
+    /// Leading blocks of this request's prompt the instance holds.
+    pub prefix_blocks: u64,
+}
+
+/// What the Conductor knows of a decode instance.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DecodeView {
+    /// Context tokens of the sequences it is decoding.
+    pub context_tokens: u64,
+    /// Sequences it is decoding.
+    pub sequences: u32,
+    /// Most sequences it may batch.
+    pub max_sequences: u32,
+}
+
+/// A request to place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Tokens per cache block.
+    pub block_tokens: u64,
+}
+
+/// Latency objectives.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Slo {
+    /// Time to first token, seconds.
+    pub ttft_seconds: f64,
+    /// Time between tokens, seconds.
+    pub tbt_seconds: f64,
+}
+
+/// Where a request goes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Placement {
+    /// Prefill instance.
+    pub prefill: usize,
+    /// Decode instance.
+    pub decode: usize,
+    /// Blocks of the prompt found cached (locally or fetched).
+    pub reused_blocks: u64,
+    /// Fetch this many leading blocks from this instance first.
+    pub transfer_from: Option<(usize, u64)>,
+    /// Predicted time to first token.
+    pub ttft_seconds: f64,
+    /// Predicted time between tokens.
+    pub tbt_seconds: f64,
+}
+
+/// Why a request was rejected early.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rejection {
+    /// No instance of that kind.
+    NoInstance,
+    /// The best predicted TTFT misses the SLO.
+    Ttft(f64),
+    /// The best predicted TBT misses the SLO.
+    Tbt(f64),
+}
+
+/// Prefix length ratio under which the local prefix is used rather than
+/// fetching the best one (Mooncake's `kvcache_balancing_threshold`): a
+/// local prefix within this factor of the best is good enough.
+pub const BALANCING_THRESHOLD: f64 = 1.25;
+
+/// Places `request` by `policy`; `turn` drives round-robin.
+#[expect(clippy::cast_precision_loss, reason = "block counts far below 2^52")]
+#[expect(clippy::too_many_lines, reason = "Algorithm 1 and its baselines side by side")]
+pub fn place(
+    policy: Policy,
+    model: &Preset,
+    prefill: &[PrefillView],
+    decode: &[DecodeView],
+    request: Request,
+    slo: Slo,
+    turn: u64,
+) -> Result<Placement, Rejection> {
+    if prefill.is_empty() || decode.is_empty() {
+        return Err(Rejection::NoInstance);
+    }
+    let blocks = request.prompt_tokens / request.block_tokens.max(1);
+    let cached_tokens = |blocks: u64| (blocks * request.block_tokens).min(request.prompt_tokens);
+    let local = |index: usize| {
+        let view = prefill[index];
+        let reused = view.prefix_blocks.min(blocks);
+        let seconds = view.queue_seconds
+            + model.prefill_seconds(
+                cached_tokens(reused),
+                request.prompt_tokens - cached_tokens(reused),
+            );
+        (index, seconds, reused, None)
+    };
+    let (best_holder, best_blocks) = prefill
+        .iter()
+        .enumerate()
+        .map(|(index, view)| (index, view.prefix_blocks.min(blocks)))
+        .max_by_key(|(index, blocks)| (*blocks, std::cmp::Reverse(*index)))
+        .unwrap_or((0, 0));
+    let by_time =
+        |a: &(usize, f64, u64, Option<(usize, u64)>),
+         b: &(usize, f64, u64, Option<(usize, u64)>)| { a.1.total_cmp(&b.1) };
+    let chosen = match policy {
+        Policy::RoundRobin => local(usize::try_from(turn % prefill.len() as u64).unwrap_or(0)),
+        Policy::LeastLoaded => {
+            let index = (0..prefill.len())
+                .min_by(|a, b| {
+                    prefill[*a]
+                        .queue_seconds
+                        .total_cmp(&prefill[*b].queue_seconds)
+                })
+                .unwrap_or(0);
+            local(index)
+        }
+        Policy::LocalOnly => {
+            let index = (0..prefill.len())
+                .max_by(|a, b| {
+                    prefill[*a]
+                        .prefix_blocks
+                        .cmp(&prefill[*b].prefix_blocks)
+                        .then(
+                            prefill[*b]
+                                .queue_seconds
+                                .total_cmp(&prefill[*a].queue_seconds),
+                        )
+                })
+                .unwrap_or(0);
+            local(index)
+        }
+        Policy::KvCache => (0..prefill.len())
+            .map(|index| {
+                let view = prefill[index];
+                let own = view.prefix_blocks.min(blocks);
+                let close = own > 0 && best_blocks as f64 / own as f64 <= BALANCING_THRESHOLD;
+                if best_blocks == own || close || index == best_holder {
+                    local(index)
+                } else {
+                    let moved = cached_tokens(best_blocks) * model.kv_bytes_per_token();
+                    let seconds = view.queue_seconds
+                        + model.transfer_seconds(moved)
+                        + model.prefill_seconds(
+                            cached_tokens(best_blocks),
+                            request.prompt_tokens - cached_tokens(best_blocks),
+                        );
+                    (
+                        index,
+                        seconds,
+                        best_blocks,
+                        Some((best_holder, best_blocks)),
+                    )
+                }
+            })
+            .min_by(by_time)
+            .unwrap_or_else(|| local(0)),
+    };
+    let (prefill_index, ttft, reused, transfer_from) = chosen;
+    // Decode: the instance whose next step (with this sequence added) is fastest.
+    let (decode_index, tbt) = decode
+        .iter()
+        .enumerate()
+        .filter(|(_, view)| view.sequences < view.max_sequences)
+        .map(|(index, view)| {
+            (
+                index,
+                model.decode_step_seconds(view.context_tokens + request.prompt_tokens),
+            )
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .ok_or(Rejection::Tbt(f64::INFINITY))?;
+    // Early rejection is part of the KVCache-aware scheduler; the baselines
+    // admit everything and miss their SLOs instead.
+    if policy == Policy::KvCache {
+        if ttft > slo.ttft_seconds {
+            return Err(Rejection::Ttft(ttft));
+        }
+        if tbt > slo.tbt_seconds {
+            return Err(Rejection::Tbt(tbt));
+        }
+    }
+    Ok(Placement {
+        prefill: prefill_index,
+        decode: decode_index,
+        reused_blocks: reused,
+        transfer_from,
+        ttft_seconds: ttft,
+        tbt_seconds: tbt,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> Preset {
+        pagoda_worker::cost::preset("llama2-70b-a800").unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    const LOOSE: Slo = Slo {
+        ttft_seconds: 1e9,
+        tbt_seconds: 1e9,
+    };
+
+    fn decode() -> Vec<DecodeView> {
+        vec![
+            DecodeView {
+                context_tokens: 400_000,
+                sequences: 40,
+                max_sequences: 64,
+            },
+            DecodeView {
+                context_tokens: 100_000,
+                sequences: 10,
+                max_sequences: 64,
+            },
+        ]
+    }
+
+    fn request() -> Request {
+        Request {
+            prompt_tokens: 16_384,
+            block_tokens: 512,
+        }
+    }
+
+    #[test]
+    fn kvcache_prefers_the_cached_prefix_until_the_queue_outweighs_it() {
+        let prefill = [
+            PrefillView {
+                queue_seconds: 0.5,
+                prefix_blocks: 30,
+            },
+            PrefillView {
+                queue_seconds: 0.0,
+                prefix_blocks: 0,
+            },
+        ];
+        let placed = place(
+            Policy::KvCache,
+            &model(),
+            &prefill,
+            &decode(),
+            request(),
+            LOOSE,
+            0,
+        )
+        .unwrap();
+        // Fetching the 30 blocks to the idle instance beats waiting 0.5 s.
+        assert_eq!(placed.prefill, 1);
+        assert_eq!(placed.transfer_from, Some((0, 30)));
+        assert_eq!(placed.reused_blocks, 30);
+        assert_eq!(placed.decode, 1, "the lighter decode instance");
+        let busy = [
+            PrefillView {
+                queue_seconds: 0.0,
+                prefix_blocks: 30,
+            },
+            PrefillView {
+                queue_seconds: 0.0,
+                prefix_blocks: 0,
+            },
+        ];
+        let placed = place(
+            Policy::KvCache,
+            &model(),
+            &busy,
+            &decode(),
+            request(),
+            LOOSE,
+            0,
+        )
+        .unwrap();
+        assert_eq!((placed.prefill, placed.transfer_from), (0, None));
+        // A local prefix close to the best one is used as is.
+        let close = [
+            PrefillView {
+                queue_seconds: 0.3,
+                prefix_blocks: 30,
+            },
+            PrefillView {
+                queue_seconds: 0.0,
+                prefix_blocks: 28,
+            },
+        ];
+        let placed = place(
+            Policy::KvCache,
+            &model(),
+            &close,
+            &decode(),
+            request(),
+            LOOSE,
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            (placed.prefill, placed.transfer_from, placed.reused_blocks),
+            (1, None, 28)
+        );
+    }
+
+    #[test]
+    fn baselines_ignore_the_cache_in_their_own_ways() {
+        let prefill = [
+            PrefillView {
+                queue_seconds: 0.2,
+                prefix_blocks: 30,
+            },
+            PrefillView {
+                queue_seconds: 0.1,
+                prefix_blocks: 0,
+            },
+            PrefillView {
+                queue_seconds: 0.3,
+                prefix_blocks: 10,
+            },
+        ];
+        let m = model();
+        let rr: Vec<usize> = (0..4)
+            .map(|turn| {
+                place(
+                    Policy::RoundRobin,
+                    &m,
+                    &prefill,
+                    &decode(),
+                    request(),
+                    LOOSE,
+                    turn,
+                )
+                .unwrap()
+                .prefill
+            })
+            .collect();
+        assert_eq!(rr, vec![0, 1, 2, 0]);
+        assert_eq!(
+            place(
+                Policy::LeastLoaded,
+                &m,
+                &prefill,
+                &decode(),
+                request(),
+                LOOSE,
+                0
+            )
+            .unwrap()
+            .prefill,
+            1
+        );
+        let local = place(
+            Policy::LocalOnly,
+            &m,
+            &prefill,
+            &decode(),
+            request(),
+            LOOSE,
+            0,
+        )
+        .unwrap();
+        assert_eq!((local.prefill, local.transfer_from), (0, None));
+    }
+
+    #[test]
+    fn requests_that_cannot_meet_their_slo_are_rejected_early() {
+        let prefill = [PrefillView {
+            queue_seconds: 5.0,
+            prefix_blocks: 0,
+        }];
+        let tight = Slo {
+            ttft_seconds: 2.0,
+            tbt_seconds: 1.0,
+        };
+        assert!(matches!(
+            place(Policy::KvCache, &model(), &prefill, &decode(), request(), tight, 0),
+            Err(Rejection::Ttft(ttft)) if ttft > 5.0
+        ));
+        let prefill = [PrefillView {
+            queue_seconds: 0.0,
+            prefix_blocks: 0,
+        }];
+        let tbt = Slo {
+            ttft_seconds: 100.0,
+            tbt_seconds: 0.001,
+        };
+        assert!(matches!(
+            place(
+                Policy::KvCache,
+                &model(),
+                &prefill,
+                &decode(),
+                request(),
+                tbt,
+                0
+            ),
+            Err(Rejection::Tbt(_))
+        ));
+        assert_eq!(
+            place(
+                Policy::KvCache,
+                &model(),
+                &[],
+                &decode(),
+                request(),
+                LOOSE,
+                0
+            ),
+            Err(Rejection::NoInstance)
+        );
+        let full = [DecodeView {
+            context_tokens: 0,
+            sequences: 8,
+            max_sequences: 8,
+        }];
+        assert!(
+            place(
+                Policy::KvCache,
+                &model(),
+                &prefill,
+                &full,
+                request(),
+                LOOSE,
+                0
+            )
+            .is_err()
+        );
+    }
+}
