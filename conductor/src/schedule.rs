@@ -111,7 +111,10 @@ pub const BALANCING_THRESHOLD: f64 = 1.25;
 
 /// Places `request` by `policy`; `turn` drives round-robin.
 #[expect(clippy::cast_precision_loss, reason = "block counts far below 2^52")]
-#[expect(clippy::too_many_lines, reason = "Algorithm 1 and its baselines side by side")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "Algorithm 1 and its baselines side by side"
+)]
 pub fn place(
     policy: Policy,
     model: &Preset,

@@ -284,6 +284,23 @@ async fn pagoda_row(
     Ok(Row::from_latencies(latencies, moved, seconds))
 }
 
+/// Latencies and bytes of one connection's loop.
+type Measured = Result<(Vec<u64>, u64), String>;
+
+/// Joins the connections' threads and pools what they measured.
+fn gather(handles: Vec<std::thread::JoinHandle<Measured>>, what: &str) -> Measured {
+    let mut latencies = Vec::new();
+    let mut moved = 0;
+    for handle in handles {
+        let (mut task_latencies, task_moved) = handle
+            .join()
+            .map_err(|_| format!("a {what} thread panicked"))??;
+        latencies.append(&mut task_latencies);
+        moved += task_moved;
+    }
+    Ok((latencies, moved))
+}
+
 /// A `redis-server` child on a free loopback port, stopped on drop.
 struct RedisServer {
     child: std::process::Child,
@@ -408,14 +425,7 @@ fn redis_row(
             })
         })
         .collect();
-    let mut latencies = Vec::new();
-    let mut moved = 0;
-    for handle in handles {
-        let (mut task_latencies, task_moved) =
-            handle.join().map_err(|_| "redis thread panicked")??;
-        latencies.append(&mut task_latencies);
-        moved += task_moved;
-    }
+    let (latencies, moved) = gather(handles, "redis")?;
     let seconds = started.elapsed().as_secs_f64();
     done.store(true, Ordering::Release);
     let _ = bar.join();
@@ -461,14 +471,7 @@ fn loopback_row(block_bytes: usize, connections: usize, seconds: f64) -> Result<
             })
         })
         .collect();
-    let mut latencies = Vec::new();
-    let mut moved = 0;
-    for handle in handles {
-        let (mut task_latencies, task_moved) =
-            handle.join().map_err(|_| "loopback thread panicked")??;
-        latencies.append(&mut task_latencies);
-        moved += task_moved;
-    }
+    let (latencies, moved) = gather(handles, "loopback")?;
     let elapsed = started.elapsed().as_secs_f64();
     let _ = sinks.join();
     Ok(Row::from_latencies(latencies, moved, elapsed))
