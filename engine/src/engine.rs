@@ -278,6 +278,8 @@ impl Engine {
             let entry = &mut state.namespaces[slot as usize];
             entry.generation = generation;
             entry.dropped = true;
+            state.dead_pending = true;
+            state.sweep_found = true;
             self.inner
                 .ssd
                 .as_ref()
@@ -1413,7 +1415,7 @@ impl Inner {
         {
             let mut state = self.lock();
             let len = state.slab.len();
-            if len == 0 {
+            if len == 0 || !state.dead_pending {
                 return;
             }
             for _ in 0..limits::SWEEP_BATCH.min(len) {
@@ -1422,6 +1424,11 @@ impl Inner {
                 let meta = state.meta(id);
                 if meta.flags & crate::state::LIVE != 0 && !state.is_current(id) {
                     state.remove_dead(id, &mut released);
+                    state.sweep_found = true;
+                }
+                if state.sweep_cursor == 0 {
+                    // A whole cycle: done when it found nothing left.
+                    state.dead_pending = std::mem::take(&mut state.sweep_found);
                 }
             }
         }

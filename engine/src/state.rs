@@ -141,6 +141,12 @@ pub(crate) struct State {
     pub(crate) deadlines: BinaryHeap<std::cmp::Reverse<(Instant, u64)>>,
     pub(crate) next_lease: u64,
     pub(crate) sweep_cursor: usize,
+    /// Blocks of a dropped generation may remain (set by a drop, cleared by
+    /// a full sweep cycle that found none): sweeps and counts skip work
+    /// otherwise.
+    pub(crate) dead_pending: bool,
+    /// A dead block was found in the current sweep cycle.
+    pub(crate) sweep_found: bool,
     next_epoch: u32,
     pub(crate) page_bytes: u64,
     pub(crate) events: Option<Events>,
@@ -180,6 +186,8 @@ impl State {
             deadlines: BinaryHeap::new(),
             next_lease: 1,
             sweep_cursor: 0,
+            dead_pending: false,
+            sweep_found: false,
             next_epoch: 1,
             page_bytes,
             events: None,
@@ -413,6 +421,9 @@ impl State {
 
     /// Blocks whose generation is not the live one, not yet freed.
     pub(crate) fn dead_count(&self) -> u64 {
+        if !self.dead_pending {
+            return 0;
+        }
         self.table
             .iter()
             .filter(|&&id| !self.is_current(id))
