@@ -128,3 +128,39 @@ fn synth_is_deterministic_and_its_reuse_follows_the_flag() {
     assert!(h > 0.3 && l < 0.05, "high {h}, low {l}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn replay_is_deterministic_and_the_kvcache_scheduler_beats_round_robin() {
+    let run = || {
+        let output = Command::new(pagoda_binary())
+            .args([
+                "replay",
+                "--json",
+                "--limit",
+                "400",
+                "--policy",
+                "kvcache,round-robin",
+                "--trace",
+            ])
+            .arg(repo("traces/conversation_trace.jsonl"))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    let first = run();
+    let again = run();
+    assert_eq!(first, again, "same trace, same flags, same figures");
+    let (kvcache, round_robin) = (&first[0], &first[1]);
+    assert_eq!(kvcache["policy"], "kvcache");
+    assert_eq!(kvcache["requests"], 400);
+    let attainment = |r: &serde_json::Value| r["slo_attainment"].as_f64().unwrap();
+    let hit = |r: &serde_json::Value| r["hit_ratio"].as_f64().unwrap();
+    assert!(attainment(kvcache) >= attainment(round_robin), "{first}");
+    assert!(hit(kvcache) > hit(round_robin), "{first}");
+    assert!(hit(kvcache) > 0.0 && kvcache["gpu_seconds_saved"].as_f64().unwrap() > 0.0);
+}

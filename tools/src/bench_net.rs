@@ -102,7 +102,7 @@ impl Row {
     clippy::cast_sign_loss,
     reason = "a non-negative fraction of a length"
 )]
-fn share_of(len: usize, fraction: f64) -> usize {
+pub(crate) fn share_of(len: usize, fraction: f64) -> usize {
     (len as f64 * fraction.clamp(0.0, 1.0)) as usize
 }
 

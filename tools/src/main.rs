@@ -7,7 +7,8 @@
 //! directory), `pagoda serve` (run a node), `pagoda stats` (look at one),
 //! `pagoda token` (make API tokens), `pagoda bench wal|engine|policies` and
 //! `pagoda trace analyze|synth` (trace statistics and synthetic traces) and
-//! `pagoda --version`. Later: `replay`.
+//! `pagoda replay` (the Conductor's placement on a virtual clock over real
+//! engines) and `pagoda --version`.
 //!
 //! Exit status: 0 on success, 1 when the command failed (the reason is on
 //! stderr), 2 for a usage error.
@@ -18,6 +19,7 @@ mod bench_engine;
 mod bench_net;
 mod fsck_cmd;
 mod hash;
+mod replay;
 mod serve;
 mod tokens;
 mod trace_cmd;
@@ -55,6 +57,8 @@ enum Command {
     /// Analyze Mooncake-format traces, or write a synthetic one.
     #[command(subcommand)]
     Trace(trace_cmd::TraceCommand),
+    /// Replay a trace through the Conductor's scheduling on a virtual clock.
+    Replay(replay::ReplayArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
         Command::Stats(args) => serve::stats(&args),
         Command::Token(args) => serve::token(&args),
         Command::Trace(command) => trace_cmd::run(&command),
+        Command::Replay(args) => replay::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -94,6 +94,28 @@ pub(crate) struct TraceRequest {
     hash_ids: Vec<u64>,
 }
 
+impl TraceRequest {
+    /// Arrival, milliseconds.
+    pub(crate) fn timestamp(&self) -> u64 {
+        self.timestamp
+    }
+
+    /// Prompt tokens.
+    pub(crate) fn input_length(&self) -> u64 {
+        self.input_length
+    }
+
+    /// Generated tokens.
+    pub(crate) fn output_length(&self) -> u64 {
+        self.output_length
+    }
+
+    /// Prefix-chained block ids.
+    pub(crate) fn hash_ids(&self) -> &[u64] {
+        &self.hash_ids
+    }
+}
+
 /// Reads a trace; a bad line is an error naming it.
 pub(crate) fn read_trace(path: &PathBuf) -> Result<Vec<TraceRequest>, String> {
     let text =

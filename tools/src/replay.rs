@@ -1,0 +1,395 @@
+//! `pagoda replay`: the Conductor's placement code over simulated prefill and
+//! decode instances on a virtual clock, with a real Pagoda engine per
+//! prefill instance holding its cache (one-page blocks), so hit ratios come
+//! from the real store. Deterministic; an hour of trace runs in seconds.
+//!
+//! Per request (in arrival order, times divided by `--rate-scale`): decode
+//! sequences that ended are retired; every prefill instance reports its queue
+//! (work ahead of the request) and its cached prefix of the prompt (a real
+//! lookup); `conductor::schedule::place` picks the instances or rejects; the
+//! chosen prefill instance is busy for the transfer (when the policy fetched
+//! a prefix from another instance) plus the cost model's prefill time, then
+//! stores the prompt's blocks; the decode instance runs the sequence for
+//! `output_length` steps at the predicted TBT. A request meets its SLOs when
+//! it was admitted and both its TTFT and TBT are within them.
+//!
+//! `--sweep-rate` replays each policy at growing rate scales and reports the
+//! highest scale at which ≥ 90 % of requests meet both SLOs (the effective
+//! request capacity), and the ratio of `kvcache` to each baseline.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use pagoda_conductor::schedule::{DecodeView, Policy, PrefillView, Request, Slo, place};
+use pagoda_engine::trace::trace_hash;
+use pagoda_engine::{Engine, EngineOptions, PutOutcome, TenantConfig};
+use pagoda_formats::chain::{ChainHash, TenantSecret};
+use pagoda_formats::namespace::{Dtype, KvKind, KvLayout, Namespace, NamespaceId};
+use pagoda_worker::cost::{Preset, preset};
+
+use crate::trace_cmd::{TraceRequest, read_trace};
+
+/// Flags of `pagoda replay`.
+#[derive(Debug, Args)]
+pub(crate) struct ReplayArgs {
+    /// Trace file (Mooncake format).
+    #[arg(long)]
+    trace: PathBuf,
+    /// Cost-model preset.
+    #[arg(long, default_value = "llama2-70b-a800")]
+    preset: String,
+    /// Prefill instances.
+    #[arg(long, default_value_t = 4)]
+    prefill: usize,
+    /// Decode instances.
+    #[arg(long, default_value_t = 4)]
+    decode: usize,
+    /// Policies to compare (kvcache, round-robin, least-loaded, local-only).
+    #[arg(long, value_delimiter = ',', default_values_t = ["kvcache".to_string(), "round-robin".to_string(), "least-loaded".to_string(), "local-only".to_string()])]
+    policy: Vec<String>,
+    /// TTFT SLO, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    ttft_slo: f64,
+    /// TBT SLO, seconds.
+    #[arg(long, default_value_t = 0.1)]
+    tbt_slo: f64,
+    /// Arrival-rate multiplier.
+    #[arg(long, default_value_t = 1.0)]
+    rate_scale: f64,
+    /// Blocks each prefill instance caches.
+    #[arg(long, default_value_t = 20_000)]
+    cache_blocks: u64,
+    /// Sequences a decode instance batches.
+    #[arg(long, default_value_t = 64)]
+    max_batch: u32,
+    /// Replay only the first N requests.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Find each policy's effective capacity over rate scales.
+    #[arg(long)]
+    sweep_rate: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What one replay measured.
+#[derive(Clone, Debug, Default)]
+struct Outcome {
+    requests: usize,
+    rejected: usize,
+    met: usize,
+    ttft: Vec<f64>,
+    tbt: Vec<f64>,
+    reused_blocks: u64,
+    blocks: u64,
+    transferred_bytes: u64,
+    prefill_seconds: f64,
+    prefill_seconds_uncached: f64,
+    makespan: f64,
+    tokens: u64,
+}
+
+impl Outcome {
+    #[expect(clippy::cast_precision_loss, reason = "reported ratios")]
+    fn attainment(&self) -> f64 {
+        self.met as f64 / self.requests.max(1) as f64
+    }
+}
+
+fn quantile(values: &[f64], q: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted
+        .get(crate::bench_net::share_of(
+            sorted.len().saturating_sub(1),
+            q,
+        ))
+        .copied()
+        .unwrap_or(0.0)
+}
+
+struct PrefillInstance {
+    engine: Engine,
+    ns: NamespaceId,
+    busy_until: f64,
+}
+
+struct DecodeInstance {
+    /// (end time, context tokens) of running sequences.
+    running: Vec<(f64, u64)>,
+}
+
+fn prefill_instance(cache_blocks: u64) -> Result<PrefillInstance, String> {
+    let secret = TenantSecret::new(b"replay tenant secret".to_vec()).map_err(|e| e.to_string())?;
+    let options = EngineOptions {
+        page_bytes: 64,
+        maintenance_interval: None,
+        tenants: vec![TenantConfig::new("replay", secret)],
+        ..EngineOptions::in_memory(cache_blocks * 64)
+    };
+    let engine = Engine::open(options).map_err(|e| e.to_string())?;
+    let layout = KvLayout {
+        dtype: Dtype::F16,
+        kind: KvKind::SeparateKv,
+        layer_count: 1,
+        kv_head_count: 1,
+        head_dim: 16,
+        block_tokens: 512,
+        tp_rank: 0,
+        tp_size: 1,
+    };
+    let ns = engine
+        .create_namespace(
+            &Namespace::new("replay", "model", "r1", layout).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(PrefillInstance {
+        engine,
+        ns,
+        busy_until: 0.0,
+    })
+}
+
+/// Stores a request's blocks in an instance's engine (as far as they fit).
+fn store(instance: &PrefillInstance, hashes: &[ChainHash]) {
+    let payload = [7u8; 64];
+    let crc = crc32c::crc32c(&payload);
+    let mut parent = ChainHash::ROOT;
+    for hash in hashes {
+        match instance
+            .engine
+            .put(&instance.ns, &parent, hash, &payload, crc)
+        {
+            Ok(PutOutcome::Stored | PutOutcome::Exists) => parent = *hash,
+            _ => return,
+        }
+    }
+}
+
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "times in seconds from millisecond timestamps"
+)]
+fn replay_once(
+    requests: &[TraceRequest],
+    model: &Preset,
+    args: &ReplayArgs,
+    policy: Policy,
+    rate_scale: f64,
+) -> Result<Outcome, String> {
+    let mut prefill: Vec<PrefillInstance> = (0..args.prefill)
+        .map(|_| prefill_instance(args.cache_blocks))
+        .collect::<Result<_, _>>()?;
+    let mut decode: Vec<DecodeInstance> = (0..args.decode)
+        .map(|_| DecodeInstance {
+            running: Vec::new(),
+        })
+        .collect();
+    let slo = Slo {
+        ttft_seconds: args.ttft_slo,
+        tbt_seconds: args.tbt_slo,
+    };
+    let first = requests.first().map_or(0, TraceRequest::timestamp);
+    let mut outcome = Outcome::default();
+    for (turn, request) in requests.iter().enumerate() {
+        let now = (request.timestamp() - first) as f64 / 1000.0 / rate_scale;
+        outcome.requests += 1;
+        let hashes: Vec<ChainHash> = request
+            .hash_ids()
+            .iter()
+            .map(|id| trace_hash(*id))
+            .collect();
+        let full_blocks = request.input_length() / 512;
+        for instance in &mut decode {
+            instance.running.retain(|(end, _)| *end > now);
+        }
+        let prefill_views: Vec<PrefillView> = prefill
+            .iter()
+            .map(|instance| {
+                let matched = instance
+                    .engine
+                    .lookup(&instance.ns, &hashes)
+                    .map_or(0, |found| found.matched as u64);
+                PrefillView {
+                    queue_seconds: (instance.busy_until - now).max(0.0),
+                    prefix_blocks: matched.min(full_blocks),
+                }
+            })
+            .collect();
+        let decode_views: Vec<DecodeView> = decode
+            .iter()
+            .map(|instance| DecodeView {
+                context_tokens: instance.running.iter().map(|(_, tokens)| tokens).sum(),
+                sequences: u32::try_from(instance.running.len()).unwrap_or(u32::MAX),
+                max_sequences: args.max_batch,
+            })
+            .collect();
+        let shape = Request {
+            prompt_tokens: request.input_length(),
+            block_tokens: 512,
+        };
+        let turn = u64::try_from(turn).unwrap_or(0);
+        let Ok(placed) = place(
+            policy,
+            model,
+            &prefill_views,
+            &decode_views,
+            shape,
+            slo,
+            turn,
+        ) else {
+            outcome.rejected += 1;
+            continue;
+        };
+        let reused_tokens = (placed.reused_blocks * 512).min(request.input_length());
+        let transfer = placed.transfer_from.map_or(0.0, |(_, blocks)| {
+            model.transfer_seconds(blocks * 512 * model.kv_bytes_per_token())
+        });
+        if let Some((_, blocks)) = placed.transfer_from {
+            outcome.transferred_bytes += blocks * 512 * model.kv_bytes_per_token();
+        }
+        let compute = model.prefill_seconds(reused_tokens, request.input_length() - reused_tokens);
+        let instance = &mut prefill[placed.prefill];
+        let start = now.max(instance.busy_until);
+        instance.busy_until = start + transfer + compute;
+        store(instance, &hashes);
+        let tbt = model.decode_step_seconds(
+            decode_views[placed.decode].context_tokens + request.input_length(),
+        );
+        let ttft = instance.busy_until - now + tbt;
+        let end = instance.busy_until + tbt * request.output_length() as f64;
+        decode[placed.decode]
+            .running
+            .push((end, request.input_length()));
+        outcome.ttft.push(ttft);
+        outcome.tbt.push(tbt);
+        if ttft <= slo.ttft_seconds && tbt <= slo.tbt_seconds {
+            outcome.met += 1;
+        }
+        outcome.reused_blocks += placed.reused_blocks;
+        outcome.blocks += hashes.len() as u64;
+        outcome.prefill_seconds += compute;
+        outcome.prefill_seconds_uncached += model.prefill_seconds(0, request.input_length());
+        outcome.makespan = outcome.makespan.max(end);
+        outcome.tokens += request.input_length() + request.output_length();
+    }
+    Ok(outcome)
+}
+
+#[expect(clippy::cast_precision_loss, reason = "reported figures")]
+fn report(name: &str, outcome: &Outcome, model: &Preset, args: &ReplayArgs) -> serde_json::Value {
+    let instances = (args.prefill + args.decode) as f64;
+    let dollars = model.instance_dollars(outcome.makespan) * instances;
+    serde_json::json!({
+        "policy": name,
+        "requests": outcome.requests,
+        "rejected": outcome.rejected,
+        "slo_attainment": outcome.attainment(),
+        "ttft_p50": quantile(&outcome.ttft, 0.5),
+        "ttft_p90": quantile(&outcome.ttft, 0.9),
+        "ttft_p99": quantile(&outcome.ttft, 0.99),
+        "tbt_p50": quantile(&outcome.tbt, 0.5),
+        "tbt_p90": quantile(&outcome.tbt, 0.9),
+        "tbt_p99": quantile(&outcome.tbt, 0.99),
+        "hit_ratio": outcome.reused_blocks as f64 / outcome.blocks.max(1) as f64,
+        "transferred_bytes": outcome.transferred_bytes,
+        "gpu_seconds_saved": (outcome.prefill_seconds_uncached - outcome.prefill_seconds) * f64::from(model.gpus),
+        "dollars_per_million_tokens": dollars / (outcome.tokens.max(1) as f64) * 1e6,
+    })
+}
+
+pub(crate) fn run(args: &ReplayArgs) -> Result<(), String> {
+    let model = preset(&args.preset)?;
+    let mut requests = read_trace(&args.trace)?;
+    if let Some(limit) = args.limit {
+        requests.truncate(limit);
+    }
+    let policies: Vec<(String, Policy)> = args
+        .policy
+        .iter()
+        .map(|name| {
+            Policy::parse(name)
+                .map(|policy| (name.clone(), policy))
+                .ok_or_else(|| format!("unknown policy {name:?}"))
+        })
+        .collect::<Result<_, _>>()?;
+    if args.sweep_rate {
+        return sweep(&requests, &model, args, &policies);
+    }
+    let mut reports = Vec::new();
+    for (name, policy) in &policies {
+        eprintln!("replaying {} requests with {name}", requests.len());
+        let outcome = replay_once(&requests, &model, args, *policy, args.rate_scale)?;
+        reports.push(report(name, &outcome, &model, args));
+    }
+    if args.json {
+        println!("{}", serde_json::Value::Array(reports));
+        return Ok(());
+    }
+    println!(
+        "| policy | SLO met | rejected | TTFT p50/p90/p99 s | TBT p50/p99 ms | hit ratio | GPU-s saved | $/1M tokens |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for r in &reports {
+        let f = |key: &str| r[key].as_f64().unwrap_or(0.0);
+        println!(
+            "| {} | {:.1} % | {} | {:.2} / {:.2} / {:.2} | {:.1} / {:.1} | {:.1} % | {:.0} | {:.3} |",
+            r["policy"].as_str().unwrap_or("?"),
+            f("slo_attainment") * 100.0,
+            r["rejected"],
+            f("ttft_p50"),
+            f("ttft_p90"),
+            f("ttft_p99"),
+            f("tbt_p50") * 1e3,
+            f("tbt_p99") * 1e3,
+            f("hit_ratio") * 100.0,
+            f("gpu_seconds_saved"),
+            f("dollars_per_million_tokens"),
+        );
+    }
+    Ok(())
+}
+
+/// Rate scales tried by `--sweep-rate`.
+const SCALES: [f64; 12] = [
+    0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0,
+];
+
+fn sweep(
+    requests: &[TraceRequest],
+    model: &Preset,
+    args: &ReplayArgs,
+    policies: &[(String, Policy)],
+) -> Result<(), String> {
+    let mut capacities = Vec::new();
+    for (name, policy) in policies {
+        let mut best = 0.0f64;
+        for scale in SCALES {
+            let outcome = replay_once(requests, model, args, *policy, scale)?;
+            eprintln!(
+                "{name} at {scale}×: {:.1} % within SLO",
+                outcome.attainment() * 100.0
+            );
+            if outcome.attainment() >= 0.9 {
+                best = best.max(scale);
+            }
+        }
+        capacities.push((name.clone(), best));
+    }
+    let kvcache = capacities
+        .iter()
+        .find(|(name, _)| name == "kvcache")
+        .map_or(0.0, |(_, scale)| *scale);
+    println!("| policy | effective capacity (rate scale, ≥ 90 % within SLO) | kvcache / policy |");
+    println!("|---|---|---|");
+    for (name, scale) in &capacities {
+        let ratio = if *scale > 0.0 {
+            kvcache / scale
+        } else {
+            f64::INFINITY
+        };
+        println!("| {name} | {scale}× | {ratio:.2} |");
+    }
+    Ok(())
+}
