@@ -71,6 +71,52 @@ pub(crate) struct ReplayArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Write charts here: TTFT CDF per policy, or (with --sweep-rate) SLO
+    /// attainment against the rate scale.
+    #[arg(long)]
+    svg_dir: Option<PathBuf>,
+}
+
+/// Writes `name.svg` into `--svg-dir`, if given.
+fn write_chart(
+    args: &ReplayArgs,
+    name: &str,
+    series: &[(String, Vec<(u64, f64)>)],
+    axes: &crate::bench_engine::Axes<'_>,
+) -> Result<(), String> {
+    let Some(dir) = &args.svg_dir else {
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir).map_err(|error| format!("{}: {error}", dir.display()))?;
+    let path = dir.join(format!("{name}.svg"));
+    std::fs::write(&path, crate::bench_engine::chart(series, axes))
+        .map_err(|error| format!("{}: {error}", path.display()))?;
+    eprintln!("chart written to {}", path.display());
+    Ok(())
+}
+
+/// The TTFT CDF: (TTFT in ms, share of admitted requests at or below it).
+#[expect(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "plotted points"
+)]
+fn cdf(ttft: &[f64]) -> Vec<(u64, f64)> {
+    let mut sorted = ttft.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let step = (sorted.len() / 50).max(1);
+    sorted
+        .iter()
+        .enumerate()
+        .step_by(step)
+        .map(|(index, value)| {
+            (
+                (value * 1000.0) as u64,
+                (index + 1) as f64 / sorted.len() as f64,
+            )
+        })
+        .collect()
 }
 
 /// What one replay measured.
@@ -318,11 +364,23 @@ pub(crate) fn run(args: &ReplayArgs) -> Result<(), String> {
         return sweep(&requests, &model, args, &policies);
     }
     let mut reports = Vec::new();
+    let mut curves = Vec::new();
     for (name, policy) in &policies {
         eprintln!("replaying {} requests with {name}", requests.len());
         let outcome = replay_once(&requests, &model, args, *policy, args.rate_scale)?;
         reports.push(report(name, &outcome, &model, args));
+        curves.push((name.clone(), cdf(&outcome.ttft)));
     }
+    let axes = crate::bench_engine::Axes {
+        caption: "TTFT (ms, log scale) — share of admitted requests",
+        log_x: true,
+        percent: true,
+    };
+    let stem = args
+        .trace
+        .file_stem()
+        .map_or_else(|| "trace".into(), |s| s.to_string_lossy().into_owned());
+    write_chart(args, &format!("{stem}-ttft-cdf"), &curves, &axes)?;
     if args.json {
         println!("{}", serde_json::Value::Array(reports));
         return Ok(());
@@ -363,8 +421,10 @@ fn sweep(
     policies: &[(String, Policy)],
 ) -> Result<(), String> {
     let mut capacities = Vec::new();
+    let mut curves = Vec::new();
     for (name, policy) in policies {
         let mut best = 0.0f64;
+        let mut curve = Vec::new();
         for scale in SCALES {
             let outcome = replay_once(requests, model, args, *policy, scale)?;
             eprintln!(
@@ -374,9 +434,23 @@ fn sweep(
             if outcome.attainment() >= 0.9 {
                 best = best.max(scale);
             }
+            // x: the rate in percent of the trace's own rate.
+            let percent = u64::try_from(crate::bench_net::share_of(800, scale / 8.0)).unwrap_or(0);
+            curve.push((percent, outcome.attainment()));
         }
         capacities.push((name.clone(), best));
+        curves.push((name.clone(), curve));
     }
+    let axes = crate::bench_engine::Axes {
+        caption: "arrival rate (% of the trace's, log scale) — share of requests within both SLOs",
+        log_x: true,
+        percent: true,
+    };
+    let stem = args
+        .trace
+        .file_stem()
+        .map_or_else(|| "trace".into(), |s| s.to_string_lossy().into_owned());
+    write_chart(args, &format!("{stem}-slo-vs-rate"), &curves, &axes)?;
     let kvcache = capacities
         .iter()
         .find(|(name, _)| name == "kvcache")
