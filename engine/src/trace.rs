@@ -91,58 +91,91 @@ pub fn trace_hash(id: u64) -> ChainHash {
     ChainHash(bytes)
 }
 
-/// Replays `requests` into a DRAM-only engine holding `capacity` blocks
-/// (`None`: unbounded) with `policy`; returns the prefix hits.
-pub fn replay(requests: &[Request], capacity: Option<u64>, policy: PolicyKind) -> Result<HitCount> {
-    const PAGE: usize = 64;
-    let unique = requests
-        .iter()
-        .flatten()
-        .collect::<std::collections::HashSet<_>>()
-        .len() as u64;
-    let blocks = capacity.unwrap_or(unique).max(1);
-    let secret = TenantSecret::new(b"trace replay secret".to_vec())?;
-    let options = EngineOptions {
-        page_bytes: PAGE,
-        policy,
-        maintenance_interval: None,
-        tenants: vec![TenantConfig::new("trace", secret)],
-        ..EngineOptions::in_memory(blocks * PAGE as u64)
-    };
-    let engine = Engine::open(options)?;
-    let layout = KvLayout {
-        dtype: Dtype::F16,
-        kind: KvKind::SeparateKv,
-        layer_count: 1,
-        kv_head_count: 1,
-        head_dim: 16,
-        block_tokens: 512,
-        tp_rank: 0,
-        tp_size: 1,
-    };
-    let ns = engine.create_namespace(&Namespace::new("trace", "mooncake", "fast25", layout)?)?;
-    let payload = [0x5au8; PAGE];
-    let crc = crc32c::crc32c(&payload);
-    let mut count = HitCount::default();
-    for request in requests {
-        let hashes: Vec<ChainHash> = request.iter().map(|id| trace_hash(*id)).collect();
-        let matched = engine.lookup(&ns, &hashes)?.matched;
-        count.hits += matched as u64;
-        count.blocks += hashes.len() as u64;
-        let mut parent = matched
+/// A DRAM-only engine whose pool holds `capacity` one-page blocks: a cache
+/// of trace blocks with the engine's real lookup, prefix closure and
+/// eviction (used by [`replay`] and by `pagoda replay`'s prefill instances).
+#[derive(Debug)]
+pub struct BlockCache {
+    engine: Engine,
+    ns: crate::NamespaceInfo,
+}
+
+/// Bytes of one block (and page) of a [`BlockCache`].
+const CACHE_PAGE: usize = 64;
+
+impl BlockCache {
+    /// A cache of `capacity` blocks evicting by `policy`.
+    pub fn new(capacity: u64, policy: PolicyKind) -> Result<BlockCache> {
+        let secret = TenantSecret::new(b"trace replay secret".to_vec())?;
+        let options = EngineOptions {
+            page_bytes: CACHE_PAGE,
+            policy,
+            maintenance_interval: None,
+            tenants: vec![TenantConfig::new("trace", secret)],
+            ..EngineOptions::in_memory(capacity.max(1) * CACHE_PAGE as u64)
+        };
+        let engine = Engine::open(options)?;
+        let layout = KvLayout {
+            dtype: Dtype::F16,
+            kind: KvKind::SeparateKv,
+            layer_count: 1,
+            kv_head_count: 1,
+            head_dim: 16,
+            block_tokens: 512,
+            tp_rank: 0,
+            tp_size: 1,
+        };
+        let namespace = Namespace::new("trace", "mooncake", "fast25", layout)?;
+        let id = engine.create_namespace(&namespace)?;
+        let ns = engine
+            .namespace(&id)
+            .ok_or_else(|| Error::UnknownNamespace("trace".into()))?;
+        Ok(BlockCache { engine, ns })
+    }
+
+    /// Leading blocks of `hashes` cached (a lookup: it counts as a use).
+    pub fn matched(&self, hashes: &[ChainHash]) -> Result<usize> {
+        Ok(self.engine.lookup(&self.ns.id, hashes)?.matched)
+    }
+
+    /// Stores `hashes[from..]`, each the child of the one before, as far as
+    /// they fit (a chain longer than the cache is cached in part).
+    pub fn store(&self, hashes: &[ChainHash], from: usize) -> Result<()> {
+        let payload = [0x5au8; CACHE_PAGE];
+        let crc = crc32c::crc32c(&payload);
+        let mut parent = from
             .checked_sub(1)
             .and_then(|at| hashes.get(at))
             .copied()
             .unwrap_or(ChainHash::ROOT);
-        for hash in hashes.iter().skip(matched) {
-            // A chain longer than the cache is cached as far as it fits.
-            match engine.put(&ns, &parent, hash, &payload, crc) {
+        for hash in hashes.iter().skip(from) {
+            match self.engine.put(&self.ns.id, &parent, hash, &payload, crc) {
                 Ok(crate::engine::PutOutcome::Stored | crate::engine::PutOutcome::Exists) => {}
                 Ok(_) | Err(Error::ResourceExhausted(_)) => break,
                 Err(error) => return Err(error),
             }
             parent = *hash;
         }
+        Ok(())
+    }
+}
+
+/// Replays `requests` into a DRAM-only engine holding `capacity` blocks
+/// (`None`: unbounded) with `policy`; returns the prefix hits.
+pub fn replay(requests: &[Request], capacity: Option<u64>, policy: PolicyKind) -> Result<HitCount> {
+    let unique = requests
+        .iter()
+        .flatten()
+        .collect::<std::collections::HashSet<_>>()
+        .len() as u64;
+    let cache = BlockCache::new(capacity.unwrap_or(unique), policy)?;
+    let mut count = HitCount::default();
+    for request in requests {
+        let hashes: Vec<ChainHash> = request.iter().map(|id| trace_hash(*id)).collect();
+        let matched = cache.matched(&hashes)?;
+        count.hits += matched as u64;
+        count.blocks += hashes.len() as u64;
+        cache.store(&hashes, matched)?;
     }
     Ok(count)
 }

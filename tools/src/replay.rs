@@ -21,10 +21,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 use pagoda_conductor::schedule::{DecodeView, Policy, PrefillView, Request, Slo, place};
-use pagoda_engine::trace::trace_hash;
-use pagoda_engine::{Engine, EngineOptions, PutOutcome, TenantConfig};
-use pagoda_formats::chain::{ChainHash, TenantSecret};
-use pagoda_formats::namespace::{Dtype, KvKind, KvLayout, Namespace, NamespaceId};
+use pagoda_engine::PolicyKind;
+use pagoda_engine::trace::{BlockCache, trace_hash};
+use pagoda_formats::chain::ChainHash;
 use pagoda_worker::cost::{Preset, preset};
 
 use crate::trace_cmd::{TraceRequest, read_trace};
@@ -156,8 +155,7 @@ fn quantile(values: &[f64], q: f64) -> f64 {
 }
 
 struct PrefillInstance {
-    engine: Engine,
-    ns: NamespaceId,
+    cache: BlockCache,
     busy_until: f64,
 }
 
@@ -167,50 +165,10 @@ struct DecodeInstance {
 }
 
 fn prefill_instance(cache_blocks: u64) -> Result<PrefillInstance, String> {
-    let secret = TenantSecret::new(b"replay tenant secret".to_vec()).map_err(|e| e.to_string())?;
-    let options = EngineOptions {
-        page_bytes: 64,
-        maintenance_interval: None,
-        tenants: vec![TenantConfig::new("replay", secret)],
-        ..EngineOptions::in_memory(cache_blocks * 64)
-    };
-    let engine = Engine::open(options).map_err(|e| e.to_string())?;
-    let layout = KvLayout {
-        dtype: Dtype::F16,
-        kind: KvKind::SeparateKv,
-        layer_count: 1,
-        kv_head_count: 1,
-        head_dim: 16,
-        block_tokens: 512,
-        tp_rank: 0,
-        tp_size: 1,
-    };
-    let ns = engine
-        .create_namespace(
-            &Namespace::new("replay", "model", "r1", layout).map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| e.to_string())?;
     Ok(PrefillInstance {
-        engine,
-        ns,
+        cache: BlockCache::new(cache_blocks, PolicyKind::default()).map_err(|e| e.to_string())?,
         busy_until: 0.0,
     })
-}
-
-/// Stores a request's blocks in an instance's engine (as far as they fit).
-fn store(instance: &PrefillInstance, hashes: &[ChainHash]) {
-    let payload = [7u8; 64];
-    let crc = crc32c::crc32c(&payload);
-    let mut parent = ChainHash::ROOT;
-    for hash in hashes {
-        match instance
-            .engine
-            .put(&instance.ns, &parent, hash, &payload, crc)
-        {
-            Ok(PutOutcome::Stored | PutOutcome::Exists) => parent = *hash,
-            _ => return,
-        }
-    }
 }
 
 #[expect(
@@ -254,9 +212,9 @@ fn replay_once(
             .iter()
             .map(|instance| {
                 let matched = instance
-                    .engine
-                    .lookup(&instance.ns, &hashes)
-                    .map_or(0, |found| found.matched as u64);
+                    .cache
+                    .matched(&hashes)
+                    .map_or(0, |matched| matched as u64);
                 PrefillView {
                     queue_seconds: (instance.busy_until - now).max(0.0),
                     prefix_blocks: matched.min(full_blocks),
@@ -299,7 +257,10 @@ fn replay_once(
         let instance = &mut prefill[placed.prefill];
         let start = now.max(instance.busy_until);
         instance.busy_until = start + transfer + compute;
-        store(instance, &hashes);
+        instance
+            .cache
+            .store(&hashes, 0)
+            .map_err(|e| e.to_string())?;
         let tbt = model.decode_step_seconds(
             decode_views[placed.decode].context_tokens + request.input_length(),
         );
