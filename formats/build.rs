@@ -12,7 +12,11 @@ fn main() {
 
 #[cfg(feature = "grpc")]
 fn generate() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/pagoda/v1/store.proto", "proto/pagoda/v1/admin.proto"];
+    let files = [
+        "proto/pagoda/v1/store.proto",
+        "proto/pagoda/v1/admin.proto",
+        "proto/pagoda/v1/serving.proto",
+    ];
     let descriptors = protox::compile(files, ["proto"])?;
     tonic_prost_build::configure()
         .build_server(true)

@@ -6,10 +6,12 @@
 //! SLOs, and replicates hot prefixes. It keeps only soft state and talks to the
 //! store through `pagoda-client`, so several conductors run side by side.
 //!
-//! Built so far: the placement decision ([`schedule::place`]): Algorithm 1
-//! and the round-robin, least-loaded and local-only baselines, with early
-//! rejection, over the cost model of `pagoda-worker`. The service, its soft
-//! state and the replay land with the rest of the Conductor issue.
+//! Modules: [`schedule`] (the placement decision: Algorithm 1 and the
+//! round-robin, least-loaded and local-only baselines, with early rejection,
+//! over the cost model of `pagoda-worker`; pure, shared with `pagoda
+//! replay`) and [`service`] (the `pagoda conductor` process: HTTP requests,
+//! worker registration, soft state, failover, hot-block replication).
 #![forbid(unsafe_code)]
 
 pub mod schedule;
+pub mod service;

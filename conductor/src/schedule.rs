@@ -8,6 +8,8 @@
 //! instance that holds it (transfer time) and prefills the rest. It takes the
 //! instance with the lowest TTFT, then the decode instance with the lowest
 //! predicted TBT, and rejects the request early when either misses its SLO.
+//! When the instances share a pool (the store), a prefix held there is one
+//! more source: any instance can load it at the link's cost.
 //! The baselines place every request (they have no early rejection).
 
 use pagoda_worker::cost::Preset;
@@ -65,6 +67,10 @@ pub struct Request {
     pub prompt_tokens: u64,
     /// Tokens per cache block.
     pub block_tokens: u64,
+    /// Leading blocks of the prompt in a shared pool that any instance can
+    /// load at the link's cost (the store, when instances share one); 0 when
+    /// prefixes move only between instances.
+    pub pool_blocks: u64,
 }
 
 /// Latency objectives.
@@ -87,6 +93,8 @@ pub struct Placement {
     pub reused_blocks: u64,
     /// Fetch this many leading blocks from this instance first.
     pub transfer_from: Option<(usize, u64)>,
+    /// Load this many leading blocks from the shared pool first.
+    pub pool_blocks: u64,
     /// Predicted time to first token.
     pub ttft_seconds: f64,
     /// Predicted time between tokens.
@@ -103,6 +111,9 @@ pub enum Rejection {
     /// The best predicted TBT misses the SLO.
     Tbt(f64),
 }
+
+/// (instance, predicted TTFT, reused blocks, transfer from, pool blocks).
+type Candidate = (usize, f64, u64, Option<(usize, u64)>, u64);
 
 /// Prefix length ratio under which the local prefix is used rather than
 /// fetching the best one (Mooncake's `kvcache_balancing_threshold`): a
@@ -137,7 +148,7 @@ pub fn place(
                 cached_tokens(reused),
                 request.prompt_tokens - cached_tokens(reused),
             );
-        (index, seconds, reused, None)
+        (index, seconds, reused, None, 0)
     };
     let (best_holder, best_blocks) = prefill
         .iter()
@@ -145,9 +156,27 @@ pub fn place(
         .map(|(index, view)| (index, view.prefix_blocks.min(blocks)))
         .max_by_key(|(index, blocks)| (*blocks, std::cmp::Reverse(*index)))
         .unwrap_or((0, 0));
-    let by_time =
-        |a: &(usize, f64, u64, Option<(usize, u64)>),
-         b: &(usize, f64, u64, Option<(usize, u64)>)| { a.1.total_cmp(&b.1) };
+    let pool_blocks = request.pool_blocks.min(blocks);
+    // Loading `best` blocks (from `holder`, or the pool) and prefilling the
+    // rest, on instance `index`.
+    let fetched = |index: usize, best: u64, holder: Option<usize>| {
+        let moved = cached_tokens(best) * model.kv_bytes_per_token();
+        let seconds = prefill[index].queue_seconds
+            + model.transfer_seconds(moved)
+            + model.prefill_seconds(
+                cached_tokens(best),
+                request.prompt_tokens - cached_tokens(best),
+            );
+        let pool = if holder.is_none() { best } else { 0 };
+        (
+            index,
+            seconds,
+            best,
+            holder.map(|holder| (holder, best)),
+            pool,
+        )
+    };
+    let by_time = |a: &Candidate, b: &Candidate| a.1.total_cmp(&b.1);
     let chosen = match policy {
         Policy::RoundRobin => local(usize::try_from(turn % prefill.len() as u64).unwrap_or(0)),
         Policy::LeastLoaded => {
@@ -177,31 +206,22 @@ pub fn place(
         }
         Policy::KvCache => (0..prefill.len())
             .map(|index| {
-                let view = prefill[index];
-                let own = view.prefix_blocks.min(blocks);
-                let close = own > 0 && best_blocks as f64 / own as f64 <= BALANCING_THRESHOLD;
-                if best_blocks == own || close || index == best_holder {
+                let own = prefill[index].prefix_blocks.min(blocks);
+                let close = |best: u64| {
+                    best == own || (own > 0 && best as f64 / own as f64 <= BALANCING_THRESHOLD)
+                };
+                if pool_blocks > best_blocks && !close(pool_blocks) {
+                    fetched(index, pool_blocks, None)
+                } else if close(best_blocks) || index == best_holder {
                     local(index)
                 } else {
-                    let moved = cached_tokens(best_blocks) * model.kv_bytes_per_token();
-                    let seconds = view.queue_seconds
-                        + model.transfer_seconds(moved)
-                        + model.prefill_seconds(
-                            cached_tokens(best_blocks),
-                            request.prompt_tokens - cached_tokens(best_blocks),
-                        );
-                    (
-                        index,
-                        seconds,
-                        best_blocks,
-                        Some((best_holder, best_blocks)),
-                    )
+                    fetched(index, best_blocks, Some(best_holder))
                 }
             })
             .min_by(by_time)
             .unwrap_or_else(|| local(0)),
     };
-    let (prefill_index, ttft, reused, transfer_from) = chosen;
+    let (prefill_index, ttft, reused, transfer_from, pool_blocks) = chosen;
     // Decode: the instance whose next step (with this sequence added) is fastest.
     let (decode_index, tbt) = decode
         .iter()
@@ -230,6 +250,7 @@ pub fn place(
         decode: decode_index,
         reused_blocks: reused,
         transfer_from,
+        pool_blocks,
         ttft_seconds: ttft,
         tbt_seconds: tbt,
     })
@@ -267,6 +288,7 @@ mod tests {
         Request {
             prompt_tokens: 16_384,
             block_tokens: 512,
+            pool_blocks: 0,
         }
     }
 
@@ -468,5 +490,61 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_prefix_in_the_shared_pool_is_loaded_by_the_idlest_instance() {
+        let prefill = [
+            PrefillView {
+                queue_seconds: 0.5,
+                prefix_blocks: 0,
+            },
+            PrefillView {
+                queue_seconds: 0.0,
+                prefix_blocks: 0,
+            },
+        ];
+        let shape = Request {
+            pool_blocks: 30,
+            ..request()
+        };
+        let placed = place(
+            Policy::KvCache,
+            &model(),
+            &prefill,
+            &decode(),
+            shape,
+            LOOSE,
+            0,
+        )
+        .unwrap();
+        assert_eq!(placed.prefill, 1);
+        assert_eq!((placed.pool_blocks, placed.transfer_from), (30, None));
+        assert_eq!(placed.reused_blocks, 30);
+        let cold = place(
+            Policy::KvCache,
+            &model(),
+            &prefill,
+            &decode(),
+            request(),
+            LOOSE,
+            0,
+        )
+        .unwrap();
+        assert!(
+            placed.ttft_seconds < cold.ttft_seconds,
+            "{placed:?} {cold:?}"
+        );
+        // An instance's own prefix close to the pool's is used as is (the
+        // other instance is busy).
+        let warm = [
+            PrefillView {
+                queue_seconds: 0.0,
+                prefix_blocks: 28,
+            },
+            prefill[0],
+        ];
+        let placed = place(Policy::KvCache, &model(), &warm, &decode(), shape, LOOSE, 0).unwrap();
+        assert_eq!((placed.prefill, placed.pool_blocks), (0, 0));
     }
 }

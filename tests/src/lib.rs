@@ -227,11 +227,36 @@ impl Drop for Node {
 ///
 /// Connection and protocol errors, as text.
 pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String), String> {
+    http_request(addr, "GET", path, "")
+}
+
+/// POSTs `body` (JSON) to `path` over HTTP/1.1; returns the status code and
+/// the whole answer (a streamed answer is read to its end).
+///
+/// # Errors
+///
+/// Connection and protocol errors, as text.
+pub fn http_post(
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String), String> {
+    http_request(addr, "POST", path, body)
+}
+
+fn http_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String), String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).map_err(|error| error.to_string())?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .map_err(|error| error.to_string())?;
     let mut response = String::new();
@@ -244,5 +269,95 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String),
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or("no status code")?;
-    Ok((status, body.to_owned()))
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    Ok((
+        status,
+        if chunked {
+            dechunk(body)?
+        } else {
+            body.to_owned()
+        },
+    ))
+}
+
+/// The body of a `Transfer-Encoding: chunked` answer.
+fn dechunk(mut rest: &str) -> Result<String, String> {
+    let mut body = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n").ok_or("truncated chunk size")?;
+        let size = usize::from_str_radix(size.trim(), 16).map_err(|error| error.to_string())?;
+        if size == 0 {
+            return Ok(body);
+        }
+        let chunk = after.get(..size).ok_or("truncated chunk")?;
+        body.push_str(chunk);
+        rest = after.get(size + 2..).ok_or("truncated chunk end")?;
+    }
+}
+
+/// A `pagoda` process other than a node (a conductor, a worker), its stderr
+/// in a log file; killed on drop.
+#[derive(Debug)]
+pub struct Process {
+    /// The child process.
+    pub child: std::process::Child,
+    /// Its stderr.
+    pub log: PathBuf,
+}
+
+impl Process {
+    /// Starts `pagoda ARGS`, logging to `dir/NAME.log`.
+    ///
+    /// # Panics
+    ///
+    /// Panics when the binary cannot be started.
+    pub fn spawn(dir: &std::path::Path, name: &str, args: &[&str]) -> Process {
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(pagoda_binary())
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("starting pagoda");
+        Process { child, log }
+    }
+
+    /// Its stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until its stderr contains `text`.
+    ///
+    /// # Panics
+    ///
+    /// Panics after 30 s, or when the process exits first.
+    pub fn wait_for(&mut self, text: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !self.log().contains(text) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("exited ({status}) before {text:?}; log:\n{}", self.log());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {text:?} in 30 s; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILLs it and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

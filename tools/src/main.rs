@@ -8,7 +8,8 @@
 //! `pagoda token` (make API tokens), `pagoda bench wal|engine|policies` and
 //! `pagoda trace analyze|synth` (trace statistics and synthetic traces) and
 //! `pagoda replay` (the Conductor's placement on a virtual clock over real
-//! engines) and `pagoda --version`.
+//! engines), `pagoda conductor` and `pagoda worker` (the serving processes)
+//! and `pagoda --version`.
 //!
 //! Exit status: 0 on success, 1 when the command failed (the reason is on
 //! stderr), 2 for a usage error.
@@ -21,6 +22,7 @@ mod fsck_cmd;
 mod hash;
 mod replay;
 mod serve;
+mod serving;
 mod tokens;
 mod trace_cmd;
 mod wal_cmd;
@@ -59,6 +61,10 @@ enum Command {
     Trace(trace_cmd::TraceCommand),
     /// Replay a trace through the Conductor's scheduling on a virtual clock.
     Replay(replay::ReplayArgs),
+    /// Run a Conductor: takes requests over HTTP, schedules them on workers.
+    Conductor(serving::ConductorArgs),
+    /// Run a prefill or decode worker for a Conductor.
+    Worker(serving::WorkerArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +79,8 @@ fn main() -> ExitCode {
         Command::Token(args) => serve::token(&args),
         Command::Trace(command) => trace_cmd::run(&command),
         Command::Replay(args) => replay::run(&args),
+        Command::Conductor(args) => serving::conductor(&args),
+        Command::Worker(args) => serving::worker(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -232,8 +232,8 @@ fn replay_once(
         let shape = Request {
             prompt_tokens: request.input_length(),
             block_tokens: 512,
+            pool_blocks: 0,
         };
-        let turn = u64::try_from(turn).unwrap_or(0);
         let Ok(placed) = place(
             policy,
             model,
@@ -241,7 +241,7 @@ fn replay_once(
             &decode_views,
             shape,
             slo,
-            turn,
+            u64::try_from(turn).unwrap_or(0),
         ) else {
             outcome.rejected += 1;
             continue;

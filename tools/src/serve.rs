@@ -98,17 +98,7 @@ pub(crate) fn run(args: &ServeArgs) -> Result<(), String> {
         .build()
         .map_err(|error| format!("starting the runtime: {error}"))?;
     runtime.block_on(async move {
-        let shutdown = async {
-            let Ok(mut terminate) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            else {
-                return;
-            };
-            tokio::select! {
-                _ = terminate.recv() => eprintln!("SIGTERM: shutting down"),
-                _ = tokio::signal::ctrl_c() => eprintln!("SIGINT: shutting down"),
-            }
-        };
+        let shutdown = crate::serving::stop_signal();
         eprintln!(
             "stop with Ctrl-C or `kill {}` (SIGTERM)",
             std::process::id()

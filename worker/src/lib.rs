@@ -9,10 +9,10 @@
 //! build needs no GPU, driver or CUDA toolkit; with `cuda` the driver library
 //! is loaded at run time and its absence is an error, not a panic.
 //!
-//! Built so far: the cost model of simulated GPU time ([`cost`], presets
-//! with sources in `worker/presets/presets.toml`). The workers themselves
-//! land with the rest of the Conductor issue; the CUDA path is declared here
-//! now so the feature compiles out of the default build.
+//! Modules: [`cost`] (the cost model of simulated GPU time, presets with
+//! sources in `worker/presets/presets.toml`), [`kv`] (the `cpu` backend's
+//! deterministic KV bytes), [`service`] (the worker process: gRPC service,
+//! registration with Conductors) and `gpu` (feature `cuda`).
 //!
 //! `unsafe` is denied (workspace lint) except at the one marked call that
 //! probes for the CUDA driver library in `gpu`.
@@ -20,6 +20,8 @@
 pub mod cost;
 #[cfg(feature = "cuda")]
 pub mod gpu;
+pub mod kv;
+pub mod service;
 
 /// Errors of the worker crate.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,977 @@
+//! `pagoda conductor`: the scheduling service, a client of the store.
+//!
+//! - **Workers** register over gRPC (`Conductor.Register` in
+//!   `serving.proto`) and renew each heartbeat; one not renewed within
+//!   [`limits::EXPIRE`] is dropped, and so is one whose call fails at the
+//!   transport (its requests fail over, below).
+//! - **Requests** arrive as `POST /v1/generate` with JSON
+//!   `{"tokens": [u32...], "max_tokens": u32}` and are answered with
+//!   newline-delimited JSON events as they happen (`placed`, `prefilled`,
+//!   `failover`, one `token` per output token with its time since arrival,
+//!   then `done` or `error`); see SPEC.md, "Serving API".
+//! - **Soft state**, per instance: predicted prefill seconds queued, decode
+//!   sequences and context tokens placed on it, and the chain hashes it
+//!   recently computed or loaded (bounded; pruned by the store's Watch
+//!   events when blocks leave the store). Per request the store's Lookup
+//!   gives the prefix held in the shared pool. Nothing is shared between
+//!   Conductors but the store: several run side by side, each with its own
+//!   view of the same workers.
+//! - **Scheduling** is [`crate::schedule::place`] (Mooncake's Algorithm 1,
+//!   or a baseline by flag) in model seconds; predictions are scaled by the
+//!   workers' `time_scale` to compare with the SLOs. **Early rejection**
+//!   (kvcache policy) answers 429 before any work is done. **Load
+//!   fluctuation damping**: a request counts against its decode instance
+//!   from the moment it is placed, not when its prefill ends, so the decode
+//!   load a new request is judged against already holds every request still
+//!   in prefill (the paper's prediction-based rejection, which stops
+//!   accept/reject from oscillating in anti-phase with the decode load).
+//! - **Failover**: a prefill or decode call that fails at the transport
+//!   (worker gone) drops that worker and places the request again (up to
+//!   [`limits::ATTEMPTS`] times); KV already in the store is reused.
+//! - **Hot blocks**: a block seen in [`ConductorConfig::hot_threshold`]
+//!   lookups is replicated to DRAM (`Store.Replicate`) once, so a hot prefix
+//!   is served from memory to whichever instance runs it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use pagoda_client::{Client, NamespaceHandle};
+use pagoda_formats::chain::ChainHash;
+use pagoda_formats::namespace::NamespaceId;
+use pagoda_formats::proto::v1 as pb;
+use pagoda_worker::cost::Preset;
+use pb::conductor_server::ConductorServer;
+use pb::worker_client::WorkerClient;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::schedule::{self, DecodeView, Policy, PrefillView, Rejection, Slo};
+
+/// Named limits of a Conductor.
+pub mod limits {
+    use std::time::Duration;
+
+    /// Most prompt tokens of one request.
+    pub const PROMPT_TOKENS: usize = 1 << 20;
+    /// Most output tokens of one request.
+    pub const OUTPUT_TOKENS: u32 = 65_536;
+    /// Largest request body (a 1M-token prompt in JSON is ~8 MB).
+    pub const BODY_BYTES: usize = 16 << 20;
+    /// Requests in flight at once; beyond: 429.
+    pub const IN_FLIGHT: usize = 4096;
+    /// Placements per request (the first and failovers).
+    pub const ATTEMPTS: u32 = 3;
+    /// Chain hashes remembered per prefill instance.
+    pub const LOCAL_BLOCKS: usize = 65_536;
+    /// Blocks whose lookups are counted for hot-block replication.
+    pub const HOT_TRACKED: usize = 65_536;
+    /// Registered workers.
+    pub const WORKERS: usize = 1024;
+    /// How often workers renew their registration.
+    pub const HEARTBEAT: Duration = Duration::from_millis(500);
+    /// A worker not renewed within this is dropped.
+    pub const EXPIRE: Duration = Duration::from_secs(3);
+}
+
+/// Everything a Conductor needs to run.
+#[derive(Clone, Debug)]
+pub struct ConductorConfig {
+    /// HTTP (requests, status) listen address.
+    pub http: SocketAddr,
+    /// gRPC (worker registration) listen address.
+    pub grpc: SocketAddr,
+    /// Store gRPC URL.
+    pub store: String,
+    /// Store API token.
+    pub token: Option<String>,
+    /// Namespace of the KV.
+    pub namespace: NamespaceId,
+    /// Scheduler.
+    pub policy: Policy,
+    /// Cost model.
+    pub preset: Preset,
+    /// The workers' multiplier on model seconds (predictions × this are
+    /// compared with the SLOs).
+    pub time_scale: f64,
+    /// Latency objectives, wall-clock seconds.
+    pub slo: Slo,
+    /// Lookups after which a block is replicated to DRAM (0: never).
+    pub hot_threshold: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Prefill,
+    Decode,
+}
+
+struct Instance {
+    role: Role,
+    addr: String,
+    backend: String,
+    max_sequences: u32,
+    client: WorkerClient<Channel>,
+    last_seen: Instant,
+    /// Predicted model seconds of prefill placed and not finished.
+    queue_seconds: f64,
+    outstanding: u32,
+    sequences: u32,
+    context_tokens: u64,
+    /// Chain hashes it computed or loaded, with a recency stamp.
+    local: HashMap<ChainHash, u64>,
+    stamp: u64,
+}
+
+impl Instance {
+    fn remember(&mut self, hashes: &[ChainHash]) {
+        for hash in hashes {
+            self.stamp += 1;
+            self.local.insert(*hash, self.stamp);
+        }
+        if self.local.len() > limits::LOCAL_BLOCKS {
+            // Forget the older half (amortised O(1) per insert).
+            let mut stamps: Vec<u64> = self.local.values().copied().collect();
+            let (_, median, _) = stamps.select_nth_unstable(self.local.len() / 2);
+            let cut = *median;
+            self.local.retain(|_, stamp| *stamp > cut);
+        }
+    }
+
+    fn prefix_blocks(&self, hashes: &[ChainHash]) -> u64 {
+        hashes
+            .iter()
+            .take_while(|hash| self.local.contains_key(hash))
+            .count() as u64
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    completed: AtomicU64,
+    rejected: AtomicU64,
+    failed: AtomicU64,
+    failovers: AtomicU64,
+    prompt_blocks: AtomicU64,
+    matched_blocks: AtomicU64,
+    verified_bytes: AtomicU64,
+    hot_replicated: AtomicU64,
+}
+
+struct Shared {
+    config: ConductorConfig,
+    namespace: NamespaceHandle,
+    instances: Mutex<BTreeMap<String, Instance>>,
+    hot: Mutex<HashMap<ChainHash, u32>>,
+    counters: Counters,
+    turn: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+/// A request's place, with what was reserved for it.
+struct Chosen {
+    prefill: String,
+    prefill_client: WorkerClient<Channel>,
+    prefill_seconds: f64,
+    decode: String,
+    decode_client: WorkerClient<Channel>,
+    placement: schedule::Placement,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A failure of the worker rather than of the request: place it elsewhere.
+fn worker_failed(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Cancelled
+    )
+}
+
+impl Shared {
+    fn slo_model_seconds(&self) -> Slo {
+        let scale = self.config.time_scale;
+        if scale > 0.0 {
+            Slo {
+                ttft_seconds: self.config.slo.ttft_seconds / scale,
+                tbt_seconds: self.config.slo.tbt_seconds / scale,
+            }
+        } else {
+            Slo {
+                ttft_seconds: f64::INFINITY,
+                tbt_seconds: f64::INFINITY,
+            }
+        }
+    }
+
+    /// Places a request and reserves its share of the instances' load.
+    fn place(
+        &self,
+        hashes: &[ChainHash],
+        pool_blocks: u64,
+        prompt_tokens: u64,
+    ) -> Result<Chosen, Rejection> {
+        let mut instances = lock(&self.instances);
+        let prefill_ids: Vec<String> = instances
+            .iter()
+            .filter(|(_, instance)| instance.role == Role::Prefill)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let decode_ids: Vec<String> = instances
+            .iter()
+            .filter(|(_, instance)| instance.role == Role::Decode)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let prefill_views: Vec<PrefillView> = prefill_ids
+            .iter()
+            .map(|id| {
+                let instance = &instances[id];
+                PrefillView {
+                    queue_seconds: instance.queue_seconds,
+                    prefix_blocks: instance.prefix_blocks(hashes).min(pool_blocks),
+                }
+            })
+            .collect();
+        let cache_blind = self.config.policy != Policy::KvCache;
+        let decode_views: Vec<DecodeView> = decode_ids
+            .iter()
+            .map(|id| {
+                let instance = &instances[id];
+                DecodeView {
+                    context_tokens: instance.context_tokens,
+                    sequences: instance.sequences,
+                    // The baselines admit everything (workers queue the rest).
+                    max_sequences: if cache_blind {
+                        u32::MAX
+                    } else {
+                        instance.max_sequences
+                    },
+                }
+            })
+            .collect();
+        let request = schedule::Request {
+            prompt_tokens,
+            block_tokens: u64::from(self.namespace.block_tokens()),
+            pool_blocks,
+        };
+        let placement = schedule::place(
+            self.config.policy,
+            &self.config.preset,
+            &prefill_views,
+            &decode_views,
+            request,
+            self.slo_model_seconds(),
+            self.turn.fetch_add(1, Ordering::Relaxed),
+        )?;
+        let prefill_id = prefill_ids[placement.prefill].clone();
+        let decode_id = decode_ids[placement.decode].clone();
+        let prefill_seconds =
+            placement.ttft_seconds - prefill_views[placement.prefill].queue_seconds;
+        let prefill = instances
+            .get_mut(&prefill_id)
+            .ok_or(Rejection::NoInstance)?;
+        prefill.queue_seconds += prefill_seconds;
+        prefill.outstanding += 1;
+        let prefill_client = prefill.client.clone();
+        let decode = instances.get_mut(&decode_id).ok_or(Rejection::NoInstance)?;
+        decode.sequences += 1;
+        decode.context_tokens += prompt_tokens;
+        Ok(Chosen {
+            prefill: prefill_id,
+            prefill_client,
+            prefill_seconds,
+            decode: decode_id,
+            decode_client: decode.client.clone(),
+            placement,
+        })
+    }
+
+    fn release_prefill(&self, chosen: &Chosen, computed: Option<&[ChainHash]>) {
+        if let Some(instance) = lock(&self.instances).get_mut(&chosen.prefill) {
+            instance.queue_seconds = (instance.queue_seconds - chosen.prefill_seconds).max(0.0);
+            instance.outstanding = instance.outstanding.saturating_sub(1);
+            if let Some(hashes) = computed {
+                instance.remember(hashes);
+            }
+        }
+    }
+
+    fn release_decode(&self, id: &str, prompt_tokens: u64) {
+        if let Some(instance) = lock(&self.instances).get_mut(id) {
+            instance.sequences = instance.sequences.saturating_sub(1);
+            instance.context_tokens = instance.context_tokens.saturating_sub(prompt_tokens);
+        }
+    }
+
+    /// Another decode instance than `failed`, least loaded, reserved.
+    fn replace_decode(&self, prompt_tokens: u64) -> Option<(String, WorkerClient<Channel>)> {
+        let mut instances = lock(&self.instances);
+        let (id, instance) = instances
+            .iter_mut()
+            .filter(|(_, instance)| instance.role == Role::Decode)
+            .min_by_key(|(_, instance)| instance.context_tokens)?;
+        instance.sequences += 1;
+        instance.context_tokens += prompt_tokens;
+        Some((id.clone(), instance.client.clone()))
+    }
+
+    fn drop_worker(&self, id: &str, why: &str) {
+        if lock(&self.instances).remove(id).is_some() {
+            eprintln!("worker {id} dropped: {why}");
+        }
+    }
+
+    /// Counts lookups of the pooled prefix; returns blocks that just
+    /// became hot.
+    fn count_hot(&self, hashes: &[ChainHash]) -> Vec<ChainHash> {
+        let threshold = self.config.hot_threshold;
+        if threshold == 0 {
+            return Vec::new();
+        }
+        let mut hot = lock(&self.hot);
+        if hot.len() + hashes.len() > limits::HOT_TRACKED {
+            hot.clear(); // a fresh window: counts are a recent-popularity estimate
+        }
+        hashes
+            .iter()
+            .filter(|hash| {
+                let count = hot.entry(**hash).or_insert(0);
+                *count += 1;
+                *count == threshold
+            })
+            .copied()
+            .collect()
+    }
+
+    fn status(&self) -> Value {
+        let instances: Vec<Value> = lock(&self.instances)
+            .iter()
+            .map(|(id, instance)| {
+                json!({
+                    "id": id,
+                    "role": if instance.role == Role::Prefill { "prefill" } else { "decode" },
+                    "addr": instance.addr,
+                    "backend": instance.backend,
+                    "outstanding": instance.outstanding,
+                    "queue_ms": instance.queue_seconds * self.config.time_scale * 1000.0,
+                    "sequences": instance.sequences,
+                    "context_tokens": instance.context_tokens,
+                    "local_blocks": instance.local.len(),
+                    "last_seen_ms": instance.last_seen.elapsed().as_millis(),
+                })
+            })
+            .collect();
+        let counter = |value: &AtomicU64| value.load(Ordering::Relaxed);
+        let counters = &self.counters;
+        json!({
+            "policy": format!("{:?}", self.config.policy),
+            "instances": instances,
+            "requests": counter(&counters.requests),
+            "completed": counter(&counters.completed),
+            "rejected": counter(&counters.rejected),
+            "failed": counter(&counters.failed),
+            "failovers": counter(&counters.failovers),
+            "prompt_blocks": counter(&counters.prompt_blocks),
+            "matched_blocks": counter(&counters.matched_blocks),
+            "verified_bytes": counter(&counters.verified_bytes),
+            "hot_replicated": counter(&counters.hot_replicated),
+            "in_flight": self.in_flight.load(Ordering::Relaxed),
+        })
+    }
+}
+
+#[derive(Clone)]
+struct Registrar(Arc<Shared>);
+
+#[tonic::async_trait]
+impl pb::conductor_server::Conductor for Registrar {
+    async fn register(
+        &self,
+        request: tonic::Request<pb::RegisterRequest>,
+    ) -> Result<tonic::Response<pb::RegisterResponse>, tonic::Status> {
+        let request = request.into_inner();
+        let role = match pb::WorkerRole::try_from(request.role) {
+            Ok(pb::WorkerRole::Prefill) => Role::Prefill,
+            Ok(pb::WorkerRole::Decode) => Role::Decode,
+            _ => {
+                return Err(tonic::Status::invalid_argument(
+                    "role must be prefill or decode",
+                ));
+            }
+        };
+        if request.worker_id.is_empty() || request.worker_id.len() > 256 {
+            return Err(tonic::Status::invalid_argument("worker_id: 1 to 256 bytes"));
+        }
+        if request.namespace_id != self.0.config.namespace.0 {
+            return Err(tonic::Status::failed_precondition(format!(
+                "this conductor schedules namespace {}",
+                self.0.config.namespace
+            )));
+        }
+        let mut instances = lock(&self.0.instances);
+        if let Some(instance) = instances.get_mut(&request.worker_id) {
+            instance.last_seen = Instant::now();
+        } else {
+            if instances.len() >= limits::WORKERS {
+                return Err(tonic::Status::resource_exhausted(format!(
+                    "{} workers registered already",
+                    limits::WORKERS
+                )));
+            }
+            let endpoint = tonic::transport::Endpoint::from_shared(request.addr.clone())
+                .map_err(|error| tonic::Status::invalid_argument(format!("addr: {error}")))?;
+            let client = WorkerClient::new(endpoint.connect_lazy())
+                .max_decoding_message_size(8 << 20)
+                .max_encoding_message_size(8 << 20);
+            eprintln!(
+                "worker {} registered: {role:?} at {}",
+                request.worker_id, request.addr
+            );
+            instances.insert(
+                request.worker_id,
+                Instance {
+                    role,
+                    addr: request.addr,
+                    backend: request.backend,
+                    max_sequences: request.max_sequences.max(1),
+                    client,
+                    last_seen: Instant::now(),
+                    queue_seconds: 0.0,
+                    outstanding: 0,
+                    sequences: 0,
+                    context_tokens: 0,
+                    local: HashMap::new(),
+                    stamp: 0,
+                },
+            );
+        }
+        let millis = |duration: Duration| u32::try_from(duration.as_millis()).unwrap_or(u32::MAX);
+        Ok(tonic::Response::new(pb::RegisterResponse {
+            heartbeat_ms: millis(limits::HEARTBEAT),
+            expire_ms: millis(limits::EXPIRE),
+        }))
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Generate {
+    tokens: Vec<u32>,
+    max_tokens: u32,
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response {
+    (
+        status,
+        [("content-type", "application/json")],
+        format!("{value}\n"),
+    )
+        .into_response()
+}
+
+fn error_response(status: StatusCode, message: &str) -> Response {
+    json_response(status, &json!({ "error": message }))
+}
+
+/// Decrements the in-flight count when a request ends, however it ends.
+struct InFlight(Arc<Shared>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn generate(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    let arrived = Instant::now();
+    shared.counters.requests.fetch_add(1, Ordering::Relaxed);
+    let request: Generate = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => return error_response(StatusCode::BAD_REQUEST, &format!("body: {error}")),
+    };
+    if request.tokens.len() > limits::PROMPT_TOKENS || request.max_tokens > limits::OUTPUT_TOKENS {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "at most {} prompt tokens and {} output tokens",
+                limits::PROMPT_TOKENS,
+                limits::OUTPUT_TOKENS
+            ),
+        );
+    }
+    if shared.in_flight.fetch_add(1, Ordering::Relaxed) >= limits::IN_FLIGHT {
+        shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+        return error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!("{} requests in flight already", limits::IN_FLIGHT),
+        );
+    }
+    let in_flight = InFlight(Arc::clone(&shared));
+    let hashes = match shared.namespace.hash_tokens(&request.tokens) {
+        Ok(hashes) => hashes,
+        Err(error) => return error_response(StatusCode::BAD_REQUEST, &error.to_string()),
+    };
+    let pool = match shared.namespace.lookup_hashes(&hashes).await {
+        Ok(lookup) => lookup.matched.min(hashes.len()),
+        Err(error) => {
+            return error_response(StatusCode::SERVICE_UNAVAILABLE, &format!("store: {error}"));
+        }
+    };
+    let hot = shared.count_hot(&hashes[..pool]);
+    if !hot.is_empty() {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            if let Ok((replicated, _)) = shared.namespace.replicate_to_dram(&hot).await {
+                shared
+                    .counters
+                    .hot_replicated
+                    .fetch_add(u64::from(replicated), Ordering::Relaxed);
+            }
+        });
+    }
+    let prompt_tokens = request.tokens.len() as u64;
+    let chosen = match shared.place(&hashes, pool as u64, prompt_tokens) {
+        Ok(chosen) => chosen,
+        Err(rejection) => return reject(&shared, rejection),
+    };
+    let (sender, receiver) = mpsc::channel::<Result<String, Infallible>>(64);
+    let job = Job {
+        shared,
+        request,
+        arrived,
+        sender,
+        failovers: 0,
+        pool_blocks: pool as u64,
+    };
+    tokio::spawn(async move {
+        let _in_flight = in_flight;
+        job.run(chosen).await;
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/x-ndjson")
+        .body(Body::from_stream(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        ))
+        .unwrap_or_else(|_| error_response(StatusCode::INTERNAL_SERVER_ERROR, "response"))
+}
+
+fn reject(shared: &Shared, rejection: Rejection) -> Response {
+    shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
+    let scale = shared.config.time_scale * 1000.0;
+    match rejection {
+        Rejection::NoInstance => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no prefill or no decode worker registered",
+        ),
+        Rejection::Ttft(seconds) => error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "rejected: predicted TTFT {:.1} ms over the SLO of {:.1} ms",
+                seconds * scale,
+                shared.config.slo.ttft_seconds * 1000.0
+            ),
+        ),
+        Rejection::Tbt(seconds) => error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "rejected: predicted TBT {:.1} ms over the SLO of {:.1} ms",
+                seconds * scale,
+                shared.config.slo.tbt_seconds * 1000.0
+            ),
+        ),
+    }
+}
+
+/// One admitted request, from placement to its last token.
+struct Job {
+    shared: Arc<Shared>,
+    request: Generate,
+    arrived: Instant,
+    sender: mpsc::Sender<Result<String, Infallible>>,
+    failovers: u32,
+    /// Leading blocks the store held at arrival.
+    pool_blocks: u64,
+}
+
+/// How a stage ended.
+enum Stage<T> {
+    Done(T),
+    /// The worker failed; try elsewhere.
+    Retry,
+    /// The request failed (the error event is sent).
+    Failed,
+}
+
+impl Job {
+    fn ms(&self) -> f64 {
+        self.arrived.elapsed().as_secs_f64() * 1000.0
+    }
+
+    async fn send(&self, event: Value) {
+        let _ = self.sender.send(Ok(format!("{event}\n"))).await;
+    }
+
+    async fn fail(&self, status: &tonic::Status) {
+        self.shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+        self.send(json!({
+            "event": "error",
+            "code": format!("{:?}", status.code()),
+            "message": status.message(),
+        }))
+        .await;
+    }
+
+    async fn failover(&mut self, worker: &str, status: &tonic::Status) {
+        self.failovers += 1;
+        self.shared
+            .counters
+            .failovers
+            .fetch_add(1, Ordering::Relaxed);
+        if worker_failed(status) {
+            self.shared.drop_worker(worker, status.message());
+        }
+        self.send(json!({
+            "event": "failover",
+            "worker": worker,
+            "reason": status.message(),
+        }))
+        .await;
+    }
+
+    async fn run(mut self, first: Chosen) {
+        let prompt_tokens = self.request.tokens.len() as u64;
+        let mut chosen = first;
+        let mut attempt = 0;
+        let prefilled = loop {
+            match self.prefill(&chosen).await {
+                Stage::Done(answer) => break answer,
+                Stage::Failed => {
+                    self.shared.release_decode(&chosen.decode, prompt_tokens);
+                    return;
+                }
+                Stage::Retry => {
+                    self.shared.release_decode(&chosen.decode, prompt_tokens);
+                }
+            }
+            attempt += 1;
+            let hashes = self
+                .shared
+                .namespace
+                .hash_tokens(&self.request.tokens)
+                .unwrap_or_default();
+            let placed = if attempt < limits::ATTEMPTS {
+                self.shared.place(&hashes, self.pool_blocks, prompt_tokens)
+            } else {
+                Err(Rejection::NoInstance)
+            };
+            match placed {
+                Ok(next) => chosen = next,
+                Err(rejection) => {
+                    let status = tonic::Status::unavailable(format!(
+                        "no prefill worker could take the request after {attempt} attempts ({rejection:?})"
+                    ));
+                    self.fail(&status).await;
+                    return;
+                }
+            }
+        };
+        self.shared
+            .counters
+            .prompt_blocks
+            .fetch_add(u64::from(prefilled.prompt_blocks), Ordering::Relaxed);
+        self.shared
+            .counters
+            .matched_blocks
+            .fetch_add(u64::from(prefilled.matched_blocks), Ordering::Relaxed);
+        let (mut decode, mut client) = (chosen.decode.clone(), chosen.decode_client.clone());
+        for attempt in 1..=limits::ATTEMPTS {
+            let stage = self.decode(&decode, client.clone()).await;
+            self.shared.release_decode(&decode, prompt_tokens);
+            match stage {
+                Stage::Done(()) => {
+                    self.shared
+                        .counters
+                        .completed
+                        .fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Stage::Failed => return,
+                Stage::Retry => {}
+            }
+            match self.shared.replace_decode(prompt_tokens) {
+                Some(next) if attempt < limits::ATTEMPTS => (decode, client) = next,
+                Some((id, _)) => {
+                    self.shared.release_decode(&id, prompt_tokens);
+                    break;
+                }
+                None => break,
+            }
+        }
+        let status = tonic::Status::unavailable("no decode worker could take the request");
+        self.fail(&status).await;
+    }
+
+    async fn prefill(&mut self, chosen: &Chosen) -> Stage<pb::PrefillResponse> {
+        self.send(json!({
+            "event": "placed",
+            "prefill": chosen.prefill,
+            "decode": chosen.decode,
+            "predicted_ttft_ms": chosen.placement.ttft_seconds * self.shared.config.time_scale * 1000.0,
+            "reused_blocks": chosen.placement.reused_blocks,
+            "ms": self.ms(),
+        }))
+        .await;
+        let message = pb::PrefillRequest {
+            request_id: format!("{:x}", self.arrived.elapsed().as_nanos()),
+            tokens: self.request.tokens.clone(),
+        };
+        let answer = chosen.prefill_client.clone().prefill(message).await;
+        match answer {
+            Ok(answer) => {
+                let answer = answer.into_inner();
+                let hashes: Vec<ChainHash> = answer
+                    .chain_hashes
+                    .chunks_exact(32)
+                    .filter_map(|chunk| <[u8; 32]>::try_from(chunk).ok().map(ChainHash))
+                    .collect();
+                self.shared.release_prefill(chosen, Some(&hashes));
+                self.send(json!({
+                    "event": "prefilled",
+                    "prompt_blocks": answer.prompt_blocks,
+                    "matched_blocks": answer.matched_blocks,
+                    "computed_blocks": answer.computed_blocks,
+                    "fetched_bytes": answer.fetched_bytes,
+                    "put_bytes": answer.put_bytes,
+                    "queue_ms": answer.queue_ms,
+                    "compute_ms": answer.compute_ms,
+                    "ms": self.ms(),
+                }))
+                .await;
+                Stage::Done(answer)
+            }
+            Err(status) => {
+                self.shared.release_prefill(chosen, None);
+                if worker_failed(&status) || status.code() == Code::Aborted {
+                    self.failover(&chosen.prefill, &status).await;
+                    Stage::Retry
+                } else {
+                    self.fail(&status).await;
+                    Stage::Failed
+                }
+            }
+        }
+    }
+
+    async fn decode(&mut self, worker: &str, mut client: WorkerClient<Channel>) -> Stage<()> {
+        let message = pb::DecodeRequest {
+            request_id: String::new(),
+            tokens: self.request.tokens.clone(),
+            max_tokens: self.request.max_tokens,
+        };
+        let mut stream = match client.decode(message).await {
+            Ok(stream) => stream.into_inner(),
+            Err(status) if worker_failed(&status) => {
+                self.failover(worker, &status).await;
+                return Stage::Retry;
+            }
+            Err(status) => {
+                self.fail(&status).await;
+                return Stage::Failed;
+            }
+        };
+        let (mut tokens, mut ttft, mut last, mut tbt_max) = (0u32, None, 0.0f64, 0.0f64);
+        let (mut loaded, mut verified) = (0u64, 0u64);
+        loop {
+            match stream.message().await {
+                Ok(Some(event)) => {
+                    let now = self.ms();
+                    if ttft.is_none() {
+                        ttft = Some(now);
+                    } else {
+                        tbt_max = tbt_max.max(now - last);
+                    }
+                    last = now;
+                    tokens += 1;
+                    loaded += event.loaded_bytes;
+                    verified += event.verified_bytes;
+                    self.send(json!({
+                        "event": "token",
+                        "index": event.index,
+                        "token": event.token,
+                        "ms": now,
+                    }))
+                    .await;
+                }
+                Ok(None) => break,
+                Err(status) if tokens == 0 && worker_failed(&status) => {
+                    self.failover(worker, &status).await;
+                    return Stage::Retry;
+                }
+                Err(status) => {
+                    self.fail(&status).await;
+                    return Stage::Failed;
+                }
+            }
+        }
+        self.shared
+            .counters
+            .verified_bytes
+            .fetch_add(verified, Ordering::Relaxed);
+        let tbt_mean = if tokens > 1 {
+            (last - ttft.unwrap_or(last)) / f64::from(tokens - 1)
+        } else {
+            0.0
+        };
+        self.send(json!({
+            "event": "done",
+            "tokens": tokens,
+            "ttft_ms": ttft.unwrap_or(last),
+            "tbt_mean_ms": tbt_mean,
+            "tbt_max_ms": tbt_max,
+            "loaded_bytes": loaded,
+            "verified_bytes": verified,
+            "failovers": self.failovers,
+            "ms": self.ms(),
+            "slo_met": ttft.unwrap_or(last) <= self.shared.config.slo.ttft_seconds * 1000.0
+                && tbt_mean <= self.shared.config.slo.tbt_seconds * 1000.0,
+        }))
+        .await;
+        Stage::Done(())
+    }
+}
+
+/// Follows the store's Watch: blocks that left the store leave every
+/// instance's soft state. Reconnects when the stream ends.
+async fn follow_store(shared: Arc<Shared>) {
+    loop {
+        if let Ok(mut events) = shared.namespace.watch().await {
+            while let Ok(Some(event)) = events.message().await {
+                let kind = pb::WatchEventKind::try_from(event.kind);
+                let gone = matches!(kind, Ok(pb::WatchEventKind::Removed))
+                    || (matches!(kind, Ok(pb::WatchEventKind::Evicted))
+                        && event.tier == pb::Tier::Ssd as i32);
+                let mut instances = lock(&shared.instances);
+                if matches!(kind, Ok(pb::WatchEventKind::Lagged)) {
+                    // Missed events: forget rather than trust stale state.
+                    for instance in instances.values_mut() {
+                        instance.local.clear();
+                    }
+                } else if gone && let Ok(hash) = <[u8; 32]>::try_from(event.chain_hash.as_slice()) {
+                    for instance in instances.values_mut() {
+                        instance.local.remove(&ChainHash(hash));
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Drops workers whose registration was not renewed.
+async fn expire_workers(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(limits::HEARTBEAT).await;
+        lock(&shared.instances).retain(|id, instance| {
+            let alive = instance.last_seen.elapsed() < limits::EXPIRE;
+            if !alive {
+                eprintln!("worker {id} expired");
+            }
+            alive
+        });
+    }
+}
+
+/// Runs a Conductor until `shutdown` resolves.
+pub async fn run(
+    config: ConductorConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let client = Client::connect(&config.store, config.token.as_deref())
+        .await
+        .map_err(|error| format!("store {}: {error}", config.store))?;
+    let namespace = client
+        .namespace(config.namespace)
+        .await
+        .map_err(|error| format!("namespace {}: {error}", config.namespace))?;
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        namespace,
+        instances: Mutex::new(BTreeMap::new()),
+        hot: Mutex::new(HashMap::new()),
+        counters: Counters::default(),
+        turn: AtomicU64::new(0),
+        in_flight: AtomicUsize::new(0),
+    });
+    let background = [
+        tokio::spawn(follow_store(Arc::clone(&shared))),
+        tokio::spawn(expire_workers(Arc::clone(&shared))),
+    ];
+    let http = tokio::net::TcpListener::bind(config.http)
+        .await
+        .map_err(|error| format!("listening on {}: {error}", config.http))?;
+    let grpc = tokio::net::TcpListener::bind(config.grpc)
+        .await
+        .map_err(|error| format!("listening on {}: {error}", config.grpc))?;
+    let status_state = Arc::clone(&shared);
+    let router = axum::Router::new()
+        .route("/v1/generate", post(generate))
+        .route(
+            "/v1/status",
+            get(move || {
+                let shared = Arc::clone(&status_state);
+                async move { json_response(StatusCode::OK, &shared.status()) }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .layer(axum::extract::DefaultBodyLimit::max(limits::BODY_BYTES))
+        .with_state(Arc::clone(&shared));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut http_stopped = stopped.clone();
+    let mut grpc_stopped = stopped;
+    eprintln!(
+        "pagoda conductor ready: http {} grpc {} policy {:?}",
+        config.http, config.grpc, config.policy
+    );
+    let http_task = tokio::spawn(async move {
+        axum::serve(http, router)
+            .with_graceful_shutdown(async move {
+                let _ = http_stopped.changed().await;
+            })
+            .await
+    });
+    let grpc_task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ConductorServer::new(Registrar(Arc::clone(&shared))))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                async move {
+                    let _ = grpc_stopped.changed().await;
+                },
+            ),
+    );
+    shutdown.await;
+    let _ = stop.send(true);
+    for task in background {
+        task.abort();
+    }
+    let http_result = http_task.await.map_err(|error| error.to_string())?;
+    let grpc_result = grpc_task.await.map_err(|error| error.to_string())?;
+    http_result.map_err(|error| format!("http: {error}"))?;
+    grpc_result.map_err(|error| format!("grpc: {error}"))
+}

@@ -1,0 +1,346 @@
+//! Serving end to end with real processes on loopback: a node, two
+//! Conductors side by side, two prefill and two decode `cpu` workers; 200
+//! requests of the conversation trace, scaled down (16 tokens per trace
+//! block instead of 512; at most 8 output tokens), sent 8 at a time.
+//!
+//! Asserts: every request completes with exactly the tokens the decode
+//! stream must produce; every KV byte a decode worker loaded was checked
+//! against what prefill computes; repeated prefixes come from the store (hit
+//! ratio above zero and within the trace's infinite-cache figure for these
+//! requests); a prefill worker SIGKILLed while requests wait on it is dropped
+//! and its requests fail over to the other; the second Conductor, with a
+//! TTFT objective no request can meet, rejects early with 429; bad input is
+//! a 400 and the Conductor keeps serving.
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pagoda_tests::{Node, Process, free_port, http_get, http_post};
+use serde_json::Value;
+
+const REQUESTS: usize = 200;
+const CLIENTS: usize = 8;
+const BLOCK_TOKENS: u32 = 16;
+
+struct TraceRequest {
+    hash_ids: Vec<u64>,
+    output_tokens: u32,
+}
+
+fn trace() -> Vec<TraceRequest> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../traces/conversation_trace.jsonl");
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .take(REQUESTS)
+        .map(|line| {
+            let value: Value = serde_json::from_str(line).unwrap();
+            TraceRequest {
+                hash_ids: value["hash_ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|id| id.as_u64().unwrap())
+                    .collect(),
+                output_tokens: u32::try_from(value["output_length"].as_u64().unwrap() / 64)
+                    .unwrap()
+                    .clamp(1, 8),
+            }
+        })
+        .collect()
+}
+
+/// One trace block becomes 16 tokens that only its id determines, so equal
+/// hash ids give equal chain hashes.
+fn tokens(request: &TraceRequest) -> Vec<u32> {
+    request
+        .hash_ids
+        .iter()
+        .flat_map(|id| {
+            (0..BLOCK_TOKENS)
+                .map(move |j| u32::try_from((id * 16 + u64::from(j)) % 1_000_003).unwrap())
+        })
+        .collect()
+}
+
+/// The trace's own figure for these requests: blocks whose id was seen
+/// before (an unbounded cache).
+#[expect(clippy::cast_precision_loss, reason = "a ratio")]
+fn infinite_cache_hit_ratio(requests: &[TraceRequest]) -> f64 {
+    let mut seen = HashSet::new();
+    let (mut hits, mut blocks) = (0u64, 0u64);
+    for request in requests {
+        for id in &request.hash_ids {
+            blocks += 1;
+            hits += u64::from(!seen.insert(*id));
+        }
+    }
+    hits as f64 / blocks as f64
+}
+
+fn addr(port: u16) -> SocketAddr {
+    format!("127.0.0.1:{port}").parse().unwrap()
+}
+
+fn status(http: SocketAddr) -> Value {
+    let (code, body) = http_get(http, "/v1/status").unwrap();
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn events(body: &str) -> Vec<Value> {
+    body.lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+#[derive(Default)]
+struct Totals {
+    prompt_blocks: u64,
+    matched_blocks: u64,
+    verified_bytes: u64,
+    failovers: u64,
+    completed: usize,
+}
+
+/// Sends one request and checks its whole answer.
+fn serve_one(conductor: SocketAddr, request: &TraceRequest, totals: &Mutex<Totals>) {
+    let prompt = tokens(request);
+    let body = serde_json::json!({ "tokens": prompt, "max_tokens": request.output_tokens });
+    let (code, answer) = http_post(conductor, "/v1/generate", &body.to_string()).unwrap();
+    assert_eq!(code, 200, "{answer}");
+    let events = events(&answer);
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "done", "{answer}");
+    let output: Vec<u64> = events
+        .iter()
+        .filter(|event| event["event"] == "token")
+        .map(|event| event["token"].as_u64().unwrap())
+        .collect();
+    let expected: Vec<u64> = (0..request.output_tokens)
+        .map(|index| u64::from(pagoda_worker::kv::output_token(&prompt, index)))
+        .collect();
+    assert_eq!(output, expected, "the decode stream");
+    let prefilled = events
+        .iter()
+        .rfind(|event| event["event"] == "prefilled")
+        .unwrap();
+    let prompt_blocks = prefilled["prompt_blocks"].as_u64().unwrap();
+    assert_eq!(prompt_blocks, request.hash_ids.len() as u64);
+    // Every byte loaded was checked: 8 KiB per block (tiny preset: 512 B a token).
+    assert_eq!(last["loaded_bytes"], prompt_blocks * 8192, "{answer}");
+    assert_eq!(last["verified_bytes"], last["loaded_bytes"], "{answer}");
+    let mut totals = totals.lock().unwrap();
+    totals.prompt_blocks += prompt_blocks;
+    totals.matched_blocks += prefilled["matched_blocks"].as_u64().unwrap();
+    totals.verified_bytes += last["verified_bytes"].as_u64().unwrap();
+    totals.failovers += last["failovers"].as_u64().unwrap();
+    totals.completed += 1;
+}
+
+/// Kills `victim` once the conductor shows it holding at least two queued
+/// requests, after a quarter of the run; returns when it did.
+fn kill_when_loaded(conductor: SocketAddr, victim: &Mutex<Process>, id: &str) {
+    let deadline = Instant::now() + Duration::from_mins(2);
+    loop {
+        let state = status(conductor);
+        let loaded = state["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|instance| instance["id"] == id && instance["outstanding"].as_u64().unwrap() >= 2);
+        if loaded && state["completed"].as_u64().unwrap() >= (REQUESTS / 4) as u64 {
+            victim.lock().unwrap().kill();
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "prefill worker {id} never had 2 queued requests: {state}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+#[expect(clippy::too_many_lines, reason = "one scenario, start to finish")]
+#[expect(clippy::cast_precision_loss, reason = "ratios")]
+fn conductor_and_cpu_workers_serve_the_conversation_trace_and_fail_over() {
+    let node = Node::start("serving", "");
+    let dir = node.dir.clone();
+    let store = node.url();
+    let (http, grpc) = (addr(free_port()), addr(free_port()));
+    let (strict_http, strict_grpc) = (addr(free_port()), addr(free_port()));
+    let common = [
+        "--store",
+        &store,
+        "--preset",
+        "llama3-8b-h100",
+        "--block-tokens",
+        "16",
+        "--time-scale",
+        "4",
+    ];
+    let conductor_args = |http: &SocketAddr, grpc: &SocketAddr, ttft: &str| {
+        let mut args = vec![
+            "conductor".to_owned(),
+            "--http".to_owned(),
+            http.to_string(),
+            "--grpc".to_owned(),
+            grpc.to_string(),
+            "--ttft-slo-ms".to_owned(),
+            ttft.to_owned(),
+            "--hot-threshold".to_owned(),
+            "4".to_owned(),
+        ];
+        args.extend(common.iter().map(|arg| (*arg).to_owned()));
+        args
+    };
+    let spawn = |name: &str, args: &[String]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Process::spawn(&dir, name, &args)
+    };
+    let mut conductor = spawn("conductor", &conductor_args(&http, &grpc, "60000"));
+    let mut strict = spawn(
+        "strict",
+        &conductor_args(&strict_http, &strict_grpc, "0.001"),
+    );
+    conductor.wait_for("pagoda conductor ready");
+    strict.wait_for("pagoda conductor ready");
+
+    // No workers yet: 503; bad input: 400; the conductor keeps serving.
+    let (code, body) =
+        http_post(http, "/v1/generate", r#"{"tokens":[1,2],"max_tokens":1}"#).unwrap();
+    assert_eq!(code, 503, "{body}");
+    for bad in [
+        "not json",
+        r#"{"tokens":[1],"max_tokens":70000}"#,
+        r#"{"tokens":[-1],"max_tokens":1}"#,
+        r#"{"tokens":[1],"max_tokens":1,"extra":1}"#,
+    ] {
+        let (code, body) = http_post(http, "/v1/generate", bad).unwrap();
+        assert_eq!(code, 400, "{bad}: {body}");
+        assert!(body.contains("error"), "{body}");
+    }
+
+    let mut workers = Vec::new();
+    for (role, name) in [
+        ("prefill", "p0"),
+        ("prefill", "p1"),
+        ("decode", "d0"),
+        ("decode", "d1"),
+    ] {
+        let listen = addr(free_port()).to_string();
+        let mut args: Vec<String> = [
+            "worker",
+            "--role",
+            role,
+            "--backend",
+            "cpu",
+            "--id",
+            name,
+            "--listen",
+            &listen,
+            "--payload-scale",
+            "0.00390625", // 2 MiB a block / 256 = 8 KiB
+            "--max-sequences",
+            "4",
+            "--conductor",
+            &format!("http://{grpc}"),
+            "--conductor",
+            &format!("http://{strict_grpc}"),
+        ]
+        .iter()
+        .map(|arg| (*arg).to_owned())
+        .collect();
+        args.extend(common.iter().map(|arg| (*arg).to_owned()));
+        workers.push(Arc::new(Mutex::new(spawn(name, &args))));
+    }
+    let deadline = Instant::now() + Duration::from_mins(1);
+    while status(http)["instances"].as_array().unwrap().len() < 4
+        || status(strict_http)["instances"].as_array().unwrap().len() < 4
+    {
+        assert!(
+            Instant::now() < deadline,
+            "workers did not register: {}",
+            status(http)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The strict conductor's objective cannot be met: rejected before any work.
+    let requests = Arc::new(trace());
+    let first = serde_json::json!({ "tokens": tokens(&requests[0]), "max_tokens": 1 });
+    let (code, body) = http_post(strict_http, "/v1/generate", &first.to_string()).unwrap();
+    assert_eq!(code, 429, "{body}");
+    assert!(body.contains("predicted TTFT"), "{body}");
+    assert_eq!(status(strict_http)["rejected"], 1);
+
+    let totals = Arc::new(Mutex::new(Totals::default()));
+    let next = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (requests, totals, next) = (
+                Arc::clone(&requests),
+                Arc::clone(&totals),
+                Arc::clone(&next),
+            );
+            std::thread::spawn(move || {
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(request) = requests.get(index) else {
+                        return;
+                    };
+                    serve_one(http, request, &totals);
+                }
+            })
+        })
+        .collect();
+    let victim = Arc::clone(&workers[1]);
+    kill_when_loaded(http, &victim, "p1");
+    for client in clients {
+        client.join().unwrap();
+    }
+
+    let totals = totals.lock().unwrap();
+    let state = status(http);
+    assert_eq!(totals.completed, REQUESTS, "{state}");
+    assert!(
+        totals.failovers >= 2,
+        "p1's queued requests failed over: {state}"
+    );
+    assert!(state["failovers"].as_u64().unwrap() >= 2, "{state}");
+    let ids: Vec<&str> = state["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|instance| instance["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["d0", "d1", "p0"],
+        "the dead worker is dropped: {state}"
+    );
+    assert_eq!(
+        state["verified_bytes"].as_u64().unwrap(),
+        totals.verified_bytes
+    );
+    let measured = totals.matched_blocks as f64 / totals.prompt_blocks as f64;
+    let figure = infinite_cache_hit_ratio(&requests);
+    eprintln!(
+        "hit ratio {measured:.4} (trace, unbounded cache: {figure:.4}); failovers {}; \
+         {} bytes verified",
+        totals.failovers, totals.verified_bytes
+    );
+    assert!(measured > 0.0);
+    assert!(measured <= figure + 1e-9, "{measured} > {figure}");
+    // Requests overlap (8 in flight), so a prefix still being computed is a
+    // miss; most reuse must still be found.
+    assert!(measured >= figure * 0.5, "{measured} vs {figure}");
+    assert!(state["hot_replicated"].as_u64().unwrap() > 0, "{state}");
+    drop(workers);
+}
