@@ -15,8 +15,11 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 # bindgen, cmake and clang for rdma-mummy-sys (the `rdma` feature's verbs
 # bindings; rdma-core itself is loaded at run time), redis-server for the
 # baseline of `pagoda bench --compare redis`, chromium for the headless test
-# of the status page.
-packages=(build-essential python3 libclang-dev cmake clang redis-server chromium openssl)
+# of the status page, etcd-server and etcd-client (etcdctl) for cluster mode
+# and its tests, protobuf-compiler and libprotobuf-dev (the well-known types)
+# for etcd-client's generated code.
+packages=(build-essential python3 libclang-dev cmake clang redis-server chromium openssl
+  etcd-server etcd-client protobuf-compiler libprotobuf-dev)
 
 missing=()
 for package in "${packages[@]}"; do
