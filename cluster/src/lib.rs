@@ -192,7 +192,9 @@ pub async fn follow_namespaces(
             apply(NamespaceChange::Published(encoding));
         }
     }
-    let revision = answer.header().map_or(0, etcd_client::ResponseHeader::revision);
+    let revision = answer
+        .header()
+        .map_or(0, etcd_client::ResponseHeader::revision);
     let mut stream = client
         .watch(
             prefix.clone(),
@@ -383,7 +385,9 @@ async fn watch_loop(endpoints: Vec<String>, view: Arc<Mutex<View>>) {
                     nodes.insert(info.id.clone(), info);
                 }
             }
-            let revision = answer.header().map_or(0, etcd_client::ResponseHeader::revision);
+            let revision = answer
+                .header()
+                .map_or(0, etcd_client::ResponseHeader::revision);
             {
                 let mut view = lock(&view);
                 view.nodes = nodes;
@@ -469,7 +473,8 @@ impl Singleton {
     /// Whether this process holds the duty now.
     pub fn held(&self) -> bool {
         let state = lock(&self.state);
-        let margin = Duration::from_millis(u64::try_from(SINGLETON_TTL_SECONDS * 2000 / 3).unwrap_or(0));
+        let margin =
+            Duration::from_millis(u64::try_from(SINGLETON_TTL_SECONDS * 2000 / 3).unwrap_or(0));
         state.leading && state.renewed.is_some_and(|at| at.elapsed() < margin)
     }
 }
@@ -535,10 +540,7 @@ mod tests {
             parse_endpoints("etcd://127.0.0.1:2379,10.0.0.2:2379").unwrap_or_default(),
             ["http://127.0.0.1:2379", "http://10.0.0.2:2379"]
         );
-        assert_eq!(
-            parse_endpoints("h:1").unwrap_or_default(),
-            ["http://h:1"]
-        );
+        assert_eq!(parse_endpoints("h:1").unwrap_or_default(), ["http://h:1"]);
         assert!(parse_endpoints("etcd://").is_err());
         assert_eq!(unhex(b"00ff10"), Some(vec![0, 255, 16]));
         assert_eq!(unhex(b"0"), None);

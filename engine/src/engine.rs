@@ -166,7 +166,7 @@ impl Engine {
             load_namespaces(&ssd.index, &mut state)?;
             ssd.index.set_liveness(liveness(&state, &ssd.wal));
             max_sequence = replay_tail(ssd, &state)?;
-            load_blocks(ssd, &mut state)?;
+            load_blocks(ssd, &mut state, options.detached_parents)?;
         }
         let open_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         tracing::info!(
@@ -441,6 +441,8 @@ impl Engine {
                 NONE
             } else if let Some(parent_id) = state.find_servable(slot, parent) {
                 parent_id
+            } else if inner.options.detached_parents {
+                NONE
             } else {
                 NsCounters::bump(&counters.parent_missing);
                 return Ok(PutOutcome::ParentMissing);
@@ -1838,8 +1840,9 @@ fn replay_tail(ssd: &Ssd, state: &State) -> Result<u64> {
 }
 
 /// Builds the block tree from the index: entries pointing outside the log,
-/// of dead generations, or whose parent is missing (orphans) are deleted.
-fn load_blocks(ssd: &Ssd, state: &mut State) -> Result<()> {
+/// of dead generations, or whose parent is missing (orphans, unless
+/// `detached` parents are allowed) are deleted.
+fn load_blocks(ssd: &Ssd, state: &mut State, detached: bool) -> Result<()> {
     let segments: BTreeMap<u64, u64> = ssd
         .wal
         .segments()
@@ -1886,7 +1889,7 @@ fn load_blocks(ssd: &Ssd, state: &mut State) -> Result<()> {
         set_ssd(state, id, &location);
         loaded.push((id, entry.parent));
     }
-    link_parents(state, &loaded, &mut stale);
+    link_parents(state, &loaded, &mut stale, detached);
     if !stale.is_empty() {
         tracing::info!(
             entries = stale.len(),
@@ -1899,8 +1902,14 @@ fn load_blocks(ssd: &Ssd, state: &mut State) -> Result<()> {
 
 /// Links loaded blocks to their parents; an entry whose parent is missing is
 /// an orphan (no lookup can reach it), and so is every entry below it:
-/// orphans are removed and their keys added to `stale`.
-fn link_parents(state: &mut State, loaded: &[(u32, ChainHash)], stale: &mut Vec<Vec<u8>>) {
+/// orphans are removed and their keys added to `stale` (with `detached`,
+/// such a block stays, as a local root).
+fn link_parents(
+    state: &mut State,
+    loaded: &[(u32, ChainHash)],
+    stale: &mut Vec<Vec<u8>>,
+    detached: bool,
+) {
     let mut orphan = vec![false; state.slab.len()];
     let mut parent_of = vec![NONE; state.slab.len()];
     for (id, parent) in loaded {
@@ -1910,7 +1919,7 @@ fn link_parents(state: &mut State, loaded: &[(u32, ChainHash)], stale: &mut Vec<
         let ns = state.meta(*id).ns;
         match state.find(ns, parent) {
             Some(parent_id) => parent_of[*id as usize] = parent_id,
-            None => orphan[*id as usize] = true,
+            None => orphan[*id as usize] = !detached,
         }
     }
     let mut resolved = vec![false; state.slab.len()];

@@ -164,6 +164,11 @@ pub struct EngineOptions {
     pub policy: PolicyKind,
     /// Copy a block read from SSD into DRAM.
     pub promote_on_ssd_hit: bool,
+    /// Cluster mode: a block whose parent is not on this node (it lives on
+    /// another node) is stored as a local root instead of being refused
+    /// with `ParentMissing`, and a restart keeps such blocks. Chains are
+    /// then prefix-closed across the cluster's nodes together, not on each.
+    pub detached_parents: bool,
     /// Largest payload accepted.
     pub payload_bytes_max: u32,
     /// Options of the value log (`log_kind` is forced to `Value`).
@@ -205,6 +210,7 @@ impl Default for EngineOptions {
             admission: Admission::default(),
             policy: PolicyKind::default(),
             promote_on_ssd_hit: true,
+            detached_parents: false,
             payload_bytes_max: pagoda_formats::limits::PAYLOAD_BYTES_DEFAULT_MAX,
             wal: WalOptions::default(),
             tenants: Vec::new(),

@@ -476,3 +476,62 @@ fn block_events_report_stores_evictions_and_removals() {
     assert_eq!(count(BlockEventKind::Removed), 1);
     assert!(seen.iter().all(|event| event.key.namespace == ns));
 }
+
+#[test]
+fn detached_parents_keep_blocks_whose_parent_lives_on_another_node() {
+    let dir = TempDir::new("detached");
+    let hashes = chain(7, 4);
+    // Blocks 1 and 3 only: their parents are "on another node".
+    let put_some = |engine: &Engine, ns| {
+        for index in [1, 3] {
+            let bytes = payload_for(&hashes[index], 2000);
+            let outcome = engine
+                .put(
+                    ns,
+                    &hashes[index - 1],
+                    &hashes[index],
+                    &bytes,
+                    crc32c::crc32c(&bytes),
+                )
+                .unwrap();
+            assert_eq!(outcome, PutOutcome::Stored);
+        }
+    };
+    let plain = Engine::open(disk_options(dir.path(), 1 << 20, 4096)).unwrap();
+    let ns = plain.create_namespace(&namespace("acme", "r1")).unwrap();
+    let bytes = payload_for(&hashes[1], 2000);
+    assert_eq!(
+        plain
+            .put(&ns, &hashes[0], &hashes[1], &bytes, crc32c::crc32c(&bytes))
+            .unwrap(),
+        PutOutcome::ParentMissing,
+        "a single node keeps chains prefix-closed"
+    );
+    plain.close().unwrap();
+
+    let mut options = disk_options(dir.path(), 1 << 20, 4096);
+    options.detached_parents = true;
+    let engine = Engine::open(options.clone()).unwrap();
+    put_some(&engine, &ns);
+    // Exactly the stored blocks are there: a lookup from the root finds none.
+    assert_eq!(engine.lookup(&ns, &hashes).unwrap().matched, 0);
+    assert_eq!(engine.lookup(&ns, &hashes[1..2]).unwrap().matched, 1);
+    engine.close().unwrap();
+    // A restart keeps them (they are not orphans in cluster mode)...
+    let engine = Engine::open(options).unwrap();
+    for index in [1, 3] {
+        let block = engine.get(&ns, &hashes[index]).unwrap().unwrap();
+        assert_eq!(block.to_vec(), payload_for(&hashes[index], 2000));
+    }
+    assert!(engine.get(&ns, &hashes[0]).unwrap().is_none());
+    // ...and a local parent arriving later does not disturb the child.
+    let bytes = payload_for(&hashes[2], 2000);
+    engine
+        .put(&ns, &hashes[1], &hashes[2], &bytes, crc32c::crc32c(&bytes))
+        .unwrap();
+    assert_eq!(engine.lookup(&ns, &hashes[1..]).unwrap().matched, 3);
+    engine.close().unwrap();
+    // Without the option, a restart drops the orphans as before.
+    let engine = Engine::open(disk_options(dir.path(), 1 << 20, 4096)).unwrap();
+    assert!(engine.get(&ns, &hashes[1]).unwrap().is_none());
+}
