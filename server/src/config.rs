@@ -80,6 +80,22 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
+/// Cluster mode: membership and settings in etcd.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `etcd://host:port[,host:port…]`.
+    pub etcd: String,
+    /// This node's id: unique, stable across restarts (a pod name).
+    pub node_id: String,
+    /// gRPC URL clients reach this node at (default: `http://GRPC_ADDR`).
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// HTTP address others reach this node's stats at (default: HTTP_ADDR).
+    #[serde(default)]
+    pub advertise_http: Option<String>,
+}
+
 /// A tenant.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -127,6 +143,8 @@ pub struct ServerConfig {
     pub tenants: Vec<TenantConfig>,
     /// Limits.
     pub limits: Limits,
+    /// Cluster mode (none: a single node).
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for ServerConfig {
@@ -144,6 +162,7 @@ impl Default for ServerConfig {
             tls: None,
             tenants: Vec::new(),
             limits: Limits::default(),
+            cluster: None,
         }
     }
 }
@@ -223,6 +242,22 @@ impl ServerConfig {
                  configure tenants with tokens, or pass --insecure"
                     .into(),
             );
+        }
+        if let Some(cluster) = &self.cluster {
+            pagoda_cluster::parse_endpoints(&cluster.etcd).map_err(|error| error.to_string())?;
+            if cluster.node_id.is_empty()
+                || cluster.node_id.len() > 128
+                || cluster.node_id.contains('/')
+            {
+                return Err("cluster: node_id must be 1 to 128 bytes without '/'".into());
+            }
+            if self.tenants.is_empty() {
+                return Err(
+                    "cluster mode needs [[tenants]] (the same secrets on every node, so \
+                     every node derives the same chain keys)"
+                        .into(),
+                );
+            }
         }
         if let Some(tls) = &self.tls {
             for path in [&tls.cert, &tls.key] {

@@ -727,7 +727,19 @@ impl pb::admin_server::Admin for AdminService {
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let engine = self.shared.engine()?;
         let existed = engine.namespace(&namespace.id()).is_some();
+        let encoding = namespace.encode();
         let id = blocking(move || engine.create_namespace(&namespace)).await?;
+        if let Some(endpoints) = self.shared.cluster.get() {
+            // Every node creates it from etcd (a node that is down now
+            // creates it when it comes back).
+            let published = async {
+                let mut client = pagoda_cluster::connect(endpoints).await?;
+                pagoda_cluster::publish_namespace(&mut client, &id.to_string(), &encoding).await
+            };
+            published.await.map_err(|error| {
+                Status::unavailable(format!("publishing the namespace: {error}"))
+            })?;
+        }
         Ok(Response::new(pb::CreateNamespaceResponse {
             namespace_id: id.0.to_vec(),
             created: !existed,
@@ -743,6 +755,15 @@ impl pb::admin_server::Admin for AdminService {
             .shared
             .namespace_of(&caller, &request.get_ref().namespace_id)?;
         blocking(move || engine.drop_namespace(&id)).await?;
+        if let Some(endpoints) = self.shared.cluster.get() {
+            let withdrawn = async {
+                let mut client = pagoda_cluster::connect(endpoints).await?;
+                pagoda_cluster::withdraw_namespace(&mut client, &id.to_string()).await
+            };
+            withdrawn.await.map_err(|error| {
+                Status::unavailable(format!("withdrawing the namespace: {error}"))
+            })?;
+        }
         Ok(Response::new(pb::DropNamespaceResponse {
             dropped_blocks: 0,
         }))

@@ -19,6 +19,7 @@
 )]
 
 pub mod auth;
+mod cluster;
 pub mod config;
 pub mod grpc;
 pub mod http;
@@ -35,6 +36,27 @@ use pagoda_formats::proto::v1 as pb;
 use crate::auth::Auth;
 use crate::config::ServerConfig;
 use crate::state::Shared;
+
+/// The node's cluster registration, once it joined.
+type Registered = Arc<tokio::sync::Mutex<Option<pagoda_cluster::Registration>>>;
+
+/// Resolves the returned flag when `shutdown` does, after leaving the
+/// cluster (so clients stop routing here while this node still answers).
+fn on_shutdown(
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    registration: Registered,
+) -> tokio::sync::watch::Receiver<bool> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        if let Some(registration) = registration.lock().await.take() {
+            registration.leave().await;
+            eprintln!("pagoda left the cluster");
+        }
+        let _ = stop.send(true);
+    });
+    stopped
+}
 
 /// HTTP/2 flow-control window of a stream (the connection's is twice it).
 pub const WINDOW_BYTES: u32 = 8 << 20;
@@ -129,17 +151,15 @@ pub async fn serve(
         }
     );
 
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop.send(true);
-    });
+    let registration: Registered = Arc::default();
+    let stopped = on_shutdown(shutdown, Arc::clone(&registration));
     let wait = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
 
     let mut options = engine_options(&config, tenants);
     options.events = Some(watch_feed(&shared));
+    options.detached_parents = config.cluster.is_some();
     let opening = Arc::clone(&shared);
     let opened = tokio::task::spawn_blocking(move || {
         let engine =
@@ -189,9 +209,19 @@ pub async fn serve(
         .await
         .map_err(|error| format!("engine open task: {error}"))?;
     opened?;
+    if let Some(cluster) = &config.cluster
+        && !*stopped.borrow()
+    {
+        *registration.lock().await = Some(cluster::join(cluster, &shared, grpc_addr, http_addr)?);
+    }
     grpc.await.map_err(|error| format!("gRPC: {error}"))?;
     http.await
         .map_err(|error| format!("HTTP task: {error}"))??;
+    close(shared).await
+}
+
+/// Closes the engine (syncing the log) once the listeners stopped.
+async fn close(shared: Arc<Shared>) -> Result<(), String> {
     eprintln!("pagoda stopping: syncing the log");
     if let Some(engine) = shared.engine_if_ready() {
         drop(shared);

@@ -33,6 +33,8 @@ pub struct Shared {
     pub(crate) events: tokio::sync::broadcast::Sender<pb::WatchEvent>,
     pub(crate) metrics: Metrics,
     pub(crate) started: Instant,
+    /// etcd endpoints in cluster mode (namespaces are published there).
+    pub(crate) cluster: OnceLock<Vec<String>>,
 }
 
 /// A slot in a tenant's budget, given back on drop (and timed for metrics).
@@ -67,6 +69,7 @@ impl Shared {
             events: tokio::sync::broadcast::channel(4096).0,
             metrics: Metrics::default(),
             started: Instant::now(),
+            cluster: OnceLock::new(),
         })
     }
 

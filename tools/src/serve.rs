@@ -45,6 +45,15 @@ pub(crate) struct ServeArgs {
     /// Serve a non-loopback address without authentication.
     #[arg(long)]
     insecure: bool,
+    /// Join a cluster: `etcd://HOST:PORT[,HOST:PORT…]` (env PAGODA_CLUSTER).
+    #[arg(long, env = "PAGODA_CLUSTER")]
+    cluster: Option<String>,
+    /// This node's id in the cluster (env PAGODA_NODE_ID; default: the host name).
+    #[arg(long, env = "PAGODA_NODE_ID")]
+    node_id: Option<String>,
+    /// gRPC URL clients reach this node at (env PAGODA_ADVERTISE).
+    #[arg(long, env = "PAGODA_ADVERTISE")]
+    advertise: Option<String>,
     /// Print the effective configuration and exit.
     #[arg(long)]
     print_config: bool,
@@ -83,6 +92,31 @@ fn effective(args: &ServeArgs) -> Result<ServerConfig, String> {
         config.policy.clone_from(policy);
     }
     config.insecure |= args.insecure;
+    if let Some(etcd) = &args.cluster {
+        let node_id = match &args.node_id {
+            Some(id) => id.clone(),
+            None => std::fs::read_to_string("/etc/hostname")
+                .map(|name| name.trim().to_owned())
+                .map_err(|error| format!("--node-id not given and no host name: {error}"))?,
+        };
+        let previous = config.cluster.take();
+        config.cluster = Some(pagoda_server::config::ClusterConfig {
+            etcd: etcd.clone(),
+            node_id,
+            advertise: args
+                .advertise
+                .clone()
+                .or_else(|| previous.as_ref().and_then(|c| c.advertise.clone())),
+            advertise_http: previous.and_then(|c| c.advertise_http),
+        });
+    } else if let Some(cluster) = &mut config.cluster {
+        if let Some(id) = &args.node_id {
+            cluster.node_id.clone_from(id);
+        }
+        if let Some(advertise) = &args.advertise {
+            cluster.advertise = Some(advertise.clone());
+        }
+    }
     config.validate()?;
     Ok(config)
 }

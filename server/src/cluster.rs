@@ -1,0 +1,80 @@
+//! Cluster mode of a node (`[cluster]` in the configuration, or
+//! `pagoda serve --cluster etcd://…`): the engine keeps blocks whose parent
+//! lives on another node; once the engine is open the node registers in etcd
+//! under its lease (so clients route to it only when it can serve) and
+//! follows the namespace registry, creating and dropping namespaces that
+//! other nodes published. On a graceful shutdown it deregisters before it
+//! stops serving. See `pagoda-cluster` for the keys.
+
+use std::sync::Arc;
+
+use pagoda_cluster::{NamespaceChange, NodeInfo, Registration};
+use pagoda_formats::namespace::{Namespace, NamespaceId};
+
+use crate::config::ClusterConfig;
+use crate::state::Shared;
+
+/// Starts cluster duties for a node whose engine is open; returns the
+/// registration to leave on shutdown.
+pub(crate) fn join(
+    cluster: &ClusterConfig,
+    shared: &Arc<Shared>,
+    grpc_addr: std::net::SocketAddr,
+    http_addr: std::net::SocketAddr,
+) -> Result<Registration, String> {
+    let endpoints = pagoda_cluster::parse_endpoints(&cluster.etcd).map_err(|e| e.to_string())?;
+    let _ = shared.cluster.set(endpoints.clone());
+    tokio::spawn(follow_namespaces(endpoints.clone(), Arc::clone(shared)));
+    let started_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(0));
+    let info = NodeInfo {
+        id: cluster.node_id.clone(),
+        grpc: cluster
+            .advertise
+            .clone()
+            .unwrap_or_else(|| format!("http://{grpc_addr}")),
+        http: cluster
+            .advertise_http
+            .clone()
+            .unwrap_or_else(|| http_addr.to_string()),
+        started_unix_ms,
+        draining: false,
+    };
+    Ok(Registration::start(endpoints, info))
+}
+
+async fn follow_namespaces(endpoints: Vec<String>, shared: Arc<Shared>) {
+    loop {
+        let Some(engine) = shared.engine_if_ready() else {
+            return;
+        };
+        let apply = |change: NamespaceChange| match change {
+            NamespaceChange::Published(encoding) => match Namespace::decode(&encoding) {
+                Ok(namespace) => {
+                    if engine.namespace(&namespace.id()).is_none() {
+                        match engine.create_namespace(&namespace) {
+                            Ok(id) => eprintln!("cluster: namespace {id} created"),
+                            Err(error) => eprintln!("cluster: creating a namespace: {error}"),
+                        }
+                    }
+                }
+                Err(error) => eprintln!("cluster: a namespace in etcd does not decode: {error}"),
+            },
+            NamespaceChange::Withdrawn(hex) => {
+                if let Ok(id) = NamespaceId::from_hex(&hex)
+                    && engine.namespace(&id).is_some()
+                {
+                    match engine.drop_namespace(&id) {
+                        Ok(_) => eprintln!("cluster: namespace {id} dropped"),
+                        Err(error) => eprintln!("cluster: dropping {id}: {error}"),
+                    }
+                }
+            }
+        };
+        if let Ok(mut client) = pagoda_cluster::connect(&endpoints).await {
+            let _ = pagoda_cluster::follow_namespaces(&mut client, apply).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
