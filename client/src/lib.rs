@@ -7,6 +7,10 @@
 //! `formats` alone, never on the engine or the server: every service, the
 //! Conductor and the workers included, reaches the store through this API.
 //!
+//! [`cluster::ClusterClient`] routes the same calls over a cluster whose
+//! membership it follows in etcd (rendezvous placement, R replicas,
+//! failover to the next replica).
+//!
 //! Transport: gRPC over TCP by default; the optional `rdma` feature (module
 //! `rdma`) finds verbs devices for an RDMA data path and compiles out of the
 //! default build.
@@ -31,6 +35,7 @@
 #![forbid(unsafe_code)]
 
 mod api;
+pub mod cluster;
 
 pub use api::{Client, Error, Lookup, NamespaceHandle, PutOutcome, Result, Tier};
 
