@@ -256,10 +256,11 @@ impl ClusterNamespace {
     fn read_order(&self, hash: &ChainHash) -> Vec<NodeInfo> {
         let nodes = self.cluster.nodes();
         let seeds: Vec<NodeSeed> = nodes.iter().map(|node| NodeSeed::of(&node.id)).collect();
-        let (mut healthy, mut suspects): (Vec<NodeInfo>, Vec<NodeInfo>) = ranked(&seeds, block_word(&hash.0))
-            .into_iter()
-            .map(|index| nodes[index].clone())
-            .partition(|node| !self.cluster.is_suspect(&node.id));
+        let (mut healthy, mut suspects): (Vec<NodeInfo>, Vec<NodeInfo>) =
+            ranked(&seeds, block_word(&hash.0))
+                .into_iter()
+                .map(|index| nodes[index].clone())
+                .partition(|node| !self.cluster.is_suspect(&node.id));
         healthy.append(&mut suspects);
         healthy
     }

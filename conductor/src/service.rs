@@ -30,7 +30,10 @@
 //!   [`limits::ATTEMPTS`] times); KV already in the store is reused.
 //! - **Hot blocks**: a block seen in [`ConductorConfig::hot_threshold`]
 //!   lookups is replicated to DRAM (`Store.Replicate`) once, so a hot prefix
-//!   is served from memory to whichever instance runs it.
+//!   is served from memory to whichever instance runs it. In cluster mode
+//!   this planner is a singleton duty under an etcd election
+//!   ([`pagoda_cluster::Singleton`]): one Conductor plans at a time, and
+//!   another takes over within the lease TTL when it dies.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -108,6 +111,9 @@ pub struct ConductorConfig {
     pub slo: Slo,
     /// Lookups after which a block is replicated to DRAM (0: never).
     pub hot_threshold: u32,
+    /// `etcd://…` in cluster mode: the hot-block planner is a singleton
+    /// duty held under an etcd election (none: this Conductor plans).
+    pub cluster: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,6 +183,8 @@ struct Shared {
     counters: Counters,
     turn: AtomicU64,
     in_flight: AtomicUsize,
+    /// The planner duty, in cluster mode.
+    planner: Option<pagoda_cluster::Singleton>,
 }
 
 /// A request's place, with what was reserved for it.
@@ -338,9 +346,16 @@ impl Shared {
 
     /// Counts lookups of the pooled prefix; returns blocks that just
     /// became hot.
+    /// Whether this Conductor plans hot-block replication now.
+    fn plans(&self) -> bool {
+        self.planner
+            .as_ref()
+            .is_none_or(pagoda_cluster::Singleton::held)
+    }
+
     fn count_hot(&self, hashes: &[ChainHash]) -> Vec<ChainHash> {
         let threshold = self.config.hot_threshold;
-        if threshold == 0 {
+        if threshold == 0 || !self.plans() {
             return Vec::new();
         }
         let mut hot = lock(&self.hot);
@@ -391,6 +406,7 @@ impl Shared {
             "verified_bytes": counter(&counters.verified_bytes),
             "hot_replicated": counter(&counters.hot_replicated),
             "in_flight": self.in_flight.load(Ordering::Relaxed),
+            "planner": self.plans(),
         })
     }
 }
@@ -909,6 +925,14 @@ pub async fn run(
         .namespace(config.namespace)
         .await
         .map_err(|error| format!("namespace {}: {error}", config.namespace))?;
+    let planner = match &config.cluster {
+        Some(url) => Some(pagoda_cluster::Singleton::campaign(
+            pagoda_cluster::parse_endpoints(url).map_err(|error| error.to_string())?,
+            "hot-block-planner",
+            format!("conductor-{}-{}", config.http, std::process::id()),
+        )),
+        None => None,
+    };
     let shared = Arc::new(Shared {
         config: config.clone(),
         namespace,
@@ -917,6 +941,7 @@ pub async fn run(
         counters: Counters::default(),
         turn: AtomicU64::new(0),
         in_flight: AtomicUsize::new(0),
+        planner,
     });
     let background = [
         tokio::spawn(follow_store(Arc::clone(&shared))),

@@ -361,3 +361,99 @@ impl Drop for Process {
         self.kill();
     }
 }
+
+/// An etcd server (Debian's `etcd`, installed by `scripts/setup.sh`) on free
+/// loopback ports with a temporary data directory; killed and removed on
+/// drop.
+#[derive(Debug)]
+pub struct Etcd {
+    child: Option<std::process::Child>,
+    /// Data directory (kept across [`Etcd::stop`] and [`Etcd::start_again`]).
+    pub dir: PathBuf,
+    /// Client port.
+    pub port: u16,
+    peer_port: u16,
+}
+
+impl Etcd {
+    /// Starts etcd and waits until it serves.
+    ///
+    /// # Panics
+    ///
+    /// Panics when etcd is not installed or does not come up in 30 s.
+    pub fn start(name: &str) -> Etcd {
+        let dir = std::env::temp_dir().join(format!("pagoda-etcd-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("etcd directory");
+        let mut etcd = Etcd {
+            child: None,
+            dir,
+            port: free_port(),
+            peer_port: free_port(),
+        };
+        etcd.start_again();
+        etcd
+    }
+
+    /// `etcd://127.0.0.1:PORT`, as `--cluster` takes it.
+    pub fn url(&self) -> String {
+        format!("etcd://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again) on the same directory and ports.
+    ///
+    /// # Panics
+    ///
+    /// Panics when it does not come up in 30 s.
+    pub fn start_again(&mut self) {
+        let client = format!("http://127.0.0.1:{}", self.port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let child = Command::new("etcd")
+            .args(["--name", "pagoda-test", "--data-dir"])
+            .arg(self.dir.join("data"))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+                "--initial-cluster",
+                &format!("pagoda-test={peer}"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("etcd.log")).expect("etcd log"))
+            .spawn()
+            .expect("starting etcd (installed by scripts/setup.sh)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let log = std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default();
+            if log.contains("ready to serve client requests") {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "etcd did not start:\n{log}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Kills it (an outage); [`Etcd::start_again`] brings it back.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

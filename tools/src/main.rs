@@ -18,6 +18,7 @@
 mod bench;
 mod bench_engine;
 mod bench_net;
+mod cluster_cmd;
 mod fsck_cmd;
 mod hash;
 mod replay;
@@ -65,6 +66,12 @@ enum Command {
     Conductor(serving::ConductorArgs),
     /// Run a prefill or decode worker for a Conductor.
     Worker(serving::WorkerArgs),
+    /// Look at or change a cluster in etcd.
+    #[command(subcommand)]
+    Cluster(cluster_cmd::ClusterCommand),
+    /// Simulations (placement over many nodes).
+    #[command(subcommand)]
+    Sim(cluster_cmd::SimCommand),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +88,8 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay::run(&args),
         Command::Conductor(args) => serving::conductor(&args),
         Command::Worker(args) => serving::worker(&args),
+        Command::Cluster(command) => cluster_cmd::run(&command),
+        Command::Sim(command) => cluster_cmd::sim(&command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

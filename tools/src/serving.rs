@@ -100,6 +100,10 @@ pub(crate) struct ConductorArgs {
     /// Lookups after which a block is replicated to DRAM (0: never).
     #[arg(long, default_value_t = 8)]
     hot_threshold: u32,
+    /// `etcd://HOST:PORT[,…]`: hold the hot-block planner under an etcd
+    /// election (several Conductors, one planner).
+    #[arg(long)]
+    cluster: Option<String>,
     #[command(flatten)]
     store: StoreArgs,
 }
@@ -180,6 +184,7 @@ pub(crate) fn conductor(args: &ConductorArgs) -> Result<(), String> {
                 tbt_seconds: args.tbt_slo_ms / 1000.0,
             },
             hot_threshold: args.hot_threshold,
+            cluster: args.cluster.clone(),
         };
         eprintln!("namespace {namespace}");
         pagoda_conductor::service::run(config, stop_signal()).await

@@ -1,0 +1,400 @@
+//! Cluster mode with real processes on loopback: etcd (Debian's, started
+//! here on free ports with a temporary directory), `pagoda serve --cluster`
+//! nodes and the cluster client.
+//!
+//! - Three nodes, R = 2: load from the client, SIGKILL one node mid-load;
+//!   every put succeeds (retries allowed), every acknowledged block reads
+//!   back with its bytes from a surviving replica; the killed node restarts,
+//!   rejoins and serves its SSD tier at once.
+//! - etcd down for a while: nodes keep serving and the client keeps working
+//!   with the last membership it saw; when etcd is back, the nodes register
+//!   again.
+//! - Two Conductors campaign for the hot-block planner: one holds it; never
+//!   two, also across an etcd outage; when the holder is killed the other
+//!   takes over within the lease TTL.
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+
+use std::time::{Duration, Instant};
+
+use pagoda_client::cluster::{Ack, ClusterClient, ClusterNamespace};
+use pagoda_client::{Client, PutOutcome};
+use pagoda_formats::chain::ChainHash;
+use pagoda_formats::namespace::{Dtype, KvKind, KvLayout, Namespace};
+use pagoda_server::auth::hash_token;
+use pagoda_tests::{Etcd, Node, Process, free_port, http_get, pagoda_binary};
+
+const TOKEN: &str = "acme-cluster-token";
+const BLOCK_TOKENS: u32 = 16;
+
+fn config(etcd: &Etcd, node_id: &str) -> String {
+    format!(
+        r#"durability = "sync"
+
+[[tenants]]
+name = "acme"
+secret_hex = "{}"
+tokens = [{{ blake3 = "{}", role = "admin" }}]
+
+[cluster]
+etcd = "{}"
+node_id = "{node_id}"
+"#,
+        "c3".repeat(32),
+        hash_token(TOKEN),
+        etcd.url()
+    )
+}
+
+fn namespace() -> Namespace {
+    let layout = KvLayout {
+        dtype: Dtype::F16,
+        kind: KvKind::SeparateKv,
+        layer_count: 2,
+        kv_head_count: 2,
+        head_dim: 8,
+        block_tokens: BLOCK_TOKENS,
+        tp_rank: 0,
+        tp_size: 1,
+    };
+    Namespace::new("acme", "llama", "r1", layout).unwrap()
+}
+
+fn tokens(chain: u32, block: u32) -> Vec<u32> {
+    (0..BLOCK_TOKENS)
+        .map(|i| chain * 1000 + block * BLOCK_TOKENS + i)
+        .collect()
+}
+
+fn payload(chain: u32, block: u32) -> Vec<u8> {
+    let seed = chain.wrapping_mul(2_654_435_761) ^ block.wrapping_mul(40_503);
+    (0..4096u32)
+        .map(|i| u8::try_from((seed.wrapping_add(i.wrapping_mul(31))) % 251).unwrap())
+        .collect()
+}
+
+fn pagoda(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(pagoda_binary())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn wait_members(client: &ClusterClient, ids: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut live: Vec<String> = client.nodes().into_iter().map(|node| node.id).collect();
+        live.sort();
+        if live == ids {
+            return;
+        }
+        assert!(Instant::now() < deadline, "members {live:?}, want {ids:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Puts chain `chain` (blocks in order); returns each block's hash and the
+/// nodes that acknowledged it.
+async fn put_chain(
+    ns: &ClusterNamespace,
+    chain: u32,
+    blocks: u32,
+) -> Vec<(ChainHash, u32, Vec<String>)> {
+    let mut parent = ChainHash::ROOT;
+    let mut placed = Vec::new();
+    for block in 0..blocks {
+        let answer = ns
+            .put(&parent, &tokens(chain, block), &payload(chain, block))
+            .await
+            .unwrap_or_else(|error| panic!("put of chain {chain} block {block}: {error}"));
+        assert_eq!(answer.outcome, PutOutcome::Stored);
+        parent = answer.hash;
+        placed.push((answer.hash, block, answer.nodes));
+    }
+    placed
+}
+
+#[test]
+#[expect(clippy::too_many_lines, reason = "one scenario, start to finish")]
+fn three_nodes_with_two_replicas_survive_a_sigkill_and_the_node_rejoins_warm() {
+    let etcd = Etcd::start("failover");
+    let set = pagoda(&["cluster", "set-replication", "2", "--etcd", &etcd.url()]);
+    assert!(set.status.success(), "{set:?}");
+    let mut nodes: Vec<Option<Node>> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| Some(Node::start(&format!("cluster-{id}"), &config(&etcd, id))))
+        .collect();
+    let rt = runtime();
+    rt.block_on(async {
+        let client =
+            ClusterClient::connect(&etcd.url(), Some(TOKEN), Ack::All, Duration::from_secs(30))
+                .await
+                .unwrap();
+        wait_members(&client, &["n1", "n2", "n3"]).await;
+        assert_eq!(client.membership().replication(), 2);
+        let id = client.create_namespace(&namespace()).await.unwrap();
+        // Every node creates the namespace from etcd.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let ns = loop {
+            if let Ok(ns) = client.namespace(id).await {
+                let hashes = ns.hash_tokens(&tokens(0, 0)).unwrap();
+                if ns.lookup_hashes(&hashes).await.is_ok() {
+                    break ns;
+                }
+            }
+            assert!(Instant::now() < deadline, "namespace not on every node");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+
+        let mut acked = Vec::new();
+        for chain in 0..12 {
+            acked.push((chain, put_chain(&ns, chain, 6).await));
+        }
+        for (_, blocks) in &acked {
+            for (_, _, holders) in blocks {
+                assert_eq!(holders.len(), 2, "R = 2 with every node up");
+            }
+        }
+        // n2's blocks so far (checked after its restart).
+        let on_n2: Vec<(ChainHash, u32, u32)> = acked
+            .iter()
+            .flat_map(|(chain, blocks)| {
+                blocks
+                    .iter()
+                    .filter(|(_, _, holders)| holders.iter().any(|id| id == "n2"))
+                    .map(|(hash, block, _)| (*hash, *chain, *block))
+            })
+            .collect();
+        assert!(!on_n2.is_empty());
+
+        // SIGKILL n2 mid-load; the load goes on.
+        let n2_dir = nodes[1].take().unwrap().kill();
+        for chain in 12..24 {
+            acked.push((chain, put_chain(&ns, chain, 6).await));
+        }
+        for (chain, blocks) in &acked[12..] {
+            for (_, block, holders) in blocks {
+                assert!(
+                    !holders.iter().any(|id| id == "n2"),
+                    "chain {chain} block {block} acknowledged by the dead node"
+                );
+            }
+        }
+        // Every acknowledged block reads back, from a surviving replica.
+        for (chain, blocks) in &acked {
+            for (hash, block, _) in blocks {
+                let bytes = ns.get(hash).await.unwrap();
+                assert_eq!(
+                    bytes,
+                    Some(payload(*chain, *block)),
+                    "chain {chain} block {block}"
+                );
+            }
+            let hashes: Vec<ChainHash> = blocks.iter().map(|(hash, _, _)| *hash).collect();
+            assert_eq!(ns.lookup_hashes(&hashes).await.unwrap().matched, 6);
+        }
+        // The membership drops n2 when its lease expires.
+        wait_members(&client, &["n1", "n3"]).await;
+
+        // n2 restarts on its directory and rejoins with its SSD tier warm.
+        nodes[1] = Some(Node::start_in(n2_dir, &config(&etcd, "n2")));
+        wait_members(&client, &["n1", "n2", "n3"]).await;
+        let direct = Client::connect(&nodes[1].as_ref().unwrap().url(), Some(TOKEN))
+            .await
+            .unwrap()
+            .namespace(id)
+            .await
+            .unwrap();
+        for (hash, chain, block) in &on_n2 {
+            let bytes = direct.get(hash).await.unwrap();
+            assert_eq!(
+                bytes,
+                Some(payload(*chain, *block)),
+                "n2 serves its block after restart"
+            );
+        }
+        for (chain, blocks) in &acked {
+            for (hash, block, _) in blocks {
+                assert_eq!(ns.get(hash).await.unwrap(), Some(payload(*chain, *block)));
+            }
+        }
+    });
+    let status = pagoda(&["cluster", "status", "--etcd", &etcd.url(), "--json"]);
+    assert!(status.status.success(), "{status:?}");
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(report["replication_factor"], 2);
+    let members = report["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{report}");
+    assert!(
+        members.iter().all(|member| member["healthy"] == true),
+        "{report}"
+    );
+    let table = pagoda(&["cluster", "status", "--etcd", &etcd.url()]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("n1") && text.contains("n3") && text.contains("up"),
+        "{text}"
+    );
+}
+
+fn planner(http: std::net::SocketAddr) -> Option<bool> {
+    let (code, body) = http_get(http, "/v1/status").ok()?;
+    if code != 200 {
+        return None;
+    }
+    let status: serde_json::Value = serde_json::from_str(&body).ok()?;
+    status["planner"].as_bool()
+}
+
+#[test]
+#[expect(clippy::too_many_lines, reason = "one scenario, start to finish")]
+fn an_etcd_outage_keeps_the_cluster_serving_and_never_makes_two_planners() {
+    let mut etcd = Etcd::start("outage");
+    let nodes: Vec<Node> = ["a", "b"]
+        .iter()
+        .map(|id| Node::start(&format!("outage-{id}"), &config(&etcd, id)))
+        .collect();
+    let rt = runtime();
+    let (client, ns) = rt.block_on(async {
+        let client =
+            ClusterClient::connect(&etcd.url(), Some(TOKEN), Ack::All, Duration::from_secs(30))
+                .await
+                .unwrap();
+        wait_members(&client, &["a", "b"]).await;
+        let id = client.create_namespace(&namespace()).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(ns) = client.namespace(id).await
+                && ns.lookup_tokens(&tokens(0, 0)).await.is_ok()
+            {
+                break (client, ns);
+            }
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    // Two conductors campaign for the planner.
+    let dir = nodes[0].dir.clone();
+    let conductors: Vec<(Process, std::net::SocketAddr)> = ["c1", "c2"]
+        .iter()
+        .map(|name| {
+            let http: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let grpc = format!("127.0.0.1:{}", free_port());
+            let process = Process::spawn(
+                &dir,
+                name,
+                &[
+                    "conductor",
+                    "--store",
+                    &nodes[0].url(),
+                    "--token",
+                    TOKEN,
+                    "--tenant",
+                    "acme",
+                    "--http",
+                    &http.to_string(),
+                    "--grpc",
+                    &grpc,
+                    "--cluster",
+                    &etcd.url(),
+                ],
+            );
+            (process, http)
+        })
+        .collect();
+    let holders = |conductors: &[(Process, std::net::SocketAddr)]| {
+        conductors
+            .iter()
+            .map(|(_, http)| planner(*http))
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = holders(&conductors);
+        assert!(
+            now.iter().filter(|held| **held == Some(true)).count() <= 1,
+            "{now:?}"
+        );
+        if now.iter().filter(|held| **held == Some(true)).count() == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no planner: {now:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // etcd goes away for 8 s (longer than every lease).
+    etcd.stop();
+    let outage = Instant::now();
+    let mut chain = 100;
+    while outage.elapsed() < Duration::from_secs(8) {
+        let now = holders(&conductors);
+        assert!(
+            now.iter().filter(|held| **held == Some(true)).count() <= 1,
+            "{now:?}"
+        );
+        rt.block_on(async {
+            let placed = put_chain(&ns, chain, 2).await;
+            for (hash, block, _) in placed {
+                assert_eq!(ns.get(&hash).await.unwrap(), Some(payload(chain, block)));
+            }
+        });
+        chain += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(client.nodes().len(), 2, "the last membership is kept");
+    for node in &nodes {
+        let (code, _) = http_get(node.http, "/readyz").unwrap();
+        assert_eq!(code, 200, "nodes keep serving without etcd");
+    }
+    // etcd comes back: the nodes register again, one planner again.
+    etcd.start_again();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let members = pagoda(&["cluster", "status", "--etcd", &etcd.url(), "--json"]);
+        let report: serde_json::Value = serde_json::from_slice(&members.stdout).unwrap_or_default();
+        let count = report["members"].as_array().map_or(0, Vec::len);
+        let now = holders(&conductors);
+        assert!(
+            now.iter().filter(|held| **held == Some(true)).count() <= 1,
+            "{now:?}"
+        );
+        if count == 2 && now.iter().filter(|held| **held == Some(true)).count() == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after the outage: {report} {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Kill the planner: the other takes over within the lease TTL (5 s).
+    let mut conductors = conductors;
+    let holder = holders(&conductors)
+        .iter()
+        .position(|held| *held == Some(true))
+        .unwrap();
+    conductors[holder].0.kill();
+    let killed = Instant::now();
+    let other = 1 - holder;
+    while planner(conductors[other].1) != Some(true) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(7),
+            "no takeover: {:?}",
+            planner(conductors[other].1)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "planner taken over {:?} after the holder died",
+        killed.elapsed()
+    );
+    drop(nodes);
+}

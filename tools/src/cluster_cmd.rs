@@ -1,0 +1,427 @@
+//! `pagoda cluster status|set-replication|drain` (the admin's view of a
+//! cluster in etcd) and `pagoda sim cluster` (placement of a trace's blocks
+//! over simulated nodes, to see what grows with the cluster).
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use pagoda_cluster::NodeInfo;
+use pagoda_cluster::placement::{NodeSeed, block_word, weight};
+use serde_json::{Value, json};
+
+/// `pagoda cluster …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClusterCommand {
+    /// Members with their health, bytes and hit ratios.
+    Status {
+        /// `etcd://host:port[,…]`.
+        #[arg(long, env = "PAGODA_CLUSTER")]
+        etcd: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sets the replication factor of blocks written from now on.
+    SetReplication {
+        /// 1 to 7.
+        replicas: usize,
+        /// `etcd://host:port[,…]`.
+        #[arg(long, env = "PAGODA_CLUSTER")]
+        etcd: String,
+    },
+    /// Marks a node as draining: clients place no new blocks on it and read
+    /// its blocks elsewhere first; remove it once its blocks are no longer
+    /// needed.
+    Drain {
+        /// Node id.
+        id: String,
+        /// `etcd://host:port[,…]`.
+        #[arg(long, env = "PAGODA_CLUSTER")]
+        etcd: String,
+    },
+}
+
+/// `pagoda sim …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum SimCommand {
+    /// Places a trace's blocks over N simulated nodes.
+    Cluster(SimArgs),
+}
+
+/// Flags of `pagoda sim cluster`.
+#[derive(Debug, Args)]
+pub(crate) struct SimArgs {
+    /// Mooncake-format traces (their distinct blocks are placed).
+    #[arg(long = "trace", default_value = "traces/conversation_trace.jsonl")]
+    traces: Vec<PathBuf>,
+    /// Node counts, comma-separated.
+    #[arg(long, default_value = "16,128,1024,4096", value_delimiter = ',')]
+    nodes: Vec<usize>,
+    /// Replication factor.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// Copies of the trace's block set (distinct blocks; scales the store).
+    #[arg(long, default_value_t = 1)]
+    scale: u64,
+    /// KV bytes per block (default: a 512-token LLaMA2-70B block).
+    #[arg(long, default_value_t = 160 << 20)]
+    block_bytes: u64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn block_on<T>(work: impl Future<Output = Result<T, String>>) -> Result<T, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| error.to_string())?
+        .block_on(work)
+}
+
+async fn etcd(url: &str) -> Result<etcd_client::Client, String> {
+    let endpoints = pagoda_cluster::parse_endpoints(url).map_err(|e| e.to_string())?;
+    pagoda_cluster::connect(&endpoints)
+        .await
+        .map_err(|error| error.to_string())
+}
+
+async fn members(client: &mut etcd_client::Client) -> Result<Vec<(NodeInfo, i64)>, String> {
+    let prefix = format!("{}nodes/", pagoda_cluster::PREFIX);
+    let answer = client
+        .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+        .await
+        .map_err(|error| error.to_string())?;
+    Ok(answer
+        .kvs()
+        .iter()
+        .filter_map(|kv| {
+            serde_json::from_slice::<NodeInfo>(kv.value())
+                .ok()
+                .map(|info| (info, kv.lease()))
+        })
+        .collect())
+}
+
+fn node_stats(http: &str) -> Option<Value> {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = http.parse().ok()?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    write!(
+        stream,
+        "GET /v1/stats HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let (_, body) = answer.split_once("\r\n\r\n")?;
+    serde_json::from_str(body).ok()
+}
+
+pub(crate) fn run(command: &ClusterCommand) -> Result<(), String> {
+    match command {
+        ClusterCommand::Status { etcd: url, json } => block_on(async {
+            let mut client = etcd(url).await?;
+            let replication = pagoda_cluster::replication_factor(&mut client)
+                .await
+                .map_err(|error| error.to_string())?;
+            let nodes = members(&mut client).await?;
+            let rows: Vec<Value> = nodes
+                .iter()
+                .map(|(node, _)| {
+                    let stats = node_stats(&node.http);
+                    let tiers = stats.as_ref().map(|stats| &stats["tiers"]);
+                    json!({
+                        "id": node.id,
+                        "grpc": node.grpc,
+                        "http": node.http,
+                        "healthy": stats.is_some(),
+                        "draining": node.draining,
+                        "dram_used_bytes": tiers.map(|t| t["dram"]["used_bytes"].clone()),
+                        "ssd_used_bytes": tiers.map(|t| t["ssd"]["used_bytes"].clone()),
+                        "prefix_hit_ratio": stats.as_ref().map(|s| s["overall"]["prefix_hit_ratio"].clone()),
+                        "uptime_ms": stats.as_ref().map(|s| s["uptime_ms"].clone()),
+                    })
+                })
+                .collect();
+            let report = json!({ "replication_factor": replication, "members": rows });
+            if *json {
+                println!("{report}");
+            } else {
+                print!("{}", status_table(&report));
+            }
+            Ok(())
+        }),
+        ClusterCommand::SetReplication {
+            replicas,
+            etcd: url,
+        } => block_on(async {
+            let mut client = etcd(url).await?;
+            pagoda_cluster::set_replication_factor(&mut client, *replicas)
+                .await
+                .map_err(|error| error.to_string())?;
+            println!("replication factor {replicas}");
+            Ok(())
+        }),
+        ClusterCommand::Drain { id, etcd: url } => block_on(async {
+            let mut client = etcd(url).await?;
+            let (mut node, lease) = members(&mut client)
+                .await?
+                .into_iter()
+                .find(|(node, _)| node.id == *id)
+                .ok_or_else(|| format!("no live node {id:?}"))?;
+            node.draining = true;
+            let key = format!("{}nodes/{id}", pagoda_cluster::PREFIX);
+            let value = serde_json::to_string(&node).map_err(|error| error.to_string())?;
+            client
+                .put(
+                    key,
+                    value,
+                    Some(etcd_client::PutOptions::new().with_lease(lease)),
+                )
+                .await
+                .map_err(|error| error.to_string())?;
+            println!("node {id} is draining: no new blocks are placed on it");
+            Ok(())
+        }),
+    }
+}
+
+fn status_table(report: &Value) -> String {
+    let mut out = format!(
+        "replication factor {}\n{:<16} {:<28} {:<8} {:>14} {:>14} {:>10}\n",
+        report["replication_factor"],
+        "node",
+        "grpc",
+        "health",
+        "DRAM bytes",
+        "SSD bytes",
+        "hit ratio"
+    );
+    for row in report["members"].as_array().into_iter().flatten() {
+        let health = match (row["healthy"].as_bool(), row["draining"].as_bool()) {
+            (Some(true), Some(true)) => "draining",
+            (Some(true), _) => "up",
+            _ => "no stats",
+        };
+        let _ = writeln!(
+            out,
+            "{:<16} {:<28} {:<8} {:>14} {:>14} {:>10}",
+            row["id"].as_str().unwrap_or("?"),
+            row["grpc"].as_str().unwrap_or("?"),
+            health,
+            row["dram_used_bytes"],
+            row["ssd_used_bytes"],
+            row["prefix_hit_ratio"]
+                .as_f64()
+                .map_or_else(|| "-".to_owned(), |ratio| format!("{:.1} %", ratio * 100.0)),
+        );
+    }
+    out
+}
+
+/// One node count's figures.
+struct Figures {
+    nodes: usize,
+    max_over_mean: f64,
+    moved_on_join: f64,
+    moved_on_leave: f64,
+    etcd_bytes: usize,
+    node_index_bytes: f64,
+    fanout_mean: f64,
+    fanout_p99: usize,
+}
+
+/// Bytes of etcd state for `nodes` nodes and `namespaces` namespaces, from
+/// the real encodings.
+fn etcd_bytes(nodes: usize, namespaces: usize) -> usize {
+    let node = NodeInfo {
+        id: "pagoda-node-0000".into(),
+        grpc: "http://10.0.0.1:7420".into(),
+        http: "10.0.0.1:7421".into(),
+        started_unix_ms: 1_790_000_000_000,
+        draining: false,
+    };
+    let node_bytes = format!("{}nodes/{}", pagoda_cluster::PREFIX, node.id).len()
+        + serde_json::to_string(&node).map_or(0, |text| text.len());
+    // A namespace: key with its 64-hex id, value its encoding in hex (~100 bytes).
+    let namespace_bytes = pagoda_cluster::PREFIX.len() + "namespaces/".len() + 64 + 2 * 100;
+    let config_bytes = pagoda_cluster::PREFIX.len() + "config/replication_factor".len() + 1;
+    nodes * node_bytes + namespaces * namespace_bytes + config_bytes
+}
+
+#[expect(clippy::cast_precision_loss, reason = "ratios")]
+fn simulate(blocks: &[u64], requests: &[Vec<usize>], n: usize, r: usize) -> Figures {
+    let seeds: Vec<NodeSeed> = (0..n).map(|i| NodeSeed::of(&format!("node-{i}"))).collect();
+    let joiner = NodeSeed::of(&format!("node-{n}"));
+    let mut load = vec![0u64; n];
+    let (mut joined, mut left) = (0u64, 0u64);
+    let mut primary = Vec::with_capacity(blocks.len());
+    let mut top: Vec<(u64, usize)> = Vec::with_capacity(r + 1);
+    for word in blocks {
+        top.clear();
+        for (index, seed) in seeds.iter().enumerate() {
+            let w = weight(*seed, *word);
+            if top.len() < r || top.last().is_some_and(|(last, _)| w > *last) {
+                let at = top.partition_point(|(other, _)| *other >= w);
+                top.insert(at, (w, index));
+                top.truncate(r);
+            }
+        }
+        for (_, index) in &top {
+            load[*index] += 1;
+        }
+        primary.push(top.first().map_or(0, |(_, index)| *index));
+        // A new node takes the block if it outweighs the last replica.
+        if top.len() < r
+            || top
+                .last()
+                .is_some_and(|(last, _)| weight(joiner, *word) > *last)
+        {
+            joined += 1;
+        }
+        // Node 0 leaving moves the blocks it held.
+        if top.iter().any(|(_, index)| *index == 0) {
+            left += 1;
+        }
+    }
+    let mean = load.iter().sum::<u64>() as f64 / n as f64;
+    let max = load.iter().copied().max().unwrap_or(0) as f64;
+    let mut fanouts: Vec<usize> = requests
+        .iter()
+        .map(|request| {
+            request
+                .iter()
+                .map(|block| primary[*block])
+                .collect::<HashSet<usize>>()
+                .len()
+        })
+        .collect();
+    fanouts.sort_unstable();
+    let fanout_mean = fanouts.iter().sum::<usize>() as f64 / fanouts.len().max(1) as f64;
+    let fanout_p99 = fanouts
+        .get((fanouts.len() * 99 / 100).min(fanouts.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0);
+    Figures {
+        nodes: n,
+        max_over_mean: if mean > 0.0 { max / mean } else { 0.0 },
+        moved_on_join: joined as f64 / blocks.len() as f64,
+        moved_on_leave: left as f64 / blocks.len() as f64,
+        etcd_bytes: etcd_bytes(n, 64),
+        // The engine's measured DRAM metadata per block (engine/README.md).
+        node_index_bytes: mean * 96.8,
+        fanout_mean,
+        fanout_p99,
+    }
+}
+
+pub(crate) fn sim(command: &SimCommand) -> Result<(), String> {
+    let SimCommand::Cluster(args) = command;
+    if !(1..=pagoda_cluster::REPLICATION_MAX).contains(&args.replicas) {
+        return Err(format!(
+            "--replicas: 1 to {}",
+            pagoda_cluster::REPLICATION_MAX
+        ));
+    }
+    // Distinct blocks of every trace (ids offset per trace and per copy),
+    // each request as indices into them.
+    let mut index_of = std::collections::HashMap::new();
+    let mut blocks = Vec::new();
+    let mut requests = Vec::new();
+    for (trace_number, path) in args.traces.iter().enumerate() {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| format!("{}: {error}", path.display()))?;
+        let parsed = pagoda_engine::trace::parse_trace(&text).map_err(|error| error.to_string())?;
+        for copy in 0..args.scale.max(1) {
+            for request in &parsed {
+                let indices = request
+                    .iter()
+                    .map(|id| {
+                        let key = (trace_number, copy, *id);
+                        *index_of.entry(key).or_insert_with(|| {
+                            let mut bytes = [0u8; 24];
+                            bytes[..8].copy_from_slice(&(trace_number as u64).to_le_bytes());
+                            bytes[8..16].copy_from_slice(&copy.to_le_bytes());
+                            bytes[16..].copy_from_slice(&id.to_le_bytes());
+                            blocks.push(block_word(blake3::hash(&bytes).as_bytes()));
+                            blocks.len() - 1
+                        })
+                    })
+                    .collect();
+                requests.push(indices);
+            }
+        }
+    }
+    eprintln!(
+        "placing {} distinct blocks of {} requests, R = {}",
+        blocks.len(),
+        requests.len(),
+        args.replicas
+    );
+    let mut rows = Vec::new();
+    for n in &args.nodes {
+        if *n == 0 || *n > pagoda_cluster::NODES_MAX {
+            return Err(format!("--nodes: 1 to {}", pagoda_cluster::NODES_MAX));
+        }
+        eprintln!("  {n} nodes…");
+        rows.push(simulate(&blocks, &requests, *n, args.replicas));
+    }
+    let report = sim_report(&rows, blocks.len(), args);
+    if args.json {
+        println!("{report}");
+    } else {
+        print!("{}", sim_table(&rows, blocks.len(), args));
+    }
+    Ok(())
+}
+
+fn sim_report(rows: &[Figures], blocks: usize, args: &SimArgs) -> Value {
+    json!({
+        "blocks": blocks,
+        "replicas": args.replicas,
+        "block_bytes": args.block_bytes,
+        "rows": rows.iter().map(|row| json!({
+            "nodes": row.nodes,
+            "max_over_mean": row.max_over_mean,
+            "moved_on_join": row.moved_on_join,
+            "moved_on_leave": row.moved_on_leave,
+            "etcd_bytes": row.etcd_bytes,
+            "node_index_bytes": row.node_index_bytes,
+            "lookup_fanout_mean": row.fanout_mean,
+            "lookup_fanout_p99": row.fanout_p99,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[expect(clippy::cast_precision_loss, reason = "reported figures")]
+fn sim_table(rows: &[Figures], blocks: usize, args: &SimArgs) -> String {
+    let mut out = format!(
+        "{blocks} blocks ({:.1} TiB at {} MiB a block), R = {}\n\n\
+         | nodes | max/mean bytes per node | moved when one joins | moved when one leaves | R/N | etcd bytes | block index per node | lookup fan-out mean / p99 |\n\
+         |---|---|---|---|---|---|---|---|\n",
+        (blocks as f64 * args.replicas as f64 * args.block_bytes as f64) / (1u64 << 40) as f64,
+        args.block_bytes >> 20,
+        args.replicas
+    );
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {:.3} | {:.4} % | {:.4} % | {:.4} % | {} | {:.1} KiB | {:.1} / {} |",
+            row.nodes,
+            row.max_over_mean,
+            row.moved_on_join * 100.0,
+            row.moved_on_leave * 100.0,
+            args.replicas as f64 / row.nodes as f64 * 100.0,
+            row.etcd_bytes,
+            row.node_index_bytes / 1024.0,
+            row.fanout_mean,
+            row.fanout_p99,
+        );
+    }
+    out
+}
