@@ -346,6 +346,46 @@ impl ClusterNamespace {
         Ok(None)
     }
 
+    /// The block of `tokens` after `parent`, as [`ClusterNamespace::get`];
+    /// when it came from a node that is not one of its replicas now (after
+    /// a join, a restart elsewhere or a drain), it is also put on the
+    /// replicas that lack it, in the background: blocks move to where the
+    /// membership wants them when they are used, never eagerly. Returns the
+    /// bytes and the node that served them.
+    pub async fn get_block(
+        &self,
+        parent: &ChainHash,
+        tokens: &[u32],
+    ) -> Result<Option<(Vec<u8>, String)>> {
+        let hash = self.any.block_hash(parent, tokens)?;
+        let replicas: Vec<String> = self
+            .replicas(&hash)
+            .into_iter()
+            .map(|node| node.id)
+            .collect();
+        let mut short = false;
+        for node in self.read_order(&hash) {
+            let got = async { self.handle(&node).await?.get(&hash).await };
+            match bounded(got).await {
+                Ok(Some(bytes)) => {
+                    if short || !replicas.contains(&node.id) {
+                        let (this, parent, tokens, payload) =
+                            (self.clone(), *parent, tokens.to_vec(), bytes.clone());
+                        tokio::spawn(async move {
+                            let _ = this.put(&parent, &tokens, &payload).await;
+                        });
+                    }
+                    return Ok(Some((bytes, node.id)));
+                }
+                // A replica without the block: it gets a copy after the hit.
+                Ok(None) => short |= replicas.contains(&node.id),
+                Err(error) if !node_failed(&error) => return Err(error),
+                Err(_) => self.fail(&node.id),
+            }
+        }
+        Ok(None)
+    }
+
     /// The longest cached prefix of `hashes`: each node is asked about the
     /// blocks it is a replica of (all at once), and the answers merged.
     pub async fn lookup_hashes(&self, hashes: &[ChainHash]) -> Result<Lookup> {

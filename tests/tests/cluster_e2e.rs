@@ -5,7 +5,8 @@
 //! - Three nodes, R = 2: load from the client, SIGKILL one node mid-load;
 //!   every put succeeds (retries allowed), every acknowledged block reads
 //!   back with its bytes from a surviving replica; the killed node restarts,
-//!   rejoins and serves its SSD tier at once.
+//!   rejoins and serves its SSD tier at once; blocks written while it was
+//!   away move to it when read; a draining node gets no new blocks.
 //! - etcd down for a while: nodes keep serving and the client keeps working
 //!   with the last membership it saw; when etcd is back, the nodes register
 //!   again.
@@ -220,10 +221,55 @@ fn three_nodes_with_two_replicas_survive_a_sigkill_and_the_node_rejoins_warm() {
                 "n2 serves its block after restart"
             );
         }
-        for (chain, blocks) in &acked {
+        // Blocks written while n2 was away move to it when they are read
+        // and n2 is their preferred replica again (the first asked), not
+        // before.
+        let mut moved = Vec::new();
+        for (chain, blocks) in &acked[12..] {
+            let mut parent = ChainHash::ROOT;
             for (hash, block, _) in blocks {
-                assert_eq!(ns.get(hash).await.unwrap(), Some(payload(*chain, *block)));
+                let (bytes, _) = ns
+                    .get_block(&parent, &tokens(*chain, *block))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(bytes, payload(*chain, *block));
+                if ns
+                    .replicas(hash)
+                    .first()
+                    .is_some_and(|node| node.id == "n2")
+                {
+                    moved.push((*hash, *chain, *block));
+                }
+                parent = *hash;
             }
+        }
+        assert!(!moved.is_empty());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for (hash, chain, block) in &moved {
+            loop {
+                if direct.get(hash).await.unwrap() == Some(payload(*chain, *block)) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "block not moved to n2 on read");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        // A draining node gets no new blocks.
+        let drain = pagoda(&["cluster", "drain", "n3", "--etcd", &etcd.url()]);
+        assert!(drain.status.success(), "{drain:?}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !client
+            .nodes()
+            .iter()
+            .any(|node| node.id == "n3" && node.draining)
+        {
+            assert!(Instant::now() < deadline, "drain not seen");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for (_, _, holders) in put_chain(&ns, 99, 6).await {
+            assert_eq!(holders.len(), 2);
+            assert!(!holders.iter().any(|id| id == "n3"), "{holders:?}");
         }
     });
     let status = pagoda(&["cluster", "status", "--etcd", &etcd.url(), "--json"]);

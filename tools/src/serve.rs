@@ -54,6 +54,9 @@ pub(crate) struct ServeArgs {
     /// gRPC URL clients reach this node at (env PAGODA_ADVERTISE).
     #[arg(long, env = "PAGODA_ADVERTISE")]
     advertise: Option<String>,
+    /// HOST:PORT others reach this node's HTTP stats at (env PAGODA_ADVERTISE_HTTP).
+    #[arg(long, env = "PAGODA_ADVERTISE_HTTP")]
+    advertise_http: Option<String>,
     /// Print the effective configuration and exit.
     #[arg(long)]
     print_config: bool,
@@ -107,7 +110,10 @@ fn effective(args: &ServeArgs) -> Result<ServerConfig, String> {
                 .advertise
                 .clone()
                 .or_else(|| previous.as_ref().and_then(|c| c.advertise.clone())),
-            advertise_http: previous.and_then(|c| c.advertise_http),
+            advertise_http: args
+                .advertise_http
+                .clone()
+                .or_else(|| previous.and_then(|c| c.advertise_http)),
         });
     } else if let Some(cluster) = &mut config.cluster {
         if let Some(id) = &args.node_id {
@@ -115,6 +121,9 @@ fn effective(args: &ServeArgs) -> Result<ServerConfig, String> {
         }
         if let Some(advertise) = &args.advertise {
             cluster.advertise = Some(advertise.clone());
+        }
+        if let Some(advertise) = &args.advertise_http {
+            cluster.advertise_http = Some(advertise.clone());
         }
     }
     config.validate()?;
