@@ -222,6 +222,22 @@ impl Client {
         Ok(())
     }
 
+    /// Connects to `addr` and opens namespace `id` (what a service built on
+    /// the store does first).
+    pub async fn connect_namespace(
+        addr: &str,
+        token: Option<&str>,
+        id: NamespaceId,
+    ) -> std::result::Result<NamespaceHandle, String> {
+        let client = Client::connect(addr, token)
+            .await
+            .map_err(|error| format!("store {addr}: {error}"))?;
+        client
+            .namespace(id)
+            .await
+            .map_err(|error| format!("namespace {id}: {error}"))
+    }
+
     /// A handle on a namespace: fetches its chain key once, so token chains
     /// are hashed locally from then on.
     pub async fn namespace(&self, id: NamespaceId) -> Result<NamespaceHandle> {

@@ -168,6 +168,18 @@ fn unhex(text: &[u8]) -> Option<Vec<u8>> {
     pagoda_formats::hex::decode(std::str::from_utf8(text).ok()?).ok()
 }
 
+/// Watches every key under `prefix` changed after `revision`.
+async fn watch_after(
+    client: &mut Client,
+    prefix: &str,
+    revision: i64,
+) -> Result<etcd_client::WatchStream> {
+    let options = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(revision + 1);
+    Ok(client.watch(prefix, Some(options)).await?)
+}
+
 /// A change to the namespace registry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NamespaceChange {
@@ -195,16 +207,7 @@ pub async fn follow_namespaces(
     let revision = answer
         .header()
         .map_or(0, etcd_client::ResponseHeader::revision);
-    let mut stream = client
-        .watch(
-            prefix.clone(),
-            Some(
-                WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(revision + 1),
-            ),
-        )
-        .await?;
+    let mut stream = watch_after(client, &prefix, revision).await?;
     while let Some(answer) = stream.message().await? {
         for event in answer.events() {
             let Some(kv) = event.kv() else { continue };
@@ -395,16 +398,7 @@ async fn watch_loop(endpoints: Vec<String>, view: Arc<Mutex<View>>) {
                 view.synced = true;
                 view.connected = true;
             }
-            let mut stream = client
-                .watch(
-                    key(""),
-                    Some(
-                        WatchOptions::new()
-                            .with_prefix()
-                            .with_start_revision(revision + 1),
-                    ),
-                )
-                .await?;
+            let mut stream = watch_after(&mut client, &key(""), revision).await?;
             while let Some(answer) = stream.message().await? {
                 let mut view = lock(&view);
                 for event in answer.events() {

@@ -918,13 +918,8 @@ pub async fn run(
     config: ConductorConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    let client = Client::connect(&config.store, config.token.as_deref())
-        .await
-        .map_err(|error| format!("store {}: {error}", config.store))?;
-    let namespace = client
-        .namespace(config.namespace)
-        .await
-        .map_err(|error| format!("namespace {}: {error}", config.namespace))?;
+    let namespace =
+        Client::connect_namespace(&config.store, config.token.as_deref(), config.namespace).await?;
     let planner = match &config.cluster {
         Some(url) => Some(pagoda_cluster::Singleton::campaign(
             pagoda_cluster::parse_endpoints(url).map_err(|error| error.to_string())?,

@@ -214,8 +214,8 @@ fn status_table(report: &Value) -> String {
             row["id"].as_str().unwrap_or("?"),
             row["grpc"].as_str().unwrap_or("?"),
             health,
-            row["dram_used_bytes"],
-            row["ssd_used_bytes"],
+            row["dram_used_bytes"].to_string(),
+            row["ssd_used_bytes"].to_string(),
             row["prefix_hit_ratio"]
                 .as_f64()
                 .map_or_else(|| "-".to_owned(), |ratio| format!("{:.1} %", ratio * 100.0)),

@@ -476,13 +476,8 @@ pub async fn run(
     config: WorkerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::result::Result<(), String> {
-    let client = Client::connect(&config.store, config.token.as_deref())
-        .await
-        .map_err(|error| format!("store {}: {error}", config.store))?;
-    let namespace = client
-        .namespace(config.namespace)
-        .await
-        .map_err(|error| format!("namespace {}: {error}", config.namespace))?;
+    let namespace =
+        Client::connect_namespace(&config.store, config.token.as_deref(), config.namespace).await?;
     #[cfg(feature = "cuda")]
     let gpu = match config.backend {
         Backend::Cuda => Some(crate::gpu::GpuDevice::open(0).map_err(|error| error.to_string())?),
