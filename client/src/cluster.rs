@@ -4,7 +4,8 @@
 //! - **Placement**: a block's replicas are the `R` live nodes of highest
 //!   rendezvous weight for its chain hash (`pagoda_cluster::placement`),
 //!   draining nodes and nodes that just failed a call ("suspects", for
-//!   [`SUSPECT_FOR`]) left out. `R` is the cluster's replication factor.
+//!   [`SUSPECT_FOR`]) left out. `R` is the namespace's replication factor
+//!   (`pagoda cluster set-replication R [--namespace ID]`).
 //! - **Put** writes every replica; [`Ack::All`] (default) succeeds when all
 //!   of them stored the block, [`Ack::One`] when one did. A replica that
 //!   fails is marked suspect and the put is retried over the remaining
@@ -265,9 +266,17 @@ impl ClusterNamespace {
         healthy
     }
 
+    /// This namespace's replication factor (its own, else the cluster's).
+    pub fn replication(&self) -> usize {
+        self.cluster
+            .inner
+            .membership
+            .replication_of(&self.id.to_string())
+    }
+
     /// The replicas a block is written to now.
     pub fn replicas(&self, hash: &ChainHash) -> Vec<NodeInfo> {
-        let r = self.cluster.inner.membership.replication();
+        let r = self.replication();
         self.read_order(hash)
             .into_iter()
             .filter(|node| !node.draining && !self.cluster.is_suspect(&node.id))
@@ -278,7 +287,7 @@ impl ClusterNamespace {
     /// Puts the block of `tokens` after `parent` on its replicas.
     pub async fn put(&self, parent: &ChainHash, tokens: &[u32], payload: &[u8]) -> Result<Placed> {
         let hash = self.any.block_hash(parent, tokens)?;
-        let r = self.cluster.inner.membership.replication();
+        let r = self.replication();
         let need = match self.cluster.inner.ack {
             Ack::One => 1,
             Ack::All => r,
@@ -319,7 +328,14 @@ impl ClusterNamespace {
                     }
                 }
             }
-            if stored.len() >= need.min(self.cluster.nodes().len()).max(1) {
+            // All replicas, or as many as there are nodes to write to.
+            let writable = self
+                .cluster
+                .nodes()
+                .iter()
+                .filter(|node| !node.draining && !self.cluster.is_suspect(&node.id))
+                .count();
+            if stored.len() >= need.min(writable).max(1) {
                 return Ok(Placed {
                     hash,
                     outcome,
@@ -389,7 +405,7 @@ impl ClusterNamespace {
     /// The longest cached prefix of `hashes`: each node is asked about the
     /// blocks it is a replica of (all at once), and the answers merged.
     pub async fn lookup_hashes(&self, hashes: &[ChainHash]) -> Result<Lookup> {
-        let r = self.cluster.inner.membership.replication();
+        let r = self.replication();
         let mut asks: BTreeMap<String, (NodeInfo, Vec<usize>)> = BTreeMap::new();
         for (index, hash) in hashes.iter().enumerate() {
             for node in self.read_order(hash).into_iter().take(r) {

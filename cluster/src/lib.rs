@@ -13,7 +13,9 @@
 //! | key | value | written by |
 //! |-----|-------|------------|
 //! | `nodes/<id>` | [`NodeInfo`] as JSON, bound to the node's lease | each node |
-//! | `config/replication_factor` | decimal R (default 1) | `pagoda cluster set` |
+//! | `config/replication_factor` | decimal R (default 1) | `pagoda cluster set-replication` |
+//! | `config/replication/<id hex>` | decimal R of one namespace | `pagoda cluster set-replication --namespace` |
+//! | `tokens/<BLAKE3 hex>` | [`TokenGrant`] as JSON (tenant, role) | `pagoda cluster add-token` |
 //! | `namespaces/<id hex>` | the namespace's canonical encoding, hex | the node that created it |
 //! | `election/<duty>/…` | etcd election keys | holders of singleton duties |
 //!
@@ -79,6 +81,33 @@ pub struct NodeInfo {
     pub draining: bool,
 }
 
+/// An API token granted cluster-wide: etcd holds its BLAKE3 hash, never the
+/// token; a node honours it for tenants it has the secret of.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenGrant {
+    /// Tenant name.
+    pub tenant: String,
+    /// `read`, `write` or `admin`.
+    pub role: String,
+}
+
+/// Grants a token cluster-wide (`hash_hex`: its BLAKE3 hash).
+pub async fn grant_token(client: &mut Client, hash_hex: &str, grant: &TokenGrant) -> Result<()> {
+    let value = serde_json::to_string(grant).map_err(|error| Error::Invalid(error.to_string()))?;
+    client
+        .put(key(&format!("tokens/{hash_hex}")), value, None)
+        .await?;
+    Ok(())
+}
+
+/// Revokes a cluster-wide token; returns whether it existed.
+pub async fn revoke_token(client: &mut Client, hash_hex: &str) -> Result<bool> {
+    let answer = client
+        .delete(key(&format!("tokens/{hash_hex}")), None)
+        .await?;
+    Ok(answer.deleted() > 0)
+}
+
 /// Parses `etcd://host:port[,host:port…]` (or bare `host:port,…`) into
 /// endpoints.
 pub fn parse_endpoints(url: &str) -> Result<Vec<String>> {
@@ -134,17 +163,58 @@ pub async fn replication_factor(client: &mut Client) -> Result<usize> {
     }
 }
 
-/// Sets the replication factor.
-pub async fn set_replication_factor(client: &mut Client, r: usize) -> Result<()> {
+/// Sets the replication factor, of the cluster or (with `namespace`, its
+/// id in hex) of one namespace.
+pub async fn set_replication_factor(
+    client: &mut Client,
+    r: usize,
+    namespace: Option<&str>,
+) -> Result<()> {
     if !(1..=REPLICATION_MAX).contains(&r) {
         return Err(Error::Invalid(format!(
             "replication factor {r}: 1 to {REPLICATION_MAX}"
         )));
     }
-    client
-        .put(key("config/replication_factor"), r.to_string(), None)
-        .await?;
+    let name = match namespace {
+        Some(id) => key(&format!("config/replication/{id}")),
+        None => key("config/replication_factor"),
+    };
+    client.put(name, r.to_string(), None).await?;
     Ok(())
+}
+
+fn parse_replication(value: &[u8]) -> Option<usize> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .filter(|r| (1..=REPLICATION_MAX).contains(r))
+}
+
+/// Applies one key's value (`None`: deleted) to the view.
+fn apply(view: &mut View, name: &str, value: Option<&[u8]>) {
+    if let Some(id) = name.strip_prefix(&key("nodes/")) {
+        match value.and_then(|value| serde_json::from_slice::<NodeInfo>(value).ok()) {
+            Some(info) if view.nodes.len() < NODES_MAX || view.nodes.contains_key(id) => {
+                view.nodes.insert(info.id.clone(), info);
+            }
+            Some(_) => {}
+            None => {
+                view.nodes.remove(id);
+            }
+        }
+    } else if name == key("config/replication_factor") {
+        view.replication = value.and_then(parse_replication).unwrap_or(1);
+    } else if let Some(namespace) = name.strip_prefix(&key("config/replication/")) {
+        match value.and_then(parse_replication) {
+            Some(r) => view.namespace_replication.insert(namespace.to_owned(), r),
+            None => view.namespace_replication.remove(namespace),
+        };
+    } else if let Some(hash) = name.strip_prefix(&key("tokens/")) {
+        match value.and_then(|value| serde_json::from_slice::<TokenGrant>(value).ok()) {
+            Some(grant) => view.tokens.insert(hash.to_owned(), grant),
+            None => view.tokens.remove(hash),
+        };
+    }
 }
 
 /// Publishes a namespace (its canonical encoding) to every node.
@@ -310,7 +380,7 @@ async fn register_loop(endpoints: Vec<String>, info: NodeInfo, held: Arc<Mutex<O
 
 /// The live nodes as last seen in etcd, kept current by a watch; the last
 /// view survives an etcd outage.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Membership {
     view: Arc<Mutex<View>>,
 }
@@ -319,6 +389,10 @@ pub struct Membership {
 struct View {
     nodes: BTreeMap<String, NodeInfo>,
     replication: usize,
+    /// Per-namespace replication factors (namespace id hex → R).
+    namespace_replication: BTreeMap<String, usize>,
+    /// API token grants (BLAKE3 hash hex of the token → grant).
+    tokens: BTreeMap<String, TokenGrant>,
     /// Whether the view was read from etcd at least once.
     synced: bool,
     /// Whether the watch is running now.
@@ -341,9 +415,24 @@ impl Membership {
         lock(&self.view).nodes.values().cloned().collect()
     }
 
-    /// The replication factor.
+    /// The cluster's replication factor.
     pub fn replication(&self) -> usize {
         lock(&self.view).replication
+    }
+
+    /// The replication factor of namespace `id_hex` (its own, else the
+    /// cluster's).
+    pub fn replication_of(&self, id_hex: &str) -> usize {
+        let view = lock(&self.view);
+        view.namespace_replication
+            .get(id_hex)
+            .copied()
+            .unwrap_or(view.replication)
+    }
+
+    /// The cluster-wide grant of the token whose BLAKE3 hash is `hash_hex`.
+    pub fn token(&self, hash_hex: &str) -> Option<TokenGrant> {
+        lock(&self.view).tokens.get(hash_hex).cloned()
     }
 
     /// Whether a view was read, and whether etcd is being watched now.
@@ -375,53 +464,38 @@ async fn watch_loop(endpoints: Vec<String>, view: Arc<Mutex<View>>) {
     loop {
         let attempt = async {
             let mut client = connect(&endpoints).await?;
-            let replication = replication_factor(&mut client).await.unwrap_or(1);
             let answer = client
                 .get(key(""), Some(GetOptions::new().with_prefix()))
                 .await?;
-            let mut nodes = BTreeMap::new();
-            for kv in answer.kvs() {
-                if kv.key().starts_with(key("nodes/").as_bytes())
-                    && let Ok(info) = serde_json::from_slice::<NodeInfo>(kv.value())
-                    && nodes.len() < NODES_MAX
-                {
-                    nodes.insert(info.id.clone(), info);
-                }
-            }
             let revision = answer
                 .header()
                 .map_or(0, etcd_client::ResponseHeader::revision);
             {
-                let mut view = lock(&view);
-                view.nodes = nodes;
-                view.replication = replication;
-                view.synced = true;
-                view.connected = true;
+                let mut fresh = View {
+                    replication: 1,
+                    synced: true,
+                    connected: true,
+                    ..View::default()
+                };
+                for kv in answer.kvs() {
+                    apply(
+                        &mut fresh,
+                        &String::from_utf8_lossy(kv.key()),
+                        Some(kv.value()),
+                    );
+                }
+                *lock(&view) = fresh;
             }
             let mut stream = watch_after(&mut client, &key(""), revision).await?;
             while let Some(answer) = stream.message().await? {
                 let mut view = lock(&view);
                 for event in answer.events() {
                     let Some(kv) = event.kv() else { continue };
-                    let name = String::from_utf8_lossy(kv.key()).into_owned();
-                    if let Some(id) = name.strip_prefix(&key("nodes/")) {
-                        match event.event_type() {
-                            EventType::Put => {
-                                if let Ok(info) = serde_json::from_slice::<NodeInfo>(kv.value()) {
-                                    view.nodes.insert(info.id.clone(), info);
-                                }
-                            }
-                            EventType::Delete => {
-                                view.nodes.remove(id);
-                            }
-                        }
-                    } else if name == key("config/replication_factor") {
-                        view.replication = std::str::from_utf8(kv.value())
-                            .ok()
-                            .and_then(|text| text.trim().parse().ok())
-                            .filter(|r| (1..=REPLICATION_MAX).contains(r))
-                            .unwrap_or(1);
-                    }
+                    let value = match event.event_type() {
+                        EventType::Put => Some(kv.value()),
+                        EventType::Delete => None,
+                    };
+                    apply(&mut view, &String::from_utf8_lossy(kv.key()), value);
                 }
             }
             Ok::<(), Error>(())

@@ -47,6 +47,8 @@ impl Caller {
 pub struct Auth {
     tokens: HashMap<[u8; 32], Caller>,
     open: Option<Caller>,
+    /// Tenants configured here (with their secrets).
+    tenants: std::collections::HashSet<String>,
 }
 
 /// The hex BLAKE3 hash of a token, as the configuration stores it.
@@ -99,7 +101,19 @@ impl Auth {
         } else {
             None
         };
-        Ok((Auth { tokens, open }, tenants))
+        let names = config
+            .tenants
+            .iter()
+            .map(|tenant| tenant.name.clone())
+            .collect();
+        Ok((
+            Auth {
+                tokens,
+                open,
+                tenants: names,
+            },
+            tenants,
+        ))
     }
 
     /// Whether calls are authenticated.
@@ -107,8 +121,14 @@ impl Auth {
         self.open.is_some()
     }
 
-    /// The caller of a request, from its `authorization` header.
-    pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
+    /// The caller of a request, from its `authorization` header: a token of
+    /// the configuration, else one granted cluster-wide in etcd (`cluster`)
+    /// for a tenant configured here.
+    pub fn authenticate(
+        &self,
+        metadata: &MetadataMap,
+        cluster: Option<&pagoda_cluster::Membership>,
+    ) -> Result<Caller, Status> {
         if let Some(open) = &self.open {
             return Ok(open.clone());
         }
@@ -121,9 +141,23 @@ impl Auth {
             .and_then(|value| value.strip_prefix("Bearer "))
             .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
         let hash = blake3::hash(token.trim().as_bytes());
-        self.tokens
-            .get(hash.as_bytes())
-            .cloned()
+        if let Some(caller) = self.tokens.get(hash.as_bytes()) {
+            return Ok(caller.clone());
+        }
+        cluster
+            .and_then(|membership| membership.token(&hash.to_hex()))
+            .and_then(|grant| {
+                let role = match grant.role.as_str() {
+                    "read" => Role::Read,
+                    "write" => Role::Write,
+                    "admin" => Role::Admin,
+                    _ => return None,
+                };
+                let tenant = grant.tenant;
+                self.tenants
+                    .contains(&tenant)
+                    .then_some(Caller { tenant, role })
+            })
             .ok_or_else(|| Status::unauthenticated("unknown token"))
     }
 }
@@ -166,11 +200,11 @@ mod tests {
         assert_eq!(tenants[0].dram_quota, 1 << 20);
         let mut metadata = MetadataMap::new();
         assert_eq!(
-            auth.authenticate(&metadata).unwrap_err().code(),
+            auth.authenticate(&metadata, None).unwrap_err().code(),
             tonic::Code::Unauthenticated
         );
         metadata.insert("authorization", "Bearer reader-token".parse().unwrap());
-        let caller = auth.authenticate(&metadata).unwrap();
+        let caller = auth.authenticate(&metadata, None).unwrap();
         assert_eq!(caller.tenant, "acme");
         assert_eq!(
             caller.require(Role::Write).unwrap_err().code(),
@@ -178,7 +212,7 @@ mod tests {
         );
         metadata.insert("authorization", "Bearer other".parse().unwrap());
         assert_eq!(
-            auth.authenticate(&metadata).unwrap_err().code(),
+            auth.authenticate(&metadata, None).unwrap_err().code(),
             tonic::Code::Unauthenticated
         );
     }

@@ -3,7 +3,9 @@
 //! lives on another node; once the engine is open the node registers in etcd
 //! under its lease (so clients route to it only when it can serve) and
 //! follows the namespace registry, creating and dropping namespaces that
-//! other nodes published. On a graceful shutdown it deregisters before it
+//! other nodes published, and honours API tokens granted cluster-wide (etcd
+//! holds their hashes; a node honours one only for a tenant whose secret it
+//! has). On a graceful shutdown it deregisters before it
 //! stops serving. See `pagoda-cluster` for the keys.
 
 use std::sync::Arc;
@@ -24,6 +26,9 @@ pub(crate) fn join(
 ) -> Result<Registration, String> {
     let endpoints = pagoda_cluster::parse_endpoints(&cluster.etcd).map_err(|e| e.to_string())?;
     let _ = shared.cluster.set(endpoints.clone());
+    let _ = shared
+        .membership
+        .set(pagoda_cluster::Membership::follow(endpoints.clone()));
     tokio::spawn(follow_namespaces(endpoints.clone(), Arc::clone(shared)));
     let started_unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -138,7 +138,9 @@ impl Shared {
         role: Role,
         rpc: &'static str,
     ) -> Result<(Caller, Permit), Status> {
-        let caller = self.auth.authenticate(request.metadata())?;
+        let caller = self
+            .auth
+            .authenticate(request.metadata(), self.membership.get())?;
         caller.require(role)?;
         let permit = self.admit(&caller, rpc)?;
         Ok((caller, permit))

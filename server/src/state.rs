@@ -35,6 +35,8 @@ pub struct Shared {
     pub(crate) started: Instant,
     /// etcd endpoints in cluster mode (namespaces are published there).
     pub(crate) cluster: OnceLock<Vec<String>>,
+    /// The cluster's settings as last seen (cluster-wide tokens).
+    pub(crate) membership: OnceLock<pagoda_cluster::Membership>,
 }
 
 /// A slot in a tenant's budget, given back on drop (and timed for metrics).
@@ -70,6 +72,7 @@ impl Shared {
             metrics: Metrics::default(),
             started: Instant::now(),
             cluster: OnceLock::new(),
+            membership: OnceLock::new(),
         })
     }
 

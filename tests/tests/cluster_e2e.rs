@@ -255,6 +255,62 @@ fn three_nodes_with_two_replicas_survive_a_sigkill_and_the_node_rejoins_warm() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+        // A namespace of its own replication factor.
+        let set = pagoda(&[
+            "cluster",
+            "set-replication",
+            "3",
+            "--namespace",
+            &id.to_string(),
+            "--etcd",
+            &etcd.url(),
+        ]);
+        assert!(set.status.success(), "{set:?}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ns.replication() != 3 {
+            assert!(Instant::now() < deadline, "namespace R not seen");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for (_, _, holders) in put_chain(&ns, 98, 3).await {
+            assert_eq!(holders.len(), 3);
+        }
+        // A token granted cluster-wide works on every node, with its role,
+        // until it is revoked.
+        let added = pagoda(&[
+            "cluster",
+            "add-token",
+            "acme",
+            "--role",
+            "read",
+            "--etcd",
+            &etcd.url(),
+        ]);
+        assert!(added.status.success(), "{added:?}");
+        let text = String::from_utf8(added.stdout).unwrap();
+        let token = text.split_whitespace().nth(1).unwrap().to_owned();
+        let url = nodes[2].as_ref().unwrap().url();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let reader = loop {
+            if let Ok(reader) = Client::connect_namespace(&url, Some(&token), id).await {
+                break reader;
+            }
+            assert!(Instant::now() < deadline, "cluster token not honoured");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let first = &acked[0].1[0];
+        assert!(reader.exists(&[first.0]).await.is_ok());
+        let denied = reader.put(&ChainHash::ROOT, &tokens(500, 0), b"x").await;
+        assert_eq!(
+            denied.unwrap_err().code(),
+            Some(tonic::Code::PermissionDenied)
+        );
+        let revoked = pagoda(&["cluster", "revoke-token", &token, "--etcd", &etcd.url()]);
+        assert!(revoked.status.success(), "{revoked:?}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while reader.exists(&[first.0]).await.is_ok() {
+            assert!(Instant::now() < deadline, "revoked token still honoured");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         // A draining node gets no new blocks.
         let drain = pagoda(&["cluster", "drain", "n3", "--etcd", &etcd.url()]);
         assert!(drain.status.success(), "{drain:?}");

@@ -28,6 +28,30 @@ pub(crate) enum ClusterCommand {
     SetReplication {
         /// 1 to 7.
         replicas: usize,
+        /// Only this namespace (id, 64 hex digits): 2 or 3 for hot or
+        /// valuable namespaces.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// `etcd://host:port[,…]`.
+        #[arg(long, env = "PAGODA_CLUSTER")]
+        etcd: String,
+    },
+    /// Makes an API token for a tenant, honoured by every node that has the
+    /// tenant (etcd keeps only its hash); prints the token.
+    AddToken {
+        /// Tenant name.
+        tenant: String,
+        /// read, write or admin.
+        #[arg(long, default_value = "read")]
+        role: String,
+        /// `etcd://host:port[,…]`.
+        #[arg(long, env = "PAGODA_CLUSTER")]
+        etcd: String,
+    },
+    /// Revokes a token made by `add-token` (give the token or its hash).
+    RevokeToken {
+        /// The token, or its BLAKE3 hash (64 hex digits).
+        token: String,
         /// `etcd://host:port[,…]`.
         #[arg(long, env = "PAGODA_CLUSTER")]
         etcd: String,
@@ -158,15 +182,29 @@ pub(crate) fn run(command: &ClusterCommand) -> Result<(), String> {
         }),
         ClusterCommand::SetReplication {
             replicas,
+            namespace,
             etcd: url,
         } => block_on(async {
+            if let Some(id) = namespace {
+                pagoda_formats::namespace::NamespaceId::from_hex(id)
+                    .map_err(|error| format!("--namespace: {error}"))?;
+            }
             let mut client = etcd(url).await?;
-            pagoda_cluster::set_replication_factor(&mut client, *replicas)
+            pagoda_cluster::set_replication_factor(&mut client, *replicas, namespace.as_deref())
                 .await
                 .map_err(|error| error.to_string())?;
-            println!("replication factor {replicas}");
+            match namespace {
+                Some(id) => println!("replication factor {replicas} for namespace {id}"),
+                None => println!("replication factor {replicas}"),
+            }
             Ok(())
         }),
+        ClusterCommand::AddToken {
+            tenant,
+            role,
+            etcd: url,
+        } => block_on(add_token(tenant, role, url)),
+        ClusterCommand::RevokeToken { token, etcd: url } => block_on(revoke_token(token, url)),
         ClusterCommand::Drain { id, etcd: url } => block_on(async {
             let mut client = etcd(url).await?;
             let (mut node, lease) = members(&mut client)
@@ -189,6 +227,41 @@ pub(crate) fn run(command: &ClusterCommand) -> Result<(), String> {
             Ok(())
         }),
     }
+}
+
+async fn add_token(tenant: &str, role: &str, url: &str) -> Result<(), String> {
+    if !["read", "write", "admin"].contains(&role) {
+        return Err(format!("--role {role:?}: read, write or admin"));
+    }
+    let token = crate::serve::new_token()?;
+    let hash = pagoda_server::auth::hash_token(&token);
+    let grant = pagoda_cluster::TokenGrant {
+        tenant: tenant.to_owned(),
+        role: role.to_owned(),
+    };
+    let mut client = etcd(url).await?;
+    pagoda_cluster::grant_token(&mut client, &hash, &grant)
+        .await
+        .map_err(|error| error.to_string())?;
+    println!("token  {token}\nblake3 {hash}\ntenant {tenant} ({role})");
+    Ok(())
+}
+
+async fn revoke_token(token: &str, url: &str) -> Result<(), String> {
+    let hash = if token.len() == 64 && pagoda_formats::hex::decode(token).is_ok() {
+        token.to_owned()
+    } else {
+        pagoda_server::auth::hash_token(token)
+    };
+    let mut client = etcd(url).await?;
+    let existed = pagoda_cluster::revoke_token(&mut client, &hash)
+        .await
+        .map_err(|error| error.to_string())?;
+    if !existed {
+        return Err(format!("no cluster token with hash {hash}"));
+    }
+    println!("revoked {hash}");
+    Ok(())
 }
 
 fn status_table(report: &Value) -> String {

@@ -333,15 +333,19 @@ pub(crate) struct TokenArgs {
 
 /// Prints a token (new unless given) and the BLAKE3 hash the configuration
 /// stores for it.
+/// A new random API token (`pgd_` and 48 hex digits).
+pub(crate) fn new_token() -> Result<String, String> {
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut bytes))
+        .map_err(|error| format!("reading /dev/urandom: {error}"))?;
+    Ok(format!("pgd_{}", pagoda_formats::hex::encode(&bytes)))
+}
+
 pub(crate) fn token(args: &TokenArgs) -> Result<(), String> {
-    let token = if let Some(token) = &args.token {
-        token.clone()
-    } else {
-        let mut bytes = [0u8; 24];
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut random| random.read_exact(&mut bytes))
-            .map_err(|error| format!("reading /dev/urandom: {error}"))?;
-        format!("pgd_{}", pagoda_formats::hex::encode(&bytes))
+    let token = match &args.token {
+        Some(token) => token.clone(),
+        None => new_token()?,
     };
     println!("token  {token}");
     println!("blake3 {}", pagoda_server::auth::hash_token(&token));
