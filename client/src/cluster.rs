@@ -452,3 +452,164 @@ impl ClusterNamespace {
         self.lookup_hashes(&hashes).await
     }
 }
+
+impl ClusterNamespace {
+    /// Raises the copies of the blocks `blocks` of `tokens` (a prompt whose
+    /// chain hashes are `hashes`) to R + `extra` nodes, so a hot prefix
+    /// survives more failures and more nodes can serve it. Returns the
+    /// blocks copied.
+    pub async fn replicate_hot(
+        &self,
+        tokens: &[u32],
+        hashes: &[ChainHash],
+        blocks: std::ops::Range<usize>,
+        extra: usize,
+    ) -> Result<u32> {
+        let block_tokens = self.block_tokens() as usize;
+        let copies = self.replication() + extra;
+        let mut copied = 0;
+        for index in blocks {
+            let Some(hash) = hashes.get(index) else { break };
+            let parent = index.checked_sub(1).map_or(ChainHash::ROOT, |i| hashes[i]);
+            let Some(block) = tokens.get(index * block_tokens..(index + 1) * block_tokens) else {
+                break;
+            };
+            let Some(payload) = self.get(hash).await? else {
+                continue;
+            };
+            let targets: Vec<NodeInfo> = self
+                .read_order(hash)
+                .into_iter()
+                .filter(|node| !node.draining && !self.cluster.is_suspect(&node.id))
+                .take(copies)
+                .collect();
+            for node in targets {
+                let put = async {
+                    self.handle(&node)
+                        .await?
+                        .put(&parent, block, &payload)
+                        .await
+                };
+                match bounded(put).await {
+                    Ok((_, PutOutcome::Stored)) => copied += 1,
+                    Ok(_) => {}
+                    Err(error) if !node_failed(&error) => return Err(error),
+                    Err(_) => self.fail(&node.id),
+                }
+            }
+        }
+        Ok(copied)
+    }
+}
+
+/// A namespace on one node or across a cluster: what services built on the
+/// store (the Conductor, the workers) use, whichever way Pagoda is deployed.
+#[derive(Clone)]
+pub enum KvNamespace {
+    /// One node.
+    Node(NamespaceHandle),
+    /// A cluster.
+    Cluster(ClusterNamespace),
+}
+
+impl KvNamespace {
+    /// Opens namespace `id` on `store`: a node's gRPC URL, or
+    /// `etcd://host:port[,…]` for a cluster.
+    pub async fn open(
+        store: &str,
+        token: Option<&str>,
+        id: NamespaceId,
+    ) -> std::result::Result<KvNamespace, String> {
+        if store.starts_with("etcd://") {
+            let cluster = ClusterClient::connect(store, token, Ack::All, Duration::from_secs(30))
+                .await
+                .map_err(|error| format!("cluster {store}: {error}"))?;
+            let namespace = cluster
+                .namespace(id)
+                .await
+                .map_err(|error| format!("namespace {id}: {error}"))?;
+            Ok(KvNamespace::Cluster(namespace))
+        } else {
+            Client::connect_namespace(store, token, id)
+                .await
+                .map(KvNamespace::Node)
+        }
+    }
+
+    /// Tokens per block.
+    pub fn block_tokens(&self) -> u32 {
+        match self {
+            KvNamespace::Node(ns) => ns.block_tokens(),
+            KvNamespace::Cluster(ns) => ns.block_tokens(),
+        }
+    }
+
+    /// Chain hashes of the full blocks of `tokens`, computed locally.
+    pub fn hash_tokens(&self, tokens: &[u32]) -> Result<Vec<ChainHash>> {
+        match self {
+            KvNamespace::Node(ns) => ns.hash_tokens(tokens),
+            KvNamespace::Cluster(ns) => ns.hash_tokens(tokens),
+        }
+    }
+
+    /// The longest cached prefix of `hashes`.
+    pub async fn lookup_hashes(&self, hashes: &[ChainHash]) -> Result<Lookup> {
+        match self {
+            KvNamespace::Node(ns) => ns.lookup_hashes(hashes).await,
+            KvNamespace::Cluster(ns) => ns.lookup_hashes(hashes).await,
+        }
+    }
+
+    /// A block's bytes, or `None` when it is not cached.
+    pub async fn get(&self, hash: &ChainHash) -> Result<Option<Vec<u8>>> {
+        match self {
+            KvNamespace::Node(ns) => ns.get(hash).await,
+            KvNamespace::Cluster(ns) => ns.get(hash).await,
+        }
+    }
+
+    /// Puts the block of `tokens` after `parent`.
+    pub async fn put(
+        &self,
+        parent: &ChainHash,
+        tokens: &[u32],
+        payload: &[u8],
+    ) -> Result<(ChainHash, PutOutcome)> {
+        match self {
+            KvNamespace::Node(ns) => ns.put(parent, tokens, payload).await,
+            KvNamespace::Cluster(ns) => ns
+                .put(parent, tokens, payload)
+                .await
+                .map(|placed| (placed.hash, placed.outcome)),
+        }
+    }
+
+    /// Makes blocks `blocks` of a prompt hot: on one node, copies them into
+    /// DRAM; on a cluster, raises their copies to R + 1 nodes. Returns the
+    /// blocks copied.
+    pub async fn make_hot(
+        &self,
+        tokens: &[u32],
+        hashes: &[ChainHash],
+        blocks: std::ops::Range<usize>,
+    ) -> Result<u32> {
+        match self {
+            KvNamespace::Node(ns) => {
+                let chosen = hashes.get(blocks).unwrap_or_default();
+                ns.replicate_to_dram(chosen).await.map(|(copied, _)| copied)
+            }
+            KvNamespace::Cluster(ns) => ns.replicate_hot(tokens, hashes, blocks, 1).await,
+        }
+    }
+
+    /// The node's block events (`None` on a cluster: Conductors there rely
+    /// on lookups alone).
+    pub async fn watch(
+        &self,
+    ) -> Option<Result<tonic::Streaming<pagoda_formats::proto::v1::WatchEvent>>> {
+        match self {
+            KvNamespace::Node(ns) => Some(ns.watch().await),
+            KvNamespace::Cluster(_) => None,
+        }
+    }
+}

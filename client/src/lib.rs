@@ -38,6 +38,7 @@ mod api;
 pub mod cluster;
 
 pub use api::{Client, Error, Lookup, NamespaceHandle, PutOutcome, Result, Tier};
+pub use cluster::KvNamespace;
 
 #[cfg(feature = "rdma")]
 pub mod rdma;

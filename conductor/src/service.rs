@@ -29,8 +29,10 @@
 //!   (worker gone) drops that worker and places the request again (up to
 //!   [`limits::ATTEMPTS`] times); KV already in the store is reused.
 //! - **Hot blocks**: a block seen in [`ConductorConfig::hot_threshold`]
-//!   lookups is replicated to DRAM (`Store.Replicate`) once, so a hot prefix
-//!   is served from memory to whichever instance runs it. In cluster mode
+//!   lookups is made hot once: on one node it is replicated to DRAM
+//!   (`Store.Replicate`), so a hot prefix is served from memory to whichever
+//!   instance runs it; on a cluster (`--store etcd://…`) its copies are
+//!   raised to R + 1 nodes. In cluster mode
 //!   this planner is a singleton duty under an etcd election
 //!   ([`pagoda_cluster::Singleton`]): one Conductor plans at a time, and
 //!   another takes over within the lease TTL when it dies.
@@ -47,7 +49,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use pagoda_client::{Client, NamespaceHandle};
+use pagoda_client::KvNamespace;
 use pagoda_formats::chain::ChainHash;
 use pagoda_formats::namespace::NamespaceId;
 use pagoda_formats::proto::v1 as pb;
@@ -94,7 +96,7 @@ pub struct ConductorConfig {
     pub http: SocketAddr,
     /// gRPC (worker registration) listen address.
     pub grpc: SocketAddr,
-    /// Store gRPC URL.
+    /// Store: a node's gRPC URL, or `etcd://…` for a cluster.
     pub store: String,
     /// Store API token.
     pub token: Option<String>,
@@ -177,7 +179,7 @@ struct Counters {
 
 struct Shared {
     config: ConductorConfig,
-    namespace: NamespaceHandle,
+    namespace: KvNamespace,
     instances: Mutex<BTreeMap<String, Instance>>,
     hot: Mutex<HashMap<ChainHash, u32>>,
     counters: Counters,
@@ -353,24 +355,27 @@ impl Shared {
             .is_none_or(pagoda_cluster::Singleton::held)
     }
 
-    fn count_hot(&self, hashes: &[ChainHash]) -> Vec<ChainHash> {
+    /// Counts lookups of the pooled prefix `hashes`; returns the span of
+    /// blocks that just became hot.
+    fn count_hot(&self, hashes: &[ChainHash]) -> Option<std::ops::Range<usize>> {
         let threshold = self.config.hot_threshold;
         if threshold == 0 || !self.plans() {
-            return Vec::new();
+            return None;
         }
         let mut hot = lock(&self.hot);
         if hot.len() + hashes.len() > limits::HOT_TRACKED {
             hot.clear(); // a fresh window: counts are a recent-popularity estimate
         }
-        hashes
-            .iter()
-            .filter(|hash| {
-                let count = hot.entry(**hash).or_insert(0);
-                *count += 1;
-                *count == threshold
-            })
-            .copied()
-            .collect()
+        let mut span: Option<std::ops::Range<usize>> = None;
+        for (index, hash) in hashes.iter().enumerate() {
+            let count = hot.entry(*hash).or_insert(0);
+            *count += 1;
+            if *count == threshold {
+                let start = span.as_ref().map_or(index, |span| span.start);
+                span = Some(start..index + 1);
+            }
+        }
+        span
     }
 
     fn status(&self) -> Value {
@@ -548,15 +553,15 @@ async fn generate(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) ->
             return error_response(StatusCode::SERVICE_UNAVAILABLE, &format!("store: {error}"));
         }
     };
-    let hot = shared.count_hot(&hashes[..pool]);
-    if !hot.is_empty() {
-        let shared = Arc::clone(&shared);
+    if let Some(span) = shared.count_hot(&hashes[..pool]) {
+        let (shared, tokens, hashes) =
+            (Arc::clone(&shared), request.tokens.clone(), hashes.clone());
         tokio::spawn(async move {
-            if let Ok((replicated, _)) = shared.namespace.replicate_to_dram(&hot).await {
+            if let Ok(copied) = shared.namespace.make_hot(&tokens, &hashes, span).await {
                 shared
                     .counters
                     .hot_replicated
-                    .fetch_add(u64::from(replicated), Ordering::Relaxed);
+                    .fetch_add(u64::from(copied), Ordering::Relaxed);
             }
         });
     }
@@ -876,7 +881,10 @@ impl Job {
 /// instance's soft state. Reconnects when the stream ends.
 async fn follow_store(shared: Arc<Shared>) {
     loop {
-        if let Ok(mut events) = shared.namespace.watch().await {
+        let Some(watched) = shared.namespace.watch().await else {
+            return; // a cluster: lookups alone keep the soft state honest
+        };
+        if let Ok(mut events) = watched {
             while let Ok(Some(event)) = events.message().await {
                 let kind = pb::WatchEventKind::try_from(event.kind);
                 let gone = matches!(kind, Ok(pb::WatchEventKind::Removed))
@@ -919,7 +927,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let namespace =
-        Client::connect_namespace(&config.store, config.token.as_deref(), config.namespace).await?;
+        KvNamespace::open(&config.store, config.token.as_deref(), config.namespace).await?;
     let planner = match &config.cluster {
         Some(url) => Some(pagoda_cluster::Singleton::campaign(
             pagoda_cluster::parse_endpoints(url).map_err(|error| error.to_string())?,

@@ -13,6 +13,9 @@
 //! - Two Conductors campaign for the hot-block planner: one holds it; never
 //!   two, also across an etcd outage; when the holder is killed the other
 //!   takes over within the lease TTL.
+//! - A Conductor and `cpu` workers serve from a cluster (`--store etcd://…`):
+//!   every loaded KV byte checks, a shared prefix is found on the cluster,
+//!   and the hot prefix gets an extra copy.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use std::time::{Duration, Instant};
@@ -499,4 +502,116 @@ fn an_etcd_outage_keeps_the_cluster_serving_and_never_makes_two_planners() {
         killed.elapsed()
     );
     drop(nodes);
+}
+
+#[test]
+#[expect(clippy::too_many_lines, reason = "one scenario, start to finish")]
+fn a_conductor_and_cpu_workers_serve_from_a_cluster() {
+    let etcd = Etcd::start("serving");
+    let nodes: Vec<Node> = ["s1", "s2", "s3"]
+        .iter()
+        .map(|id| Node::start(&format!("serving-{id}"), &config(&etcd, id)))
+        .collect();
+    let dir = nodes[0].dir.clone();
+    let store = etcd.url();
+    let common = [
+        "--store",
+        &store,
+        "--token",
+        TOKEN,
+        "--tenant",
+        "acme",
+        "--time-scale",
+        "0",
+    ];
+    let http: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let http_text = http.to_string();
+    let mut args = vec![
+        "conductor",
+        "--http",
+        &http_text,
+        "--grpc",
+        &grpc,
+        "--hot-threshold",
+        "3",
+    ];
+    args.extend(common);
+    let mut conductor = Process::spawn(&dir, "cluster-conductor", &args);
+    conductor.wait_for("pagoda conductor ready");
+    let conductor_url = format!("http://{grpc}");
+    let workers: Vec<Process> = ["prefill", "decode"]
+        .iter()
+        .map(|role| {
+            let listen = format!("127.0.0.1:{}", free_port());
+            let mut args = vec![
+                "worker",
+                "--role",
+                role,
+                "--backend",
+                "cpu",
+                "--listen",
+                &listen,
+                "--conductor",
+                &conductor_url,
+            ];
+            args.extend(common);
+            Process::spawn(&dir, role, &args)
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_mins(1);
+    loop {
+        let (_, body) = http_get(http, "/v1/status").unwrap();
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if status["instances"].as_array().map_or(0, Vec::len) == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "workers did not register: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Ten prompts sharing a 4-block prefix, each with 2 blocks of its own.
+    let (mut matched, mut blocks) = (0, 0);
+    for request in 0..10u32 {
+        let prompt: Vec<u32> = (0..64)
+            .chain((0..32).map(|i| 10_000 + request * 32 + i))
+            .collect();
+        let body = serde_json::json!({ "tokens": prompt, "max_tokens": 2 }).to_string();
+        let (code, answer) = pagoda_tests::http_post(http, "/v1/generate", &body).unwrap();
+        assert_eq!(code, 200, "{answer}");
+        let events: Vec<serde_json::Value> = answer
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let done = events.last().unwrap();
+        assert_eq!(done["event"], "done", "{answer}");
+        assert_eq!(done["loaded_bytes"], 6 * 8192, "{answer}");
+        assert_eq!(done["verified_bytes"], done["loaded_bytes"], "{answer}");
+        let prefilled = events
+            .iter()
+            .find(|event| event["event"] == "prefilled")
+            .unwrap();
+        matched += prefilled["matched_blocks"].as_u64().unwrap();
+        blocks += prefilled["prompt_blocks"].as_u64().unwrap();
+    }
+    // The shared prefix came from the cluster after the first request.
+    assert_eq!((matched, blocks), (9 * 4, 60));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = http_get(http, "/v1/status").unwrap();
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(status["planner"], true, "{status}");
+        // The hot prefix got a second copy (R = 1 + 1) on another node.
+        if status["hot_replicated"].as_u64().unwrap() >= 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hot prefix not replicated: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(workers);
 }

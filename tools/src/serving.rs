@@ -18,7 +18,7 @@ use pagoda_worker::service::{Backend, Role, WorkerConfig};
 /// Store and namespace flags shared by the conductor and the workers.
 #[derive(Debug, Args)]
 pub(crate) struct StoreArgs {
-    /// Store node gRPC URL.
+    /// Store: a node's gRPC URL, or `etcd://HOST:PORT[,…]` for a cluster.
     #[arg(long, default_value = "http://127.0.0.1:7420")]
     store: String,
     /// API token (single-tenant loopback nodes need none).
@@ -69,13 +69,23 @@ impl StoreArgs {
         };
         let namespace = Namespace::new(&self.tenant, &self.model, &self.revision, layout)
             .map_err(|error| format!("namespace: {error}"))?;
-        let client = pagoda_client::Client::connect(&self.store, self.token.as_deref())
+        let created = if self.store.starts_with("etcd://") {
+            let cluster = pagoda_client::cluster::ClusterClient::connect(
+                &self.store,
+                self.token.as_deref(),
+                pagoda_client::cluster::Ack::All,
+                std::time::Duration::from_secs(30),
+            )
             .await
-            .map_err(|error| format!("store {}: {error}", self.store))?;
-        client
-            .create_namespace(&namespace)
-            .await
-            .map_err(|error| format!("creating the namespace: {error}"))
+            .map_err(|error| format!("cluster {}: {error}", self.store))?;
+            cluster.create_namespace(&namespace).await
+        } else {
+            let client = pagoda_client::Client::connect(&self.store, self.token.as_deref())
+                .await
+                .map_err(|error| format!("store {}: {error}", self.store))?;
+            client.create_namespace(&namespace).await
+        };
+        created.map_err(|error| format!("creating the namespace: {error}"))
     }
 }
 
@@ -184,7 +194,13 @@ pub(crate) fn conductor(args: &ConductorArgs) -> Result<(), String> {
                 tbt_seconds: args.tbt_slo_ms / 1000.0,
             },
             hot_threshold: args.hot_threshold,
-            cluster: args.cluster.clone(),
+            // A Conductor of a cluster campaigns in that cluster's etcd.
+            cluster: args.cluster.clone().or_else(|| {
+                args.store
+                    .store
+                    .starts_with("etcd://")
+                    .then(|| args.store.store.clone())
+            }),
         };
         eprintln!("namespace {namespace}");
         pagoda_conductor::service::run(config, stop_signal()).await

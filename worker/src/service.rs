@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use pagoda_client::{Client, NamespaceHandle, PutOutcome};
+use pagoda_client::{KvNamespace, PutOutcome};
 use pagoda_formats::chain::ChainHash;
 use pagoda_formats::namespace::NamespaceId;
 use pagoda_formats::proto::v1 as pb;
@@ -104,7 +104,7 @@ pub struct WorkerConfig {
     pub advertise: Option<String>,
     /// Conductor gRPC URLs to register with.
     pub conductors: Vec<String>,
-    /// Store gRPC URL.
+    /// Store: a node's gRPC URL, or `etcd://…` for a cluster.
     pub store: String,
     /// Store API token.
     pub token: Option<String>,
@@ -137,7 +137,7 @@ impl WorkerConfig {
 
 struct State {
     config: WorkerConfig,
-    namespace: NamespaceHandle,
+    namespace: KvNamespace,
     block_bytes: usize,
     prefill_slot: Semaphore,
     decode_slots: Semaphore,
@@ -477,7 +477,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::result::Result<(), String> {
     let namespace =
-        Client::connect_namespace(&config.store, config.token.as_deref(), config.namespace).await?;
+        KvNamespace::open(&config.store, config.token.as_deref(), config.namespace).await?;
     #[cfg(feature = "cuda")]
     let gpu = match config.backend {
         Backend::Cuda => Some(crate::gpu::GpuDevice::open(0).map_err(|error| error.to_string())?),
