@@ -396,6 +396,54 @@ impl NamespaceHandle {
         tokens: &[u32],
         payload: &[u8],
     ) -> Result<(ChainHash, PutOutcome)> {
+        self.send_block(parent, tokens, None, payload).await
+    }
+
+    /// Stores `payload` under `chain` as given (admin role): how a block
+    /// moves between the nodes of a cluster without its tokens.
+    pub async fn import(
+        &self,
+        parent: &ChainHash,
+        chain: &ChainHash,
+        payload: &[u8],
+    ) -> Result<PutOutcome> {
+        self.send_block(parent, &[], Some(chain), payload)
+            .await
+            .map(|(_, outcome)| outcome)
+    }
+
+    /// Up to `limit` blocks held in DRAM on this node, as (chain hash,
+    /// parent hash).
+    pub async fn list_hot(&self, limit: u32) -> Result<Vec<(ChainHash, ChainHash)>> {
+        let message = pb::ListHotRequest {
+            namespace_id: self.id.0.to_vec(),
+            limit,
+        };
+        let answer = self
+            .client
+            .retry(|client| {
+                let request = client.request(message.clone());
+                let mut store = client.store();
+                async move { store.list_hot(request).await }
+            })
+            .await?;
+        let chains = split_hashes(&answer.chain_hashes);
+        let parents = split_hashes(&answer.parent_hashes);
+        if chains.len() != parents.len() {
+            return Err(Error::Protocol(
+                "ListHot: hashes and parents differ in count".into(),
+            ));
+        }
+        Ok(chains.into_iter().zip(parents).collect())
+    }
+
+    async fn send_block(
+        &self,
+        parent: &ChainHash,
+        tokens: &[u32],
+        chain: Option<&ChainHash>,
+        payload: &[u8],
+    ) -> Result<(ChainHash, PutOutcome)> {
         let header = pb::PutHeader {
             namespace_id: self.id.0.to_vec(),
             parent_hash: parent.0.to_vec(),
@@ -404,6 +452,7 @@ impl NamespaceHandle {
             payload_len: payload.len() as u64,
             payload_crc32c: crc32c::crc32c(payload),
             durability: pb::Durability::Default as i32,
+            chain_hash: chain.map(|chain| chain.0.to_vec()).unwrap_or_default(),
         };
         let mut messages = vec![pb::PutRequest {
             part: Some(pb::put_request::Part::Header(header)),

@@ -502,6 +502,46 @@ impl ClusterNamespace {
     }
 }
 
+impl ClusterNamespace {
+    /// Copies up to `limit` of node `node`'s hot (DRAM) blocks to their
+    /// replicas under the current membership (run after the node was marked
+    /// draining, so it is no longer one of them). Needs the admin role (the
+    /// copies keep their keys: an import). Returns the copies stored.
+    pub async fn evacuate(&self, node: &str, limit: u32) -> Result<u32> {
+        let source = self
+            .cluster
+            .nodes()
+            .into_iter()
+            .find(|info| info.id == node)
+            .ok_or_else(|| Error::InvalidArgument(format!("no live node {node:?}")))?;
+        let from = self.handle(&source).await?;
+        let mut moved = 0;
+        for (chain, parent) in bounded(from.list_hot(limit)).await? {
+            let Some(payload) = bounded(from.get(&chain)).await? else {
+                continue; // evicted meanwhile
+            };
+            for target in self.replicas(&chain) {
+                if target.id == source.id {
+                    continue;
+                }
+                let copy = async {
+                    self.handle(&target)
+                        .await?
+                        .import(&parent, &chain, &payload)
+                        .await
+                };
+                match bounded(copy).await {
+                    Ok(PutOutcome::Stored) => moved += 1,
+                    Ok(_) => {}
+                    Err(error) if !node_failed(&error) => return Err(error),
+                    Err(_) => self.fail(&target.id),
+                }
+            }
+        }
+        Ok(moved)
+    }
+}
+
 /// A namespace on one node or across a cluster: what services built on the
 /// store (the Conductor, the workers) use, whichever way Pagoda is deployed.
 #[derive(Clone)]

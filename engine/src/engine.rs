@@ -635,6 +635,42 @@ impl Engine {
             .map(|block_id| state.meta(block_id).tier()))
     }
 
+    /// Up to `limit` blocks of namespace `id` held in DRAM now (the hot
+    /// ones), each with its parent's chain hash (`ChainHash::ROOT` for a
+    /// chain's first block and for a parent held on another node): what a
+    /// draining node hands over first. Scans the block table under the
+    /// state lock: an admin call, not a data-path one.
+    pub fn dram_blocks(
+        &self,
+        id: &NamespaceId,
+        limit: usize,
+    ) -> Result<Vec<(ChainHash, ChainHash)>> {
+        let state = self.inner.lock();
+        let slot = live_slot(&state, id)?;
+        let mut blocks = Vec::new();
+        for (index, meta) in state.slab.iter().enumerate() {
+            if blocks.len() >= limit {
+                break;
+            }
+            let Ok(block_id) = u32::try_from(index) else {
+                break;
+            };
+            if meta.ns != slot
+                || meta.dram.is_none()
+                || !state.is_current(block_id)
+                || !meta.servable()
+            {
+                continue;
+            }
+            let parent = match meta.parent {
+                NONE => ChainHash::ROOT,
+                parent => state.meta(parent).chain,
+            };
+            blocks.push((meta.chain, parent));
+        }
+        Ok(blocks)
+    }
+
     /// The longest cached prefix of a chain given by its hashes. The walk
     /// stops at the first block not cached: cached blocks of a chain are
     /// prefix-closed, so nothing after a miss can be a hit.

@@ -68,6 +68,9 @@ fn namespace_id(bytes: &[u8]) -> Result<NamespaceId, Status> {
         .map_err(|_| Status::invalid_argument("namespace_id must be 32 bytes"))
 }
 
+/// Most blocks one ListHot answers.
+const LIST_HOT_MAX: u32 = 65_536;
+
 fn hash_of(bytes: &[u8], what: &str) -> Result<ChainHash, Status> {
     if bytes.is_empty() {
         return Ok(ChainHash::ROOT);
@@ -533,6 +536,27 @@ impl pb::store_server::Store for StoreService {
         }))
     }
 
+    async fn list_hot(
+        &self,
+        request: Request<pb::ListHotRequest>,
+    ) -> Result<Response<pb::ListHotResponse>, Status> {
+        let (caller, _permit) = self.shared.enter(&request, Role::Read, "list_hot")?;
+        let limit = request.get_ref().limit;
+        if !(1..=LIST_HOT_MAX).contains(&limit) {
+            return Err(Status::invalid_argument(format!(
+                "limit must be 1 to {LIST_HOT_MAX}"
+            )));
+        }
+        let (engine, id, _) = self
+            .shared
+            .namespace_of(&caller, &request.get_ref().namespace_id)?;
+        let blocks = blocking(move || engine.dram_blocks(&id, limit as usize)).await?;
+        Ok(Response::new(pb::ListHotResponse {
+            chain_hashes: blocks.iter().flat_map(|(chain, _)| chain.0).collect(),
+            parent_hashes: blocks.iter().flat_map(|(_, parent)| parent.0).collect(),
+        }))
+    }
+
     type WatchStream = BoxStream<pb::WatchEvent>;
 
     async fn watch(
@@ -613,7 +637,11 @@ impl StoreService {
     ) -> Result<PendingBlock, Status> {
         let (engine, id, namespace) = self.shared.namespace_of(caller, &header.namespace_id)?;
         let block_tokens = namespace.layout().block_tokens as usize;
-        if header.tokens.len() != block_tokens {
+        let imported = !header.chain_hash.is_empty();
+        if imported {
+            caller.require(Role::Admin)?;
+        }
+        if !imported && header.tokens.len() != block_tokens {
             return Err(Status::invalid_argument(format!(
                 "a block has exactly {block_tokens} tokens in this namespace; got {}",
                 header.tokens.len()
@@ -629,9 +657,15 @@ impl StoreService {
             )));
         }
         let parent = hash_of(&header.parent_hash, "parent_hash")?;
-        let chain = engine
-            .block_hash(&id, &parent, &header.tokens, &header.extra)
-            .map_err(|e| status(&e))?;
+        // An import (admin only) names its key; any other put gets the key
+        // its parent and tokens hash to, so a client cannot choose it.
+        let chain = if imported {
+            hash_of(&header.chain_hash, "chain_hash")?
+        } else {
+            engine
+                .block_hash(&id, &parent, &header.tokens, &header.extra)
+                .map_err(|e| status(&e))?
+        };
         let bytes = self
             .shared
             .reserve_bytes(&caller.tenant, header.payload_len)?;

@@ -6,7 +6,8 @@
 //!   every put succeeds (retries allowed), every acknowledged block reads
 //!   back with its bytes from a surviving replica; the killed node restarts,
 //!   rejoins and serves its SSD tier at once; blocks written while it was
-//!   away move to it when read; a draining node gets no new blocks.
+//!   away move to it when read; draining a node moves its hot blocks to
+//!   their new replicas and places nothing new on it.
 //! - etcd down for a while: nodes keep serving and the client keeps working
 //!   with the last membership it saw; when etcd is back, the nodes register
 //!   again.
@@ -284,7 +285,7 @@ fn three_nodes_with_two_replicas_survive_a_sigkill_and_the_node_rejoins_warm() {
             "add-token",
             "acme",
             "--role",
-            "read",
+            "write",
             "--etcd",
             &etcd.url(),
         ]);
@@ -302,7 +303,13 @@ fn three_nodes_with_two_replicas_survive_a_sigkill_and_the_node_rejoins_warm() {
         };
         let first = &acked[0].1[0];
         assert!(reader.exists(&[first.0]).await.is_ok());
-        let denied = reader.put(&ChainHash::ROOT, &tokens(500, 0), b"x").await;
+        // Write role: puts (whose keys the node derives) but no imports
+        // (which name their key: admin only).
+        let (hash, _) = reader
+            .put(&ChainHash::ROOT, &tokens(500, 0), b"x")
+            .await
+            .unwrap();
+        let denied = reader.import(&ChainHash::ROOT, &hash, b"y").await;
         assert_eq!(
             denied.unwrap_err().code(),
             Some(tonic::Code::PermissionDenied)
@@ -314,9 +321,26 @@ fn three_nodes_with_two_replicas_survive_a_sigkill_and_the_node_rejoins_warm() {
             assert!(Instant::now() < deadline, "revoked token still honoured");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        // A draining node gets no new blocks.
-        let drain = pagoda(&["cluster", "drain", "n3", "--etcd", &etcd.url()]);
+        // Draining n3 marks it (no new blocks there) and moves its hot
+        // blocks to their new replicas, n1 and n2.
+        let drain = pagoda(&[
+            "cluster",
+            "drain",
+            "n3",
+            "--etcd",
+            &etcd.url(),
+            "--token",
+            TOKEN,
+        ]);
         assert!(drain.status.success(), "{drain:?}");
+        let report = String::from_utf8_lossy(&drain.stdout).into_owned();
+        let moved: u64 = report
+            .lines()
+            .last()
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|count| count.parse().ok())
+            .unwrap_or_else(|| panic!("{report}"));
+        assert!(moved > 0, "{report}");
         let deadline = Instant::now() + Duration::from_secs(10);
         while !client
             .nodes()
@@ -325,6 +349,25 @@ fn three_nodes_with_two_replicas_survive_a_sigkill_and_the_node_rejoins_warm() {
         {
             assert!(Instant::now() < deadline, "drain not seen");
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut direct = Vec::new();
+        for node in [&nodes[0], &nodes[1]] {
+            let url = node.as_ref().unwrap().url();
+            direct.push(
+                Client::connect_namespace(&url, Some(TOKEN), id)
+                    .await
+                    .unwrap(),
+            );
+        }
+        for (chain, blocks) in &acked {
+            for (hash, block, holders) in blocks {
+                if holders.iter().any(|holder| holder == "n3") {
+                    for node in &direct {
+                        let bytes = node.get(hash).await.unwrap();
+                        assert_eq!(bytes, Some(payload(*chain, *block)), "moved off n3");
+                    }
+                }
+            }
         }
         for (_, _, holders) in put_chain(&ns, 99, 6).await {
             assert_eq!(holders.len(), 2);

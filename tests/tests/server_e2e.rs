@@ -331,6 +331,7 @@ async fn bad_input_gets_a_clear_status_and_the_node_keeps_serving() {
             payload_len: len,
             payload_crc32c: crc,
             durability: 0,
+            chain_hash: Vec::new(),
         })),
     };
     let chunk = |bytes: Vec<u8>| pb::PutRequest {
@@ -370,6 +371,12 @@ async fn bad_input_gets_a_clear_status_and_the_node_keeps_serving() {
         h.tokens.truncate(3);
     }
     assert_eq!(put(vec![short]).await, Code::InvalidArgument);
+    // An import's chain hash must be 32 bytes.
+    let mut import = header(0, 0);
+    if let Some(pb::put_request::Part::Header(h)) = &mut import.part {
+        h.chain_hash = vec![1; 31];
+    }
+    assert_eq!(put(vec![import]).await, Code::InvalidArgument);
 
     // Unknown namespace; names over their limits.
     let unknown = admin.namespace(NamespaceId([7; 32])).await;

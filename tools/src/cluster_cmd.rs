@@ -8,8 +8,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use pagoda_client::cluster::{Ack, ClusterClient};
 use pagoda_cluster::NodeInfo;
 use pagoda_cluster::placement::{NodeSeed, block_word, weight};
+use pagoda_formats::namespace::NamespaceId;
 use serde_json::{Value, json};
 
 /// `pagoda cluster …`.
@@ -56,15 +58,21 @@ pub(crate) enum ClusterCommand {
         #[arg(long, env = "PAGODA_CLUSTER")]
         etcd: String,
     },
-    /// Marks a node as draining: clients place no new blocks on it and read
-    /// its blocks elsewhere first; remove it once its blocks are no longer
-    /// needed.
+    /// Marks a node as draining (clients place no new blocks on it), then,
+    /// given an admin token, copies its hot (DRAM) blocks of every namespace
+    /// of that token's tenant to their new replicas. Remove the node after.
     Drain {
         /// Node id.
         id: String,
         /// `etcd://host:port[,…]`.
         #[arg(long, env = "PAGODA_CLUSTER")]
         etcd: String,
+        /// Admin token of the tenant whose blocks to move (none: only mark).
+        #[arg(long, env = "PAGODA_TOKEN")]
+        token: Option<String>,
+        /// Most hot blocks moved per namespace.
+        #[arg(long, default_value_t = 65_536)]
+        limit: u32,
     },
 }
 
@@ -205,28 +213,75 @@ pub(crate) fn run(command: &ClusterCommand) -> Result<(), String> {
             etcd: url,
         } => block_on(add_token(tenant, role, url)),
         ClusterCommand::RevokeToken { token, etcd: url } => block_on(revoke_token(token, url)),
-        ClusterCommand::Drain { id, etcd: url } => block_on(async {
-            let mut client = etcd(url).await?;
-            let (mut node, lease) = members(&mut client)
-                .await?
-                .into_iter()
-                .find(|(node, _)| node.id == *id)
-                .ok_or_else(|| format!("no live node {id:?}"))?;
-            node.draining = true;
-            let key = format!("{}nodes/{id}", pagoda_cluster::PREFIX);
-            let value = serde_json::to_string(&node).map_err(|error| error.to_string())?;
-            client
-                .put(
-                    key,
-                    value,
-                    Some(etcd_client::PutOptions::new().with_lease(lease)),
-                )
-                .await
-                .map_err(|error| error.to_string())?;
-            println!("node {id} is draining: no new blocks are placed on it");
-            Ok(())
-        }),
+        ClusterCommand::Drain {
+            id,
+            etcd: url,
+            token,
+            limit,
+        } => block_on(drain(id, url, token.as_deref(), *limit)),
     }
+}
+
+async fn drain(id: &str, url: &str, token: Option<&str>, limit: u32) -> Result<(), String> {
+    let mut client = etcd(url).await?;
+    let (mut node, lease) = members(&mut client)
+        .await?
+        .into_iter()
+        .find(|(node, _)| node.id == id)
+        .ok_or_else(|| format!("no live node {id:?}"))?;
+    node.draining = true;
+    let key = format!("{}nodes/{id}", pagoda_cluster::PREFIX);
+    let value = serde_json::to_string(&node).map_err(|error| error.to_string())?;
+    client
+        .put(
+            key,
+            value,
+            Some(etcd_client::PutOptions::new().with_lease(lease)),
+        )
+        .await
+        .map_err(|error| error.to_string())?;
+    println!("node {id} is draining: no new blocks are placed on it");
+    let Some(token) = token else {
+        return Ok(());
+    };
+    let cluster = ClusterClient::connect(url, Some(token), Ack::All, Duration::from_secs(30))
+        .await
+        .map_err(|error| error.to_string())?;
+    // Wait until this client's view has the mark (placement must skip it).
+    while !cluster
+        .nodes()
+        .iter()
+        .any(|node| node.id == id && node.draining)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let prefix = format!("{}namespaces/", pagoda_cluster::PREFIX);
+    let listed = client
+        .get(
+            prefix.clone(),
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .map_err(|error| error.to_string())?;
+    let mut moved = 0;
+    for kv in listed.kvs() {
+        let name = String::from_utf8_lossy(kv.key());
+        let Ok(namespace) = NamespaceId::from_hex(name.trim_start_matches(prefix.as_str())) else {
+            continue;
+        };
+        // Namespaces of other tenants are not found with this token.
+        let Ok(handle) = cluster.namespace(namespace).await else {
+            continue;
+        };
+        let copies = handle
+            .evacuate(id, limit)
+            .await
+            .map_err(|error| format!("moving the blocks of {namespace}: {error}"))?;
+        println!("namespace {namespace}: {copies} hot block copies moved off {id}");
+        moved += copies;
+    }
+    println!("moved {moved} hot block copies");
+    Ok(())
 }
 
 async fn add_token(tenant: &str, role: &str, url: &str) -> Result<(), String> {
