@@ -133,9 +133,22 @@ struct Outcome {
     prefill_seconds_uncached: f64,
     makespan: f64,
     tokens: u64,
+    /// Tokens (prompt and output) of the requests that met both SLOs.
+    met_tokens: u64,
 }
 
 impl Outcome {
+    /// One admitted request's latencies and tokens served.
+    fn record(&mut self, ttft: f64, tbt: f64, slo: &Slo, served: u64) {
+        self.ttft.push(ttft);
+        self.tbt.push(tbt);
+        self.tokens += served;
+        if ttft <= slo.ttft_seconds && tbt <= slo.tbt_seconds {
+            self.met += 1;
+            self.met_tokens += served;
+        }
+    }
+
     #[expect(clippy::cast_precision_loss, reason = "reported ratios")]
     fn attainment(&self) -> f64 {
         self.met as f64 / self.requests.max(1) as f64
@@ -269,17 +282,13 @@ fn replay_once(
         decode[placed.decode]
             .running
             .push((end, request.input_length()));
-        outcome.ttft.push(ttft);
-        outcome.tbt.push(tbt);
-        if ttft <= slo.ttft_seconds && tbt <= slo.tbt_seconds {
-            outcome.met += 1;
-        }
+        let served = request.input_length() + request.output_length();
+        outcome.record(ttft, tbt, &slo, served);
         outcome.reused_blocks += placed.reused_blocks;
         outcome.blocks += hashes.len() as u64;
         outcome.prefill_seconds += compute;
         outcome.prefill_seconds_uncached += model.prefill_seconds(0, request.input_length());
         outcome.makespan = outcome.makespan.max(end);
-        outcome.tokens += request.input_length() + request.output_length();
     }
     Ok(outcome)
 }
@@ -287,7 +296,16 @@ fn replay_once(
 #[expect(clippy::cast_precision_loss, reason = "reported figures")]
 fn report(name: &str, outcome: &Outcome, model: &Preset, args: &ReplayArgs) -> serde_json::Value {
     let instances = (args.prefill + args.decode) as f64;
-    let dollars = model.instance_dollars(outcome.makespan) * instances;
+    let gpu_dollars = model.instance_dollars(outcome.makespan) * instances;
+    // The prefix cache of every prefill instance, held for the whole run:
+    // priced on Pagoda's capacity tier (SSD), and on DRAM for comparison.
+    let cache_gb =
+        (args.cache_blocks * 512 * model.kv_bytes_per_token()) as f64 * args.prefill as f64 / 1e9;
+    let hours = outcome.makespan / 3600.0;
+    let cache_ssd_dollars = cache_gb * model.ssd_dollars_per_gb_hour * hours;
+    let cache_dram_dollars = cache_gb * model.dram_dollars_per_gb_hour * hours;
+    let dollars = gpu_dollars + cache_ssd_dollars;
+    let seconds = outcome.makespan.max(f64::MIN_POSITIVE);
     serde_json::json!({
         "policy": name,
         "requests": outcome.requests,
@@ -302,7 +320,15 @@ fn report(name: &str, outcome: &Outcome, model: &Preset, args: &ReplayArgs) -> s
         "hit_ratio": outcome.reused_blocks as f64 / outcome.blocks.max(1) as f64,
         "transferred_bytes": outcome.transferred_bytes,
         "gpu_seconds_saved": (outcome.prefill_seconds_uncached - outcome.prefill_seconds) * f64::from(model.gpus),
+        "goodput_requests_per_second": outcome.met as f64 / seconds,
+        "goodput_tokens_per_second": outcome.met_tokens as f64 / seconds,
+        "gpu_dollars": gpu_dollars,
+        "cache_dollars_ssd": cache_ssd_dollars,
+        "cache_dollars_dram": cache_dram_dollars,
         "dollars_per_million_tokens": dollars / (outcome.tokens.max(1) as f64) * 1e6,
+        "dollars_per_million_tokens_cache_in_dram": (gpu_dollars + cache_dram_dollars)
+            / (outcome.tokens.max(1) as f64)
+            * 1e6,
     })
 }
 
@@ -347,16 +373,17 @@ pub(crate) fn run(args: &ReplayArgs) -> Result<(), String> {
         return Ok(());
     }
     println!(
-        "| policy | SLO met | rejected | TTFT p50/p90/p99 s | TBT p50/p99 ms | hit ratio | GPU-s saved | $/1M tokens |"
+        "| policy | SLO met | rejected | goodput req/s | TTFT p50/p90/p99 s | TBT p50/p99 ms | hit ratio | GPU-s saved | $/1M tokens |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in &reports {
         let f = |key: &str| r[key].as_f64().unwrap_or(0.0);
         println!(
-            "| {} | {:.1} % | {} | {:.2} / {:.2} / {:.2} | {:.1} / {:.1} | {:.1} % | {:.0} | {:.3} |",
+            "| {} | {:.1} % | {} | {:.3} | {:.2} / {:.2} / {:.2} | {:.1} / {:.1} | {:.1} % | {:.0} | {:.3} |",
             r["policy"].as_str().unwrap_or("?"),
             f("slo_attainment") * 100.0,
             r["rejected"],
+            f("goodput_requests_per_second"),
             f("ttft_p50"),
             f("ttft_p90"),
             f("ttft_p99"),
