@@ -163,4 +163,15 @@ fn replay_is_deterministic_and_the_kvcache_scheduler_beats_round_robin() {
     assert!(attainment(kvcache) >= attainment(round_robin), "{first}");
     assert!(hit(kvcache) > hit(round_robin), "{first}");
     assert!(hit(kvcache) > 0.0 && kvcache["gpu_seconds_saved"].as_f64().unwrap() > 0.0);
+    let goodput = |r: &serde_json::Value| r["goodput_requests_per_second"].as_f64().unwrap();
+    assert!(
+        goodput(kvcache) > 0.0 && goodput(kvcache) >= goodput(round_robin),
+        "{first}"
+    );
+    let cost = |r: &serde_json::Value, key: &str| r[key].as_f64().unwrap();
+    assert!(
+        cost(kvcache, "dollars_per_million_tokens")
+            < cost(kvcache, "dollars_per_million_tokens_cache_in_dram"),
+        "SSD is the cheaper tier: {first}"
+    );
 }
