@@ -578,6 +578,7 @@ async fn generate(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) ->
         sender,
         failovers: 0,
         pool_blocks: pool as u64,
+        hashes,
     };
     tokio::spawn(async move {
         let _in_flight = in_flight;
@@ -628,6 +629,8 @@ struct Job {
     failovers: u32,
     /// Leading blocks the store held at arrival.
     pool_blocks: u64,
+    /// Chain hashes of the prompt's full blocks.
+    hashes: Vec<ChainHash>,
 }
 
 /// How a stage ended.
@@ -691,13 +694,9 @@ impl Job {
                 }
             }
             attempt += 1;
-            let hashes = self
-                .shared
-                .namespace
-                .hash_tokens(&self.request.tokens)
-                .unwrap_or_default();
             let placed = if attempt < limits::ATTEMPTS {
-                self.shared.place(&hashes, self.pool_blocks, prompt_tokens)
+                self.shared
+                    .place(&self.hashes, self.pool_blocks, prompt_tokens)
             } else {
                 Err(Rejection::NoInstance)
             };
