@@ -348,31 +348,25 @@ impl NamespaceHandle {
 
     /// Longest cached prefix of a token sequence (the server hashes it).
     pub async fn lookup_tokens(&self, tokens: &[u32]) -> Result<Lookup> {
-        let message = pb::LookupRequest {
-            namespace_id: self.id.0.to_vec(),
-            query: Some(pb::lookup_request::Query::Tokens(pb::TokenChain {
-                ids: tokens.to_vec(),
-                extras: Vec::new(),
-            })),
-        };
-        let answer = self
-            .client
-            .retry(|client| {
-                let request = client.request(message.clone());
-                let mut store = client.store();
-                async move { store.lookup(request).await }
-            })
-            .await?;
-        Ok(Self::answer(&answer))
+        self.lookup(pb::lookup_request::Query::Tokens(pb::TokenChain {
+            ids: tokens.to_vec(),
+            extras: Vec::new(),
+        }))
+        .await
     }
 
     /// Longest cached prefix of a chain given by hashes (computed locally
     /// with [`NamespaceHandle::hash_tokens`]: a long prompt sends 32 bytes a
     /// block instead of 4 bytes a token).
     pub async fn lookup_hashes(&self, hashes: &[ChainHash]) -> Result<Lookup> {
+        self.lookup(pb::lookup_request::Query::ChainHashes(concat(hashes)))
+            .await
+    }
+
+    async fn lookup(&self, query: pb::lookup_request::Query) -> Result<Lookup> {
         let message = pb::LookupRequest {
             namespace_id: self.id.0.to_vec(),
-            query: Some(pb::lookup_request::Query::ChainHashes(concat(hashes))),
+            query: Some(query),
         };
         let answer = self
             .client

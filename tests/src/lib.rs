@@ -457,3 +457,24 @@ impl Drop for Etcd {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The namespace the end-to-end tests use: model `llama` revision `r1` of
+/// `tenant`, 2 layers, 2 KV heads of 8 dimensions, fp16, 16-token blocks.
+///
+/// # Panics
+///
+/// Panics on a tenant name the format refuses.
+pub fn test_namespace(tenant: &str) -> pagoda_formats::namespace::Namespace {
+    use pagoda_formats::namespace::{Dtype, KvKind, KvLayout, Namespace};
+    let layout = KvLayout {
+        dtype: Dtype::F16,
+        kind: KvKind::SeparateKv,
+        layer_count: 2,
+        kv_head_count: 2,
+        head_dim: 8,
+        block_tokens: 16,
+        tp_rank: 0,
+        tp_size: 1,
+    };
+    Namespace::new(tenant, "llama", "r1", layout).expect("a valid test namespace")
+}

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use pagoda_client::cluster::{Ack, ClusterClient, ClusterNamespace};
 use pagoda_client::{Client, PutOutcome};
 use pagoda_formats::chain::ChainHash;
-use pagoda_formats::namespace::{Dtype, KvKind, KvLayout, Namespace};
+use pagoda_formats::namespace::Namespace;
 use pagoda_server::auth::hash_token;
 use pagoda_tests::{Etcd, Node, Process, free_port, http_get, pagoda_binary};
 
@@ -51,17 +51,7 @@ node_id = "{node_id}"
 }
 
 fn namespace() -> Namespace {
-    let layout = KvLayout {
-        dtype: Dtype::F16,
-        kind: KvKind::SeparateKv,
-        layer_count: 2,
-        kv_head_count: 2,
-        head_dim: 8,
-        block_tokens: BLOCK_TOKENS,
-        tp_rank: 0,
-        tp_size: 1,
-    };
-    Namespace::new("acme", "llama", "r1", layout).unwrap()
+    pagoda_tests::test_namespace("acme")
 }
 
 fn tokens(chain: u32, block: u32) -> Vec<u32> {

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use pagoda_engine::{Durability, Engine, EngineOptions, TenantConfig};
 use pagoda_formats::chain::{ChainHash, TenantSecret};
-use pagoda_formats::namespace::{Dtype, KvKind, KvLayout, Namespace, NamespaceId};
+use pagoda_formats::namespace::{Namespace, NamespaceId};
 use pagoda_tests::pagoda_binary;
 
 struct TempDir(PathBuf);
@@ -33,17 +33,7 @@ fn options(dir: &Path) -> EngineOptions {
 }
 
 fn namespace() -> Namespace {
-    let layout = KvLayout {
-        dtype: Dtype::F16,
-        kind: KvKind::SeparateKv,
-        layer_count: 2,
-        kv_head_count: 2,
-        head_dim: 8,
-        block_tokens: 16,
-        tp_rank: 0,
-        tp_size: 1,
-    };
-    Namespace::new("acme", "llama", "r1", layout).unwrap()
+    pagoda_tests::test_namespace("acme")
 }
 
 fn payload(index: u8) -> Vec<u8> {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use pagoda_client::{Client, PutOutcome, Tier};
 use pagoda_formats::chain::ChainHash;
-use pagoda_formats::namespace::{Dtype, KvKind, KvLayout, Namespace, NamespaceId};
+use pagoda_formats::namespace::{Namespace, NamespaceId};
 use pagoda_formats::proto::v1 as pb;
 use pagoda_server::auth::hash_token;
 use pagoda_tests::{Node, http_get};
@@ -53,17 +53,7 @@ tokens = [{{ blake3 = "{}", role = "admin" }}]
 }
 
 fn namespace(tenant: &str) -> Namespace {
-    let layout = KvLayout {
-        dtype: Dtype::F16,
-        kind: KvKind::SeparateKv,
-        layer_count: 2,
-        kv_head_count: 2,
-        head_dim: 8,
-        block_tokens: 16,
-        tp_rank: 0,
-        tp_size: 1,
-    };
-    Namespace::new(tenant, "llama", "r1", layout).unwrap()
+    pagoda_tests::test_namespace(tenant)
 }
 
 fn payload(seed: u32, len: usize) -> Vec<u8> {
