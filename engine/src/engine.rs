@@ -34,6 +34,9 @@ use crate::stats::{CorruptionReport, EngineStats, NamespaceStats, NsCounters, Te
 #[expect(clippy::cast_possible_truncation, reason = "136 fits in a u32")]
 const RECORD_OVERHEAD_U32: u32 = BLOCK_RECORD_OVERHEAD as u32;
 
+/// Stripes of [`Inner::index_stripe`].
+const INDEX_STRIPES: usize = 16;
+
 /// Meta-column key prefix of the namespace registry.
 const NAMESPACE_PREFIX: &[u8] = b"ns/";
 
@@ -104,8 +107,14 @@ struct Inner {
     /// sequence seen is indexed when it is written.
     index_barrier: RwLock<()>,
     max_sequence: AtomicU64,
-    /// Serialises maintenance passes (reclaim, sweeps).
+    /// Serialises maintenance passes (reclaim, sweeps) and checkpoints.
     maintenance: Mutex<()>,
+    /// Index entries of released blocks, deleted outside the state lock
+    /// ([`Inner::drain_index_deletes`]).
+    index_deletes: Mutex<Vec<BlockKey>>,
+    /// Orders a key's index writes and deletes (by the chain hash's first
+    /// byte).
+    index_stripes: [Mutex<()>; INDEX_STRIPES],
     /// Pages made free for puts that have not taken them yet.
     reserved_pages: std::sync::atomic::AtomicUsize,
     open_ms: u64,
@@ -129,6 +138,98 @@ struct Demotion {
     generation: u64,
     crc: u32,
     block: Arc<crate::pool::Block>,
+}
+
+/// Phase 1's answer: the put is already answered, or holds a reservation
+/// (and the demotions its eviction produced, to be written first).
+enum Reserved<'a> {
+    Done(PutOutcome),
+    Slot(Reservation<'a>, Vec<Demotion>),
+}
+
+/// What a put reserved in phase 1: the block's slot (by id and epoch, so a
+/// slot freed and reused meanwhile is never touched), the DRAM bytes counted
+/// against the tenant, and the pages promised in `reserved_pages`. Dropping
+/// it before [`Reservation::keep`] gives all of them back.
+struct Reservation<'a> {
+    inner: &'a Inner,
+    block_id: u32,
+    epoch: u32,
+    tenant: u16,
+    generation: u64,
+    dram_bytes: u64,
+    /// Pages the block needs.
+    pages: usize,
+    /// Pages still counted in `reserved_pages` (0 once the copy took them).
+    pages_promised: std::cell::Cell<usize>,
+    counters: Arc<NsCounters>,
+    armed: bool,
+}
+
+impl Reservation<'_> {
+    /// The copy took its pages: they are no longer only promised.
+    fn pages_taken(&self) {
+        let promised = self.pages_promised.replace(0);
+        self.inner
+            .reserved_pages
+            .fetch_sub(promised, Ordering::AcqRel);
+    }
+
+    /// The block was published: its bytes now belong to it.
+    fn keep(mut self) {
+        self.pages_taken();
+        self.armed = false;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.pages_taken();
+        if !self.armed {
+            return;
+        }
+        let mut state = self.inner.lock();
+        let tenant = &mut state.tenants[self.tenant as usize];
+        tenant.dram_bytes = tenant.dram_bytes.saturating_sub(self.dram_bytes);
+        if state.meta(self.block_id).epoch == self.epoch {
+            state.meta_mut(self.block_id).flags &= !PENDING;
+            state.free_if_unused(self.block_id);
+        }
+    }
+}
+
+/// What one segment's reclaim decided, record by record.
+#[derive(Debug, Default)]
+struct ReclaimPass {
+    /// The log is over its capacity: only structurally needed blocks stay.
+    full: bool,
+    /// Blocks whose records are copied, in record order (id, epoch).
+    kept: Vec<(u32, u32)>,
+    /// Blocks whose SSD copy goes with the segment (id, epoch).
+    doomed: Vec<(u32, u32)>,
+    /// Blocks already decided in this segment.
+    seen: std::collections::HashSet<u32>,
+}
+
+/// Why a read of a block's SSD copy returned no bytes. Only `Corrupt` is
+/// corruption; the others are races or storage failures and keep the copy.
+#[derive(Debug)]
+enum SsdReadError {
+    /// The copy is not where the index said, or the index has no entry: a
+    /// reclaim moved it (or a removal took it) while we read. Read again.
+    Moved,
+    /// The index entry is not the one of the block the state holds (a
+    /// rewrite in progress).
+    Stale,
+    /// Storage failed (EIO, RocksDB): reported as an error, not corruption.
+    Io(Error),
+    /// The bytes at the location are not the block's.
+    Corrupt {
+        /// Segment and offset.
+        location: String,
+        /// What did not match.
+        reason: String,
+    },
 }
 
 fn now_ms() -> u64 {
@@ -184,6 +285,8 @@ impl Engine {
             index_barrier: RwLock::new(()),
             max_sequence: AtomicU64::new(max_sequence),
             maintenance: Mutex::new(()),
+            index_deletes: Mutex::new(Vec::new()),
+            index_stripes: std::array::from_fn(|_| Mutex::new(())),
             reserved_pages: std::sync::atomic::AtomicUsize::new(0),
             open_ms,
             closed: AtomicBool::new(false),
@@ -212,6 +315,15 @@ impl Engine {
     pub fn set_tenant(&self, tenant: TenantConfig) -> Result<()> {
         let mut state = self.inner.lock();
         add_tenant(&mut state, &self.inner.options, tenant)
+    }
+
+    /// The engine's number for a tenant (what [`BlockEvent::tenant`] holds),
+    /// or `None` for a tenant not configured. Numbers never change while the
+    /// engine is open.
+    ///
+    /// [`BlockEvent::tenant`]: crate::BlockEvent::tenant
+    pub fn tenant_index(&self, name: &str) -> Option<u16> {
+        self.inner.lock().tenant_by_name.get(name).copied()
     }
 
     /// Creates a namespace (idempotent: an existing live namespace is kept;
@@ -275,11 +387,7 @@ impl Engine {
         let liveness = {
             let mut state = self.inner.lock();
             let slot = state.ns_by_id[id];
-            let entry = &mut state.namespaces[slot as usize];
-            entry.generation = generation;
-            entry.dropped = true;
-            state.dead_pending = true;
-            state.sweep_found = true;
+            state.retire_generation(slot, generation);
             self.inner
                 .ssd
                 .as_ref()
@@ -370,10 +478,13 @@ impl Engine {
 
     /// [`Engine::put`] with the payload in pieces (as it arrives from a
     /// stream); the pieces are copied straight into pages.
-    #[expect(
-        clippy::too_many_lines,
-        reason = "the four phases of a put read best in order, in one place"
-    )]
+    ///
+    /// A put runs in four phases: reserve (under the state lock: a hole in
+    /// the tree under the parent, marked `PENDING`, and the DRAM bytes
+    /// counted against the tenant), copy into pages, write through to the
+    /// value log, publish. The reservation is a [`Reservation`] guard: every
+    /// way out before publishing, errors and panics included, gives the
+    /// bytes and the hole back.
     pub fn put_chunks(
         &self,
         id: &NamespaceId,
@@ -383,145 +494,16 @@ impl Engine {
         crc: u32,
     ) -> Result<PutOutcome> {
         let inner = &*self.inner;
-        let len: u64 = chunks.iter().map(|chunk| chunk.len() as u64).sum();
-        if len > u64::from(inner.options.payload_bytes_max) {
-            return Err(Error::InvalidArgument(format!(
-                "payload of {len} bytes is over the limit of {} bytes",
-                inner.options.payload_bytes_max
-            )));
-        }
+        let len = inner.check_put(chunks, crc, chain)?;
         let len32 = u32::try_from(len).expect("bounded by payload_bytes_max");
-        let len_usize = usize::try_from(len).expect("bounded by payload_bytes_max");
-        let computed = chunks
-            .iter()
-            .fold(0, |crc, chunk| crc32c::crc32c_append(crc, chunk));
-        if computed != crc {
-            return Err(Error::ChecksumMismatch {
-                sent: crc,
-                computed,
-            });
-        }
-        if *chain == ChainHash::ROOT {
-            return Err(Error::InvalidArgument(
-                "the all-zero chain hash is the root, not a block".into(),
-            ));
-        }
-        let pages = inner.pool.pages_for(len_usize);
-        let dram_bytes = pages as u64 * inner.pool.page_bytes() as u64;
-
-        // Phase 1: reserve a hole under the parent and the DRAM bytes.
-        let (block_id, epoch, tenant, generation, counters, demotions) = {
-            let mut state = inner.lock();
-            let slot = live_slot(&state, id)?;
-            let generation = state.namespaces[slot as usize].generation;
-            let counters = Arc::clone(&state.namespaces[slot as usize].counters);
-            let tenant = state.namespaces[slot as usize].tenant;
-            let mut fill = None;
-            if let Some(existing) = state.find(slot, chain) {
-                if state.is_current(existing) {
-                    let meta = state.meta(existing);
-                    if meta.has_tier() || meta.flags & PENDING != 0 {
-                        if meta.crc == crc && meta.payload_len == len32 {
-                            NsCounters::bump(&counters.puts_existing);
-                            return Ok(PutOutcome::Exists);
-                        }
-                        NsCounters::bump(&counters.divergences);
-                        return Ok(PutOutcome::Diverged);
-                    }
-                    fill = Some(existing);
-                } else {
-                    let mut released = Released::default();
-                    state.remove_dead(existing, &mut released);
-                    drop(state);
-                    inner.finish_release(released);
-                    state = inner.lock();
-                }
-            }
-            let parent_id = if *parent == ChainHash::ROOT {
-                NONE
-            } else if let Some(parent_id) = state.find_servable(slot, parent) {
-                parent_id
-            } else if inner.options.detached_parents {
-                NONE
-            } else {
-                NsCounters::bump(&counters.parent_missing);
-                return Ok(PutOutcome::ParentMissing);
-            };
-            let quota = state.tenants[tenant as usize].config.dram_quota;
-            if dram_bytes > quota || pages > inner.pool.page_count() {
-                return Err(Error::ResourceExhausted(format!(
-                    "a block of {len} bytes needs {dram_bytes} bytes of DRAM, over the tenant's quota or the pool"
-                )));
-            }
-            if fill.is_none() && state.len() as u64 >= limits::BLOCKS_MAX {
-                return Err(Error::ResourceExhausted("the block table is full".into()));
-            }
-            let block_id = match fill {
-                Some(hole) => {
-                    if state.meta(hole).parent != parent_id {
-                        // A hole left by corruption keeps its old parent link.
-                        NsCounters::bump(&counters.parent_missing);
-                        return Ok(PutOutcome::ParentMissing);
-                    }
-                    hole
-                }
-                None => state.insert(slot, *chain, parent_id, generation),
-            };
-            let meta = state.meta_mut(block_id);
-            meta.flags |= PENDING;
-            meta.payload_len = len32;
-            meta.crc = crc;
-            let epoch = meta.epoch;
-            let tenant_state = &mut state.tenants[tenant as usize];
-            tenant_state.dram_bytes += dram_bytes;
-            match inner.make_room(&mut state, tenant, pages) {
-                Ok(demotions) => {
-                    inner.reserved_pages.fetch_add(pages, Ordering::AcqRel);
-                    (block_id, epoch, tenant, generation, counters, demotions)
-                }
-                Err(error) => {
-                    Inner::abort_put(&mut state, block_id, tenant, dram_bytes);
-                    return Err(error);
-                }
-            }
-        };
-        let undo = |error: Error| {
-            let mut state = inner.lock();
-            Inner::abort_put(&mut state, block_id, tenant, dram_bytes);
-            error
+        // Phase 1: reserve.
+        let (reservation, demotions) = match inner.reserve(id, parent, chain, len32, crc)? {
+            Reserved::Done(outcome) => return Ok(outcome),
+            Reserved::Slot(reservation, demotions) => (reservation, demotions),
         };
         inner.demote(demotions);
-
         // Phase 2: copy into pages (evicting more if readers still hold pages).
-        let mut rounds = 0;
-        let block = loop {
-            if let Some(block) = inner.pool.store(len_usize, chunks) {
-                inner.reserved_pages.fetch_sub(pages, Ordering::AcqRel);
-                break block;
-            }
-            rounds += 1;
-            if rounds > limits::EVICTION_ROUNDS_MAX {
-                inner.reserved_pages.fetch_sub(pages, Ordering::AcqRel);
-                return Err(undo(Error::ResourceExhausted(
-                    "the DRAM pool is full of blocks being read or pinned".into(),
-                )));
-            }
-            // Readers of evicted blocks give their pages back shortly.
-            std::thread::sleep(Duration::from_millis(u64::try_from(rounds).unwrap_or(8)));
-            // Our own pages are among those promised: ask for no more.
-            let demotions = {
-                let mut state = inner.lock();
-                inner.make_room(&mut state, tenant, 0)
-            };
-            match demotions {
-                Ok(demotions) => inner.demote(demotions),
-                Err(error) => {
-                    inner.reserved_pages.fetch_sub(pages, Ordering::AcqRel);
-                    return Err(undo(error));
-                }
-            }
-        };
-
+        let block = inner.store_pages(&reservation, len, chunks)?;
         // Phase 3: write through to the value log.
         let key = BlockKey {
             namespace: *id,
@@ -529,36 +511,18 @@ impl Engine {
         };
         let location = match inner.options.durability {
             Durability::Memory => None,
-            durability => {
-                match inner.append_block(&key, parent, generation, crc, chunks, durability) {
-                    Ok(location) => Some(location),
-                    Err(error) => return Err(undo(error)),
-                }
-            }
+            durability => Some(inner.append_block(
+                &key,
+                parent,
+                reservation.generation,
+                crc,
+                chunks,
+                durability,
+            )?),
         };
-
         // Phase 4: publish.
-        let mut state = inner.lock();
-        let meta = state.meta(block_id);
-        if meta.epoch != epoch || !state.is_current(block_id) {
-            // The namespace was dropped meanwhile.
-            return Err(Error::UnknownNamespace(hex(id)));
-        }
-        let fingerprint = state.fingerprint(block_id);
-        let meta = state.meta_mut(block_id);
-        meta.dram = Some(Arc::new(block));
-        meta.flags &= !PENDING;
-        let tenant_state = &mut state.tenants[tenant as usize];
-        tenant_state.dram_blocks += 1;
-        tenant_state.policy.insert(block_id, fingerprint);
-        if let Some(location) = location {
-            set_ssd(&mut state, block_id, &location);
-        }
-        NsCounters::bump(&counters.puts);
-        state.emit(block_id, BlockEventKind::Stored, Tier::Dram);
-        let over_ssd = Inner::over_ssd_quota(&mut state, tenant);
-        inner.finish_release(over_ssd);
-        drop(state);
+        inner.publish(id, reservation, block, location.as_ref())?;
+        inner.drain_index_deletes();
         Ok(PutOutcome::Stored)
     }
 
@@ -566,7 +530,7 @@ impl Engine {
     /// (or its bytes failed their checksum: counted and reported in stats).
     pub fn get(&self, id: &NamespaceId, chain: &ChainHash) -> Result<Option<BlockRef>> {
         let inner = &*self.inner;
-        for _attempt in 0..2 {
+        for _attempt in 0..limits::SSD_READ_ATTEMPTS_MAX {
             let (block_id, epoch, segment, crc, generation, counters) = {
                 let mut state = inner.lock();
                 let slot = live_slot(&state, id)?;
@@ -594,35 +558,50 @@ impl Engine {
                 namespace: *id,
                 chain: *chain,
             };
-            match inner.read_ssd(&key, generation, crc) {
+            let failure = match inner.read_ssd(&key, generation, crc) {
                 Ok((record, location)) => {
                     NsCounters::bump(&counters.hits_ssd);
                     return Ok(Some(inner.promote(block_id, epoch, record, crc, &location)));
                 }
-                Err(reason) => {
-                    let mut state = inner.lock();
-                    let moved = state.meta(block_id).epoch == epoch
-                        && state.meta(block_id).ssd_segment != segment;
-                    if moved {
-                        continue; // reclaimed and moved while we read: read again
-                    }
-                    let gone = state.meta(block_id).epoch != epoch
-                        || state.meta(block_id).ssd_segment == NONE;
-                    if !gone {
-                        let mut released = Released::default();
-                        state.emit(block_id, BlockEventKind::Removed, Tier::Ssd);
-                        state.take_ssd(block_id, &mut released);
-                        state.free_if_unused(block_id);
-                        NsCounters::bump(&counters.checksum_failures);
-                        inner.finish_release(released);
-                        drop(state);
-                        inner.report_corruption(key, format!("segment {segment}"), reason);
-                    }
+                Err(failure) => failure,
+            };
+            let mut state = inner.lock();
+            let meta = state.meta(block_id);
+            if meta.epoch != epoch || meta.ssd_segment == NONE || !state.is_current(block_id) {
+                // Removed, evicted or dropped while we read: a plain miss.
+                NsCounters::bump(&counters.misses);
+                return Ok(None);
+            }
+            let moved = meta.ssd_segment != segment;
+            match failure {
+                // The copy moved (reclaim) or the index is being rewritten:
+                // look it up again.
+                SsdReadError::Moved | SsdReadError::Stale => {}
+                _ if moved => {}
+                SsdReadError::Io(error) => {
+                    drop(state);
+                    NsCounters::bump(&counters.ssd_read_errors);
+                    tracing::warn!(key = %hex_key(&key), segment, %error, "reading a block from SSD failed");
+                    return Err(error);
+                }
+                SsdReadError::Corrupt { location, reason } => {
+                    let mut released = Released::default();
+                    state.emit(block_id, BlockEventKind::Removed, Tier::Ssd);
+                    state.take_ssd(block_id, &mut released);
+                    state.free_if_unused(block_id);
+                    NsCounters::bump(&counters.checksum_failures);
+                    drop(state);
+                    inner.finish_release(released);
+                    inner.report_corruption(key, location, reason);
                     NsCounters::bump(&counters.misses);
                     return Ok(None);
                 }
             }
         }
+        // The copy kept moving (or the index kept disagreeing with the
+        // block): a miss this time, the copy is kept.
+        tracing::warn!(key = %hex_key(&BlockKey { namespace: *id, chain: *chain }),
+            "an SSD read gave up after {} attempts", limits::SSD_READ_ATTEMPTS_MAX);
         Ok(None)
     }
 
@@ -760,6 +739,7 @@ impl Engine {
             state.remove(block_id, &mut released);
             removed += 1;
         }
+        drop(state);
         self.inner.finish_release(released);
         Ok(removed)
     }
@@ -828,9 +808,10 @@ impl Engine {
                 bytes,
             },
         );
-        state
-            .deadlines
-            .push(std::cmp::Reverse((Instant::now() + ttl, lease_id)));
+        state.deadlines.push(std::cmp::Reverse((
+            self.inner.options.clock.now() + ttl,
+            lease_id,
+        )));
         Ok(LeaseInfo {
             id: lease_id,
             pinned,
@@ -852,10 +833,12 @@ impl Engine {
         self.inner.maintain()
     }
 
-    /// Makes every acknowledged put durable and writes the index checkpoint.
+    /// Makes every acknowledged put durable and writes the index checkpoint
+    /// (after any reclaim in progress: see [`Inner::checkpoint`]).
     pub fn sync(&self) -> Result<()> {
         if let Some(ssd) = &self.inner.ssd {
             ssd.wal.sync()?;
+            let _serial = self.inner.maintenance_lock();
             self.inner.checkpoint()?;
         }
         Ok(())
@@ -949,6 +932,29 @@ impl Engine {
         }
     }
 
+    /// Simulation: the engine dies as in a power loss. Nothing more is
+    /// written (no sync, no checkpoint), and the index keeps only the first
+    /// `keep(n)` of the `n` writes made since its last synced one (with
+    /// [`EngineOptions::simulate_index_crashes`]; without it, all of them).
+    /// Cut the log disk's power first, then reopen the directory. Returns
+    /// `n`.
+    pub fn crash(self, keep: impl FnOnce(usize) -> usize) -> Result<usize> {
+        self.inner.closed.store(true, Ordering::Release);
+        let background = self
+            .background
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some((stop, handle)) = background {
+            let _ = stop.send(());
+            let _ = handle.join();
+        }
+        match &self.inner.ssd {
+            Some(ssd) => ssd.index.lose_unsynced(keep),
+            None => Ok(0),
+        }
+    }
+
     /// Stops maintenance, syncs the log, writes the checkpoint and closes.
     pub fn close(self) -> Result<()> {
         self.shutdown()
@@ -969,6 +975,7 @@ impl Engine {
         }
         if let Some(ssd) = &self.inner.ssd {
             ssd.wal.sync()?;
+            let _serial = self.inner.maintenance_lock();
             self.inner.checkpoint()?;
             ssd.index.flush()?;
         }
@@ -987,6 +994,208 @@ impl Drop for Engine {
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Checks a put's payload against the size limit and the caller's CRC;
+    /// returns its length.
+    fn check_put(&self, chunks: &[&[u8]], crc: u32, chain: &ChainHash) -> Result<usize> {
+        let len: u64 = chunks.iter().map(|chunk| chunk.len() as u64).sum();
+        if len > u64::from(self.options.payload_bytes_max) {
+            return Err(Error::InvalidArgument(format!(
+                "payload of {len} bytes is over the limit of {} bytes",
+                self.options.payload_bytes_max
+            )));
+        }
+        let computed = chunks
+            .iter()
+            .fold(0, |crc, chunk| crc32c::crc32c_append(crc, chunk));
+        if computed != crc {
+            return Err(Error::ChecksumMismatch {
+                sent: crc,
+                computed,
+            });
+        }
+        if *chain == ChainHash::ROOT {
+            return Err(Error::InvalidArgument(
+                "the all-zero chain hash is the root, not a block".into(),
+            ));
+        }
+        Ok(usize::try_from(len).expect("bounded by payload_bytes_max"))
+    }
+
+    /// Phase 1 of a put: finds or makes the block's hole under its parent,
+    /// marks it `PENDING`, counts the DRAM bytes against the tenant and
+    /// promises the pages; or answers the put at once (exists, diverged,
+    /// parent missing).
+    fn reserve(
+        &self,
+        id: &NamespaceId,
+        parent: &ChainHash,
+        chain: &ChainHash,
+        len: u32,
+        crc: u32,
+    ) -> Result<Reserved<'_>> {
+        let pages = self.pool.pages_for(len as usize);
+        let dram_bytes = pages as u64 * self.pool.page_bytes() as u64;
+        let mut state = self.lock();
+        let slot = live_slot(&state, id)?;
+        let generation = state.namespaces[slot as usize].generation;
+        let counters = Arc::clone(&state.namespaces[slot as usize].counters);
+        let tenant = state.namespaces[slot as usize].tenant;
+        let mut fill = None;
+        if let Some(existing) = state.find(slot, chain) {
+            if state.is_current(existing) {
+                let meta = state.meta(existing);
+                if meta.has_tier() || meta.flags & PENDING != 0 {
+                    if meta.crc == crc && meta.payload_len == len {
+                        NsCounters::bump(&counters.puts_existing);
+                        return Ok(Reserved::Done(PutOutcome::Exists));
+                    }
+                    NsCounters::bump(&counters.divergences);
+                    return Ok(Reserved::Done(PutOutcome::Diverged));
+                }
+                fill = Some(existing);
+            } else {
+                let mut released = Released::default();
+                state.remove_dead(existing, &mut released);
+                drop(state);
+                self.finish_release(released);
+                state = self.lock();
+            }
+        }
+        let parent_id = if *parent == ChainHash::ROOT {
+            NONE
+        } else if let Some(parent_id) = state.find_servable(slot, parent) {
+            parent_id
+        } else if self.options.detached_parents {
+            NONE
+        } else {
+            NsCounters::bump(&counters.parent_missing);
+            return Ok(Reserved::Done(PutOutcome::ParentMissing));
+        };
+        let quota = state.tenants[tenant as usize].config.dram_quota;
+        if dram_bytes > quota || pages > self.pool.page_count() {
+            return Err(Error::ResourceExhausted(format!(
+                "a block of {len} bytes needs {dram_bytes} bytes of DRAM, over the tenant's quota or the pool"
+            )));
+        }
+        if fill.is_none() && state.len() as u64 >= limits::BLOCKS_MAX {
+            return Err(Error::ResourceExhausted("the block table is full".into()));
+        }
+        let block_id = match fill {
+            Some(hole) if state.meta(hole).parent != parent_id => {
+                // A hole left by corruption keeps its old parent link.
+                NsCounters::bump(&counters.parent_missing);
+                return Ok(Reserved::Done(PutOutcome::ParentMissing));
+            }
+            Some(hole) => hole,
+            None => state.insert(slot, *chain, parent_id, generation),
+        };
+        let meta = state.meta_mut(block_id);
+        meta.flags |= PENDING;
+        meta.payload_len = len;
+        meta.crc = crc;
+        let epoch = meta.epoch;
+        state.tenants[tenant as usize].dram_bytes += dram_bytes;
+        self.reserved_pages.fetch_add(pages, Ordering::AcqRel);
+        let reservation = Reservation {
+            inner: self,
+            block_id,
+            epoch,
+            tenant,
+            generation,
+            dram_bytes,
+            pages,
+            pages_promised: std::cell::Cell::new(pages),
+            counters,
+            armed: true,
+        };
+        // From here on, dropping `reservation` undoes all of the above (it
+        // takes the state lock, so release ours first on the error path).
+        match self.make_room(&mut state, tenant, 0) {
+            Ok(demotions) => Ok(Reserved::Slot(reservation, demotions)),
+            Err(error) => {
+                drop(state);
+                drop(reservation);
+                Err(error)
+            }
+        }
+    }
+
+    /// Phase 2 of a put: copies the payload into pool pages, evicting more
+    /// and waiting for pages that readers of evicted blocks still hold (a
+    /// bounded number of rounds).
+    fn store_pages(
+        &self,
+        reservation: &Reservation<'_>,
+        len: usize,
+        chunks: &[&[u8]],
+    ) -> Result<crate::pool::Block> {
+        let pages = reservation.pages;
+        for round in 1..=limits::EVICTION_ROUNDS_MAX {
+            if let Some(block) = self.pool.store(len, chunks) {
+                reservation.pages_taken();
+                return Ok(block);
+            }
+            // Our own pages are among those promised: ask for no more.
+            let demotions = {
+                let mut state = self.lock();
+                self.make_room(&mut state, reservation.tenant, 0)?
+            };
+            self.demote(demotions);
+            // Readers of evicted blocks give their pages back shortly.
+            let wait = Duration::from_millis(u64::try_from(round).unwrap_or(8));
+            self.pool.wait_free(pages, wait);
+        }
+        self.pool.store(len, chunks).map_or_else(
+            || {
+                Err(Error::ResourceExhausted(
+                    "the DRAM pool is full of blocks being read or pinned".into(),
+                ))
+            },
+            |block| {
+                reservation.pages_taken();
+                Ok(block)
+            },
+        )
+    }
+
+    /// Phase 4 of a put: the block becomes visible, in DRAM (and on SSD at
+    /// `location`). Fails when its namespace was dropped meanwhile; the
+    /// reservation is undone either way it is not published.
+    fn publish(
+        &self,
+        id: &NamespaceId,
+        reservation: Reservation<'_>,
+        block: crate::pool::Block,
+        location: Option<&Location>,
+    ) -> Result<()> {
+        let mut state = self.lock();
+        let block_id = reservation.block_id;
+        if state.meta(block_id).epoch != reservation.epoch || !state.is_current(block_id) {
+            drop(state);
+            drop(reservation);
+            return Err(Error::UnknownNamespace(hex(id)));
+        }
+        let tenant = reservation.tenant;
+        let counters = Arc::clone(&reservation.counters);
+        reservation.keep();
+        let fingerprint = state.fingerprint(block_id);
+        let meta = state.meta_mut(block_id);
+        meta.dram = Some(Arc::new(block));
+        meta.flags &= !PENDING;
+        let tenant_state = &mut state.tenants[tenant as usize];
+        tenant_state.dram_blocks += 1;
+        tenant_state.policy.insert(block_id, fingerprint);
+        if let Some(location) = location {
+            set_ssd(&mut state, block_id, location);
+        }
+        NsCounters::bump(&counters.puts);
+        state.emit(block_id, BlockEventKind::Stored, Tier::Dram);
+        let over_ssd = Inner::over_ssd_quota(&mut state, tenant);
+        drop(state);
+        self.finish_release(over_ssd);
+        Ok(())
     }
 
     /// Whether a block evicted from DRAM would be written to SSD.
@@ -1139,41 +1348,81 @@ impl Inner {
         Ok(demotions)
     }
 
+    /// Hands released pages back and queues released index entries for
+    /// deletion; safe under the state lock (no I/O: dropping `Arc<Block>`s
+    /// only touches the pool's free-list lock). The deletes happen in
+    /// [`Inner::drain_index_deletes`].
     fn defer_release(&self, released: Released) {
-        // Dropping `Arc<Block>`s only touches the pool's free-list lock (never
-        // the state lock), so it is safe here; index deletes need RocksDB.
         let Released {
             blocks,
             index_deletes,
         } = released;
         drop(blocks);
-        if let Some(ssd) = &self.ssd {
-            for key in index_deletes {
-                if let Err(error) = ssd.index.delete(&key) {
-                    tracing::warn!(%error, "deleting an index entry");
-                }
+        if self.ssd.is_some() && !index_deletes.is_empty() {
+            self.index_deletes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(index_deletes);
+        }
+    }
+
+    /// [`Inner::defer_release`], then the queued index deletes. Called
+    /// without the state lock.
+    fn finish_release(&self, released: Released) {
+        self.defer_release(released);
+        self.drain_index_deletes();
+    }
+
+    /// Deletes the queued index entries (RocksDB writes, so never under the
+    /// state lock). A delete must not remove the entry of a later put of the
+    /// same key: each runs under the key's stripe of `index_stripes`, which
+    /// a put's index write also holds, and is skipped when the key is held
+    /// again (a current block with an SSD copy, or a put in flight, whose
+    /// own entry then wins). A skipped delete can at worst leave the entry
+    /// of a removed block, which a restart brings back with its own bytes.
+    fn drain_index_deletes(&self) {
+        let Some(ssd) = &self.ssd else { return };
+        let keys = std::mem::take(
+            &mut *self
+                .index_deletes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for key in keys {
+            let _stripe = self.index_stripe(&key);
+            let held = {
+                let state = self.lock();
+                state
+                    .ns_by_id
+                    .get(&key.namespace)
+                    .and_then(|&slot| state.find_current(slot, &key.chain))
+                    .is_some_and(|id| {
+                        let meta = state.meta(id);
+                        meta.ssd_segment != NONE || meta.flags & PENDING != 0
+                    })
+            };
+            if held {
+                continue;
+            }
+            if let Err(error) = ssd.index.delete(&key) {
+                tracing::warn!(key = %hex_key(&key), %error, "deleting an index entry");
             }
         }
     }
 
-    /// Drops released pages and deletes released index entries. Called with
-    /// the state lock held: an index delete must land before any later put
-    /// of the same key writes its entry (RocksDB deletes are memtable
-    /// writes, not synced I/O).
-    fn finish_release(&self, released: Released) {
-        self.defer_release(released);
+    /// The stripe lock ordering index writes and deletes of `key`.
+    fn index_stripe(&self, key: &BlockKey) -> MutexGuard<'_, ()> {
+        let stripe = usize::from(key.chain.0[0]) % INDEX_STRIPES;
+        self.index_stripes[stripe]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Undoes phase 1 of a put that failed.
-    fn abort_put(state: &mut State, block_id: u32, tenant: u16, dram_bytes: u64) {
-        let tenant_state = &mut state.tenants[tenant as usize];
-        tenant_state.dram_bytes = tenant_state.dram_bytes.saturating_sub(dram_bytes);
-        let meta = state.meta_mut(block_id);
-        meta.flags &= !PENDING;
-        state.free_if_unused(block_id);
-    }
-
-    /// Writes demoted blocks to the value log and indexes them.
+    /// Writes demoted blocks to the value log and indexes them. A DRAM copy
+    /// whose bytes no longer match their CRC is corruption (counted and
+    /// reported); a failed write (a full disk, EIO) is not: it is counted in
+    /// `ssd_write_errors` and logged, and the block is simply no longer
+    /// cached.
     fn demote(&self, demotions: Vec<Demotion>) {
         for demotion in demotions {
             let chunks: Vec<&[u8]> = demotion.block.chunks().collect();
@@ -1181,7 +1430,7 @@ impl Inner {
             let computed = chunks
                 .iter()
                 .fold(0, |crc, chunk| crc32c::crc32c_append(crc, chunk));
-            let result = if computed == demotion.crc {
+            let result = (computed == demotion.crc).then(|| {
                 self.append_block(
                     &demotion.key,
                     &demotion.parent,
@@ -1190,37 +1439,46 @@ impl Inner {
                     &chunks,
                     Durability::Async,
                 )
-                .map_err(|error| error.to_string())
-            } else {
-                Err(format!(
-                    "DRAM copy has CRC {computed:#010x}, expected {:#010x}",
-                    demotion.crc
-                ))
-            };
+            });
             let mut state = self.lock();
             let same =
                 state.meta(demotion.id).epoch == demotion.epoch && state.is_current(demotion.id);
             if same {
                 state.meta_mut(demotion.id).flags &= !PENDING;
             }
+            let counters = same.then(|| state.counters_of(demotion.id));
             match result {
-                Ok(location) if same => {
-                    let counters = state.counters_of(demotion.id);
-                    NsCounters::bump(&counters.demotions);
+                Some(Ok(location)) if same => {
+                    if let Some(counters) = &counters {
+                        NsCounters::bump(&counters.demotions);
+                    }
                     set_ssd(&mut state, demotion.id, &location);
                     state.emit(demotion.id, BlockEventKind::Stored, Tier::Ssd);
                 }
-                Ok(_) => {}
-                Err(reason) => {
+                Some(Ok(_)) => {}
+                Some(Err(error)) => {
+                    if let Some(counters) = &counters {
+                        NsCounters::bump(&counters.ssd_write_errors);
+                    }
+                    tracing::warn!(key = %hex_key(&demotion.key), %error,
+                        "writing an evicted block to SSD failed; the block is no longer cached");
+                }
+                None => {
+                    if let Some(counters) = &counters {
+                        NsCounters::bump(&counters.checksum_failures);
+                    }
                     if same {
-                        if computed != demotion.crc {
-                            let counters = state.counters_of(demotion.id);
-                            NsCounters::bump(&counters.checksum_failures);
-                        }
                         state.free_if_unused(demotion.id);
                     }
                     drop(state);
-                    self.report_corruption(demotion.key, "dram".into(), reason);
+                    self.report_corruption(
+                        demotion.key,
+                        "dram".into(),
+                        format!(
+                            "DRAM copy has CRC {computed:#010x}, expected {:#010x}",
+                            demotion.crc
+                        ),
+                    );
                     continue;
                 }
             }
@@ -1280,7 +1538,10 @@ impl Inner {
             last_access_unix_ms: created,
             parent: *parent,
         };
-        ssd.index.put(key, &entry)?;
+        {
+            let _stripe = self.index_stripe(key);
+            ssd.index.put(key, &entry)?;
+        }
         self.max_sequence
             .fetch_max(location.sequence, Ordering::AcqRel);
         Ok(location)
@@ -1292,26 +1553,53 @@ impl Inner {
         key: &BlockKey,
         generation: u64,
         crc: u32,
-    ) -> std::result::Result<(Vec<u8>, Location), String> {
-        let ssd = self.ssd.as_ref().ok_or("no SSD tier")?;
+    ) -> std::result::Result<(Vec<u8>, Location), SsdReadError> {
+        let ssd = self.ssd.as_ref().ok_or(SsdReadError::Io(Error::Closed))?;
         let entry = ssd
             .index
             .get(key)
-            .map_err(|error| error.to_string())?
-            .ok_or("the index has no entry")?;
+            .map_err(SsdReadError::Io)?
+            .ok_or(SsdReadError::Moved)?;
         let location = Location {
             segment_id: entry.segment_id,
             offset: entry.offset,
             sequence: entry.sequence,
             payload_len: entry.record_payload_len,
         };
-        let record = ssd.wal.read(&location).map_err(|error| error.to_string())?;
-        let decoded = decode_block_record(&record).map_err(|error| error.to_string())?;
+        let at = || format!("segment {} offset {}", location.segment_id, location.offset);
+        if entry.namespace_generation != generation || entry.payload_crc != crc {
+            return Err(SsdReadError::Stale);
+        }
+        let record = match ssd.wal.read(&location) {
+            Ok(record) => record,
+            // The segment was reclaimed after we read the index.
+            Err(pagoda_wal::Error::NotFound { .. }) => return Err(SsdReadError::Moved),
+            Err(pagoda_wal::Error::BadRecord { detail, .. }) => {
+                return Err(SsdReadError::Corrupt {
+                    location: at(),
+                    reason: detail.to_string(),
+                });
+            }
+            Err(error) => return Err(SsdReadError::Io(error.into())),
+        };
+        let decoded = decode_block_record(&record).map_err(|error| SsdReadError::Corrupt {
+            location: at(),
+            reason: error.to_string(),
+        })?;
         if decoded.header.key != *key {
-            return Err("the record holds another block".into());
+            return Err(SsdReadError::Corrupt {
+                location: at(),
+                reason: "the record holds another block".into(),
+            });
         }
         if decoded.header.namespace_generation != generation || decoded.header.payload_crc != crc {
-            return Err("the record is of another generation or content".into());
+            return Err(SsdReadError::Corrupt {
+                location: at(),
+                reason: format!(
+                    "the record holds generation {} CRC {:#010x}, the index says generation {generation} CRC {crc:#010x}",
+                    decoded.header.namespace_generation, decoded.header.payload_crc
+                ),
+            });
         }
         Ok((record, location))
     }
@@ -1422,7 +1710,7 @@ impl Inner {
     }
 
     fn expire_leases(&self) {
-        let now = Instant::now();
+        let now = self.options.clock.now();
         let mut state = self.lock();
         while let Some(std::cmp::Reverse((deadline, lease))) = state.deadlines.peek().copied() {
             if deadline > now {
@@ -1433,11 +1721,17 @@ impl Inner {
         }
     }
 
-    fn maintain(&self) -> Result<()> {
-        let _serial = self
-            .maintenance
+    /// The maintenance lock: held by maintenance passes (reclaim, sweeps)
+    /// and by every checkpoint.
+    fn maintenance_lock(&self) -> MutexGuard<'_, ()> {
+        self.maintenance
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn maintain(&self) -> Result<()> {
+        let _serial = self.maintenance_lock();
+        self.drain_index_deletes();
         self.expire_leases();
         self.sweep();
         if self.ssd.is_some() {
@@ -1474,7 +1768,9 @@ impl Inner {
     }
 
     /// Writes the index checkpoint: every record up to the highest sequence
-    /// acknowledged is indexed.
+    /// acknowledged is indexed. The caller holds the maintenance lock, so no
+    /// reclaim is between copying records and indexing them; puts hold the
+    /// index barrier from their append to their index write.
     fn checkpoint(&self) -> Result<()> {
         let Some(ssd) = &self.ssd else { return Ok(()) };
         let sequence = {
@@ -1491,6 +1787,17 @@ impl Inner {
     }
 
     /// Reclaims the oldest segments while the log is over its high watermark.
+    ///
+    /// The order of one segment's reclaim is what keeps reads and crashes
+    /// safe: the kept records are copied (synced); their index entries are
+    /// pointed at the copies and made durable; the blocks' segments are
+    /// updated; only then is the old segment deleted. A get that read the
+    /// old location either still finds the old segment or gets `NotFound`
+    /// and looks the index up again ([`SsdReadError::Moved`]); a crash at any
+    /// point leaves every index entry naming a record that exists. The
+    /// copies' sequences reach `max_sequence` only once they are indexed,
+    /// and every checkpoint is taken under the maintenance lock this runs
+    /// under, so no checkpoint passes an unindexed copy.
     fn reclaim(&self) -> Result<()> {
         let Some(ssd) = &self.ssd else { return Ok(()) };
         let high = watermark_bytes(self.options.ssd_bytes, self.options.ssd_high_watermark);
@@ -1498,75 +1805,20 @@ impl Inner {
             if wal_bytes(&ssd.wal) <= high || ssd.wal.segments().len() < 2 {
                 break;
             }
-            let full = wal_bytes(&ssd.wal) > self.options.ssd_bytes;
-            let mut doomed = Vec::new();
-            let mut kept = Vec::new();
-            let reclaimed = ssd.wal.reclaim_oldest(|location, kind, payload| {
-                if kind != RecordKind::Block {
-                    return false;
-                }
-                let Ok(record) = decode_block_record(payload) else {
-                    return false;
-                };
-                let mut state = self.lock();
-                let Some(&slot) = state.ns_by_id.get(&record.header.key.namespace) else {
-                    return false;
-                };
-                let Some(id) = state.find_current(slot, &record.header.key.chain) else {
-                    return false;
-                };
-                let segment = u32::try_from(location.segment_id).unwrap_or(NONE);
-                let meta = state.meta(id);
-                if meta.ssd_segment != segment || meta.epoch == 0 {
-                    return false;
-                }
-                let keep = meta.children > 0
-                    || meta.pins > 0
-                    || meta.flags & PENDING != 0
-                    || (!full && meta.freq > 0 && meta.dram.is_none());
-                if keep {
-                    let meta = state.meta_mut(id);
-                    meta.freq /= 2;
-                    kept.push((id, meta.epoch));
-                } else {
-                    state.meta_mut(id).flags |= DOOMED;
-                    doomed.push((id, state.meta(id).epoch));
-                }
-                keep
-            })?;
+            let pass = std::cell::RefCell::new(ReclaimPass {
+                full: wal_bytes(&ssd.wal) > self.options.ssd_bytes,
+                ..ReclaimPass::default()
+            });
+            let reclaimed = ssd.wal.reclaim_oldest_with(
+                |location, kind, payload| {
+                    self.reclaim_keeps(location, kind, payload, &mut pass.borrow_mut())
+                },
+                |reclaimed| self.index_moved(ssd, &pass.borrow().kept, reclaimed),
+            )?;
+            let doomed = pass.into_inner().doomed;
             let mut released = Released::default();
-            let mut moved_entries = Vec::new();
             {
                 let mut state = self.lock();
-                // `moved` lists the kept records in the order `keep` saw them.
-                for ((id, epoch), (_old, new)) in kept.iter().copied().zip(&reclaimed.moved) {
-                    if state.meta(id).epoch != epoch || !state.is_current(id) {
-                        continue;
-                    }
-                    let key = state.key_of(id);
-                    let meta = state.meta_mut(id);
-                    meta.ssd_segment = u32::try_from(new.segment_id).unwrap_or(NONE);
-                    let generation = meta.generation;
-                    let crc = meta.crc;
-                    let parent = match state.meta(id).parent {
-                        NONE => ChainHash::ROOT,
-                        parent => state.meta(parent).chain,
-                    };
-                    moved_entries.push((
-                        key,
-                        IndexEntry {
-                            segment_id: new.segment_id,
-                            offset: new.offset,
-                            sequence: new.sequence,
-                            record_payload_len: new.payload_len,
-                            payload_crc: crc,
-                            namespace_generation: generation,
-                            last_access_unix_ms: now_ms(),
-                            parent,
-                        },
-                    ));
-                    self.max_sequence.fetch_max(new.sequence, Ordering::AcqRel);
-                }
                 for (id, epoch) in doomed {
                     if state.meta(id).epoch != epoch || state.meta(id).flags & DOOMED == 0 {
                         continue;
@@ -1577,17 +1829,133 @@ impl Inner {
                     state.take_ssd(id, &mut released);
                     state.free_if_unused(id);
                 }
-                let liveness = liveness(&state, &ssd.wal);
-                ssd.index.set_liveness(liveness);
-                self.finish_release(released);
+                ssd.index.set_liveness(liveness(&state, &ssd.wal));
             }
-            ssd.index.put_all(&moved_entries, false)?;
+            self.finish_release(released);
             tracing::debug!(
                 segment = reclaimed.segment_id,
                 moved = reclaimed.moved.len(),
                 dropped = reclaimed.dropped,
                 "reclaimed a value-log segment"
             );
+        }
+        Ok(())
+    }
+
+    /// Reclaim's choice for one record of the oldest segment: keep (copy)
+    /// the records of blocks that are parents, pinned, being written or
+    /// reused; doom the rest (no longer servable from here on).
+    fn reclaim_keeps(
+        &self,
+        location: &Location,
+        kind: RecordKind,
+        payload: &[u8],
+        pass: &mut ReclaimPass,
+    ) -> bool {
+        if kind != RecordKind::Block {
+            return false;
+        }
+        let Ok(record) = decode_block_record(payload) else {
+            return false;
+        };
+        let mut state = self.lock();
+        let Some(&slot) = state.ns_by_id.get(&record.header.key.namespace) else {
+            return false;
+        };
+        let Some(id) = state.find_current(slot, &record.header.key.chain) else {
+            return false;
+        };
+        let segment = u32::try_from(location.segment_id).unwrap_or(NONE);
+        let meta = state.meta(id);
+        // A block's record appears once per segment, unless an earlier
+        // reclaim failed between copying and deleting: the first is kept.
+        if meta.ssd_segment != segment || meta.epoch == 0 || !pass.seen.insert(id) {
+            return false;
+        }
+        let keep = meta.children > 0
+            || meta.pins > 0
+            || meta.flags & PENDING != 0
+            || (!pass.full && meta.freq > 0 && meta.dram.is_none());
+        let meta = state.meta_mut(id);
+        if keep {
+            meta.freq /= 2;
+            pass.kept.push((id, meta.epoch));
+        } else {
+            meta.flags |= DOOMED;
+            pass.doomed.push((id, meta.epoch));
+        }
+        keep
+    }
+
+    /// Points the index entries of reclaim's copies at their new locations,
+    /// durably, then moves the blocks to the new segment; runs while the old
+    /// segment still exists. A block removed meanwhile gets its entry
+    /// deleted again (the write above may have brought it back).
+    fn index_moved(
+        &self,
+        ssd: &Ssd,
+        kept: &[(u32, u32)],
+        reclaimed: &pagoda_wal::Reclaimed,
+    ) -> Result<()> {
+        if let Some(hook) = &self.options.hook {
+            hook(crate::options::HookPoint::ReclaimCopied);
+        }
+        let old_segment = u32::try_from(reclaimed.segment_id).unwrap_or(NONE);
+        let mut entries = Vec::with_capacity(kept.len());
+        let mut moves = Vec::with_capacity(kept.len());
+        {
+            let state = self.lock();
+            // `moved` lists the kept records in the order `keep` saw them.
+            for (&(id, epoch), (_old, new)) in kept.iter().zip(&reclaimed.moved) {
+                let meta = state.meta(id);
+                if meta.epoch != epoch || !state.is_current(id) || meta.ssd_segment != old_segment {
+                    continue;
+                }
+                let parent = match meta.parent {
+                    NONE => ChainHash::ROOT,
+                    parent => state.meta(parent).chain,
+                };
+                let key = state.key_of(id);
+                entries.push((
+                    key,
+                    IndexEntry {
+                        segment_id: new.segment_id,
+                        offset: new.offset,
+                        sequence: new.sequence,
+                        record_payload_len: new.payload_len,
+                        payload_crc: meta.crc,
+                        namespace_generation: meta.generation,
+                        last_access_unix_ms: now_ms(),
+                        parent,
+                    },
+                ));
+                moves.push((id, epoch, key, *new));
+            }
+        }
+        // Durable before the old segment is deleted: after a crash the index
+        // must not name records that are gone.
+        ssd.index.put_all(&entries, true)?;
+        let mut undo = Vec::new();
+        {
+            let mut state = self.lock();
+            for (id, epoch, key, new) in moves {
+                let meta = state.meta(id);
+                if meta.epoch == epoch && state.is_current(id) && meta.ssd_segment == old_segment {
+                    state.meta_mut(id).ssd_segment = u32::try_from(new.segment_id).unwrap_or(NONE);
+                    continue;
+                }
+                // Removed while we wrote: the write above may have brought
+                // its entry back (the drain skips keys stored again).
+                undo.push(key);
+            }
+        }
+        self.finish_release(Released {
+            blocks: Vec::new(),
+            index_deletes: undo,
+        });
+        if let Some(last) = reclaimed.moved.last() {
+            self.max_sequence
+                .fetch_max(last.1.sequence, Ordering::AcqRel);
         }
         Ok(())
     }
@@ -1750,6 +2118,7 @@ fn register_namespace(state: &mut State, namespace: Namespace, generation: u64, 
         dropped,
         chain_key,
         counters: Arc::new(NsCounters::default()),
+        block_count: 0,
     });
 }
 
@@ -1765,7 +2134,11 @@ fn open_ssd(dir: &Path, options: &EngineOptions) -> Result<Ssd> {
             .map_err(Error::io(format!("opening {}", log_dir.display())))?
     };
     let wal = Wal::open(disk, options.wal.clone())?;
-    let index = Index::open(&dir.join("index"))?;
+    let index = if options.simulate_index_crashes {
+        Index::open_with_undo(&dir.join("index"))?
+    } else {
+        Index::open(&dir.join("index"))?
+    };
     Ok(Ssd { wal, index })
 }
 

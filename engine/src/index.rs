@@ -151,6 +151,17 @@ impl Liveness {
 pub struct Index {
     db: DB,
     liveness: Arc<RwLock<Liveness>>,
+    /// With [`Index::open_with_undo`]: the writes since the last synced one,
+    /// oldest first, each with what it overwrote, so that a simulated power
+    /// loss can take back any suffix of them ([`Index::lose_unsynced`]).
+    undo: Option<std::sync::Mutex<Vec<Undo>>>,
+}
+
+/// One unsynced write and the values it replaced.
+#[derive(Debug)]
+struct Undo {
+    /// (column family is `meta`, key, value before the write).
+    before: Vec<(bool, Vec<u8>, Option<Vec<u8>>)>,
 }
 
 impl std::fmt::Debug for Index {
@@ -164,6 +175,73 @@ impl std::fmt::Debug for Index {
 impl Index {
     /// Opens (creating) the index in `path`.
     pub fn open(path: &Path) -> Result<Index> {
+        Self::open_inner(path, false)
+    }
+
+    /// [`Index::open`], keeping an undo log of unsynced writes (one read per
+    /// written key) for simulated power losses.
+    pub fn open_with_undo(path: &Path) -> Result<Index> {
+        Self::open_inner(path, true)
+    }
+
+    /// Simulates a power loss: RocksDB's log keeps a prefix of the writes
+    /// made since the last synced one, so all but the first `keep` of them
+    /// are taken back, newest first. Returns how many there were. A no-op
+    /// without the undo log.
+    pub fn lose_unsynced(&self, keep: impl FnOnce(usize) -> usize) -> Result<usize> {
+        let Some(undo) = &self.undo else { return Ok(0) };
+        let mut undo = undo.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = undo.len();
+        let keep = keep(count).min(count);
+        let meta = self
+            .db
+            .cf_handle(META_CF)
+            .ok_or(Error::MissingColumnFamily(META_CF))?;
+        for write in undo.drain(keep..).rev() {
+            let mut batch = WriteBatch::default();
+            for (in_meta, key, before) in write.before.into_iter().rev() {
+                match (in_meta, before) {
+                    (false, Some(value)) => batch.put(key, value),
+                    (false, None) => batch.delete(key),
+                    (true, Some(value)) => batch.put_cf(meta, key, value),
+                    (true, None) => batch.delete_cf(meta, key),
+                }
+            }
+            self.db.write_opt(batch, &write_options(true))?;
+        }
+        undo.clear();
+        Ok(count)
+    }
+
+    /// Records an unsynced write of `keys` (before it is made), or forgets
+    /// the log when the write is synced (it makes every earlier one durable).
+    fn note_write(&self, keys: &[(bool, &[u8])], sync: bool) -> Result<()> {
+        let Some(undo) = &self.undo else {
+            return Ok(());
+        };
+        let mut undo = undo.lock().unwrap_or_else(PoisonError::into_inner);
+        if sync {
+            undo.clear();
+            return Ok(());
+        }
+        let meta = self
+            .db
+            .cf_handle(META_CF)
+            .ok_or(Error::MissingColumnFamily(META_CF))?;
+        let mut before = Vec::with_capacity(keys.len());
+        for &(in_meta, key) in keys {
+            let value = if in_meta {
+                self.db.get_cf(meta, key)?
+            } else {
+                self.db.get(key)?
+            };
+            before.push((in_meta, key.to_vec(), value));
+        }
+        undo.push(Undo { before });
+        Ok(())
+    }
+
+    fn open_inner(path: &Path, undo: bool) -> Result<Index> {
         let liveness = Arc::new(RwLock::new(Liveness::default()));
         let filter_liveness = Arc::clone(&liveness);
         let mut blocks = Options::default();
@@ -191,11 +269,21 @@ impl Index {
             ColumnFamilyDescriptor::new(META_CF, Options::default()),
         ];
         let db = DB::open_cf_descriptors(&db_options, path, families)?;
-        Ok(Index { db, liveness })
+        Ok(Index {
+            db,
+            liveness,
+            undo: undo.then(|| std::sync::Mutex::new(Vec::new())),
+        })
     }
 
     /// Stores entries, atomically; `sync` waits for RocksDB's WAL to be synced.
     pub fn put_all(&self, entries: &[(BlockKey, IndexEntry)], sync: bool) -> Result<()> {
+        if self.undo.is_some() {
+            let keys: Vec<[u8; BLOCK_KEY_SIZE]> =
+                entries.iter().map(|(key, _)| key.encode()).collect();
+            let keys: Vec<(bool, &[u8])> = keys.iter().map(|key| (false, key.as_slice())).collect();
+            self.note_write(&keys, sync)?;
+        }
         let mut batch = WriteBatch::default();
         for (key, entry) in entries {
             batch.put(key.encode(), entry.encode());
@@ -223,6 +311,7 @@ impl Index {
 
     /// Removes one entry.
     pub fn delete(&self, key: &BlockKey) -> Result<()> {
+        self.note_write(&[(false, key.encode().as_slice())], false)?;
         self.db.delete(key.encode())?;
         Ok(())
     }
@@ -306,6 +395,8 @@ impl Index {
 
     /// Removes entries by raw key (also keys that do not decode), atomically.
     pub fn delete_raw(&self, keys: &[Vec<u8>]) -> Result<()> {
+        let noted: Vec<(bool, &[u8])> = keys.iter().map(|key| (false, key.as_slice())).collect();
+        self.note_write(&noted, false)?;
         let mut batch = WriteBatch::default();
         for key in keys {
             batch.delete(key);
@@ -320,6 +411,7 @@ impl Index {
             .db
             .cf_handle(META_CF)
             .ok_or(Error::MissingColumnFamily(META_CF))?;
+        self.note_write(&[(true, key)], sync)?;
         self.db
             .put_cf_opt(family, key, value, &write_options(sync))?;
         Ok(())
@@ -355,6 +447,7 @@ impl Index {
             .db
             .cf_handle(META_CF)
             .ok_or(Error::MissingColumnFamily(META_CF))?;
+        self.note_write(&[(true, CHECKPOINT_KEY)], true)?;
         self.db.put_cf_opt(
             family,
             CHECKPOINT_KEY,

@@ -127,6 +127,7 @@
     reason = "ratios and rates for reports; exact to far more digits than shown"
 )]
 
+pub mod clock;
 mod engine;
 mod error;
 pub mod fsck;
@@ -134,14 +135,18 @@ pub mod index;
 pub mod options;
 pub mod policy;
 mod pool;
+#[cfg(feature = "sim")]
+pub mod sim;
 mod state;
 pub mod stats;
 pub mod trace;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{Engine, LeaseInfo, Lookup, NamespaceInfo, PutOutcome};
 pub use error::{Error, ErrorClass, Result};
 pub use options::{
-    Admission, BlockEvent, BlockEventKind, Durability, EngineOptions, EventSink, TenantConfig,
+    Admission, BlockEvent, BlockEventKind, Durability, EngineOptions, EventSink, Hook, HookPoint,
+    TenantConfig,
 };
 pub use policy::PolicyKind;
 pub use pool::{BlockRef, PayloadSlice, Tier};

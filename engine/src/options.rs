@@ -42,6 +42,9 @@ pub mod limits {
     pub const EVICTION_ROUNDS_MAX: usize = 8;
     /// Dead entries of dropped namespaces swept per maintenance pass.
     pub const SWEEP_BATCH: usize = 4096;
+    /// Reads of one block's SSD copy a get tries when the copy moves under
+    /// it (segment reclaim): past this, the get is a miss.
+    pub const SSD_READ_ATTEMPTS_MAX: usize = 8;
     /// Corruption reports kept for `stats`.
     pub const CORRUPTION_REPORTS_KEPT: usize = 64;
 }
@@ -132,6 +135,10 @@ pub struct BlockEvent {
     pub key: pagoda_formats::key::BlockKey,
     /// The tier concerned.
     pub tier: crate::pool::Tier,
+    /// The block's tenant, as [`crate::Engine::tenant_index`] numbers it:
+    /// feeds that serve several tenants route by it, so no tenant ever sees
+    /// (or counts) another's events.
+    pub tenant: u16,
 }
 
 /// Receives block events. Called with the engine's state lock held: it must
@@ -181,7 +188,32 @@ pub struct EngineOptions {
     pub maintenance_interval: Option<Duration>,
     /// Where block events go (none by default).
     pub events: Option<EventSink>,
+    /// Where lease deadlines are read from ([`crate::SystemClock`] by
+    /// default; tests and the simulator pass a [`crate::ManualClock`]).
+    pub clock: Arc<dyn crate::Clock>,
+    /// Keep an undo log of unsynced index writes, so that
+    /// [`crate::Engine::lose_unsynced_index_writes`] can take back what a
+    /// power loss would (the simulator and crash tests; one read per index
+    /// write, and only for one writer at a time).
+    pub simulate_index_crashes: bool,
+    /// Called at named points of the engine's background work, so a test
+    /// can interleave calls (or cut the power) at exactly that point; none
+    /// in production.
+    pub hook: Option<Hook>,
 }
+
+/// A point in the engine's work where [`EngineOptions::hook`] is called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HookPoint {
+    /// Segment reclaim has copied (and synced) the records it keeps, and has
+    /// not yet indexed the copies; the old segment still exists. No engine
+    /// lock but the maintenance lock is held.
+    ReclaimCopied,
+}
+
+/// See [`EngineOptions::hook`].
+pub type Hook = Arc<dyn Fn(HookPoint) + Send + Sync>;
 
 impl std::fmt::Debug for EngineOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -216,6 +248,9 @@ impl Default for EngineOptions {
             tenants: Vec::new(),
             maintenance_interval: Some(Duration::from_millis(100)),
             events: None,
+            clock: Arc::new(crate::SystemClock),
+            simulate_index_crashes: false,
+            hook: None,
         }
     }
 }

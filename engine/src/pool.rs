@@ -11,7 +11,8 @@
 //! The pool's memory is allocated once at open, page by page (`calloc`, so
 //! the kernel maps it lazily); its size is the DRAM tier's capacity.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Duration;
 
 /// The shared free list.
 #[derive(Debug)]
@@ -19,6 +20,8 @@ struct PoolShared {
     page_bytes: usize,
     page_count: usize,
     free: Mutex<Vec<Box<[u8]>>>,
+    /// Signalled whenever pages return to `free`.
+    returned: Condvar,
 }
 
 /// A pool of fixed-size pages.
@@ -38,6 +41,7 @@ impl PagePool {
                 page_bytes,
                 page_count,
                 free: Mutex::new(free),
+                returned: Condvar::new(),
             }),
         }
     }
@@ -65,6 +69,19 @@ impl PagePool {
             .free
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits up to `timeout` for at least `pages` free pages (pages of
+    /// evicted blocks come back when their last reader is done); returns
+    /// whether they are free now.
+    pub(crate) fn wait_free(&self, pages: usize, timeout: Duration) -> bool {
+        let free = self.lock();
+        let (free, _) = self
+            .shared
+            .returned
+            .wait_timeout_while(free, timeout, |free| free.len() < pages)
+            .unwrap_or_else(PoisonError::into_inner);
+        free.len() >= pages
     }
 
     /// Copies `payload` (given as chunks adding up to `len` bytes) into pages
@@ -149,6 +166,7 @@ impl Drop for Block {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .extend(pages);
+        self.pool.returned.notify_all();
     }
 }
 

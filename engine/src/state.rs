@@ -101,6 +101,9 @@ pub(crate) struct NsSlot {
     pub(crate) dropped: bool,
     pub(crate) chain_key: ChainKey,
     pub(crate) counters: Arc<NsCounters>,
+    /// Table entries of the current generation (kept as blocks come and go,
+    /// so stats never walk the table).
+    pub(crate) block_count: u64,
 }
 
 /// A tenant's state.
@@ -147,6 +150,8 @@ pub(crate) struct State {
     pub(crate) dead_pending: bool,
     /// A dead block was found in the current sweep cycle.
     pub(crate) sweep_found: bool,
+    /// Table entries of dropped generations not yet freed.
+    dead_blocks: u64,
     next_epoch: u32,
     pub(crate) page_bytes: u64,
     pub(crate) events: Option<Events>,
@@ -188,6 +193,7 @@ impl State {
             sweep_cursor: 0,
             dead_pending: false,
             sweep_found: false,
+            dead_blocks: 0,
             next_epoch: 1,
             page_bytes,
             events: None,
@@ -278,6 +284,12 @@ impl State {
             flags: LIVE,
             ..Meta::empty()
         };
+        let slot = &mut self.namespaces[ns as usize];
+        if slot.generation == generation {
+            slot.block_count += 1;
+        } else {
+            self.dead_blocks += 1;
+        }
         let id = if let Some(id) = self.free_ids.pop() {
             self.slab[id as usize] = meta;
             id
@@ -315,6 +327,7 @@ impl State {
                 kind,
                 key: self.key_of(id),
                 tier,
+                tenant: self.tenant_of(id),
             });
         }
     }
@@ -385,6 +398,12 @@ impl State {
             if let Ok(entry) = self.table.find_entry(hash, |&other| other == id) {
                 entry.remove();
             }
+            let slot = &mut self.namespaces[ns as usize];
+            if slot.generation == generation {
+                slot.block_count -= 1;
+            } else {
+                self.dead_blocks -= 1;
+            }
             *self.meta_mut(id) = Meta::empty();
             self.free_ids.push(id);
             if parent == NONE {
@@ -419,15 +438,22 @@ impl State {
         self.free_if_unused(id);
     }
 
-    /// Blocks whose generation is not the live one, not yet freed.
+    /// Blocks whose generation is not the live one, not yet freed: a
+    /// counter, O(1).
     pub(crate) fn dead_count(&self) -> u64 {
-        if !self.dead_pending {
-            return 0;
-        }
-        self.table
-            .iter()
-            .filter(|&&id| !self.is_current(id))
-            .count() as u64
+        self.dead_blocks
+    }
+
+    /// Drops namespace `slot`: its generation goes up, so its blocks become
+    /// dead (freed lazily by sweeps).
+    pub(crate) fn retire_generation(&mut self, slot: u32, generation: u64) {
+        let entry = &mut self.namespaces[slot as usize];
+        debug_assert!(generation > entry.generation, "generations only rise");
+        entry.generation = generation;
+        entry.dropped = true;
+        self.dead_blocks += std::mem::take(&mut entry.block_count);
+        self.dead_pending = true;
+        self.sweep_found = true;
     }
 
     /// Bytes of memory per block used by this structure's block metadata.

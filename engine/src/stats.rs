@@ -75,6 +75,12 @@ counters!(
         promotions,
         /// Checksum failures at a tier transition (each one a miss).
         checksum_failures,
+        /// SSD reads that failed in storage (I/O or index errors): reported
+        /// to the caller as errors, never counted as checksum failures.
+        ssd_read_errors,
+        /// Writes to SSD (demotions) that failed in storage, e.g. a full
+        /// disk: the block left DRAM without an SSD copy (a miss later).
+        ssd_write_errors,
     }
 );
 

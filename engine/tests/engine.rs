@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use pagoda_engine::{Engine, Error, PutOutcome, Tier};
+use pagoda_engine::{Engine, EngineOptions, Error, PutOutcome, Tier};
 use pagoda_formats::chain::ChainHash;
 
 #[test]
@@ -175,7 +175,12 @@ fn dropped_namespaces_are_invisible_at_once_and_freed_later() {
 
 #[test]
 fn pinned_blocks_survive_pressure_until_the_lease_ends() {
-    let engine = Engine::open(memory_options(16 << 10, 1024)).unwrap();
+    let clock = pagoda_engine::ManualClock::new();
+    let engine = Engine::open(EngineOptions {
+        clock: clock.clone(),
+        ..memory_options(16 << 10, 1024)
+    })
+    .unwrap();
     let ns = engine.create_namespace(&namespace("acme", "r1")).unwrap();
     let pinned = chain(1, 4);
     put_chain(&engine, &ns, &pinned, 1000);
@@ -194,10 +199,16 @@ fn pinned_blocks_survive_pressure_until_the_lease_ends() {
     assert!(!engine.unpin(lease.id));
     assert!(engine.free_dram_pages(16));
     assert_eq!(engine.lookup(&ns, &pinned).unwrap().matched, 0);
-    // A lease that expires is released by the engine.
+    // A lease that expires is released by the engine: not a moment before
+    // its deadline, at once after it.
     put_chain(&engine, &ns, &pinned, 1000);
-    engine.pin(&ns, &pinned, Duration::from_millis(1)).unwrap();
-    std::thread::sleep(Duration::from_millis(5));
+    let lease = engine
+        .pin(&ns, &pinned, Duration::from_millis(500))
+        .unwrap();
+    clock.advance(Duration::from_millis(499));
+    engine.maintain().unwrap();
+    assert_eq!(engine.stats().tenants[0].pinned_bytes, lease.bytes);
+    clock.advance(Duration::from_millis(1));
     engine.maintain().unwrap();
     assert_eq!(engine.stats().tenants[0].pinned_bytes, 0);
     assert!(matches!(

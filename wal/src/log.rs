@@ -691,8 +691,22 @@ impl Wal {
     /// each kept record's old and new location, in order.
     pub fn reclaim_oldest(
         &self,
-        mut keep: impl FnMut(&Location, RecordKind, &[u8]) -> bool,
+        keep: impl FnMut(&Location, RecordKind, &[u8]) -> bool,
     ) -> Result<Reclaimed> {
+        self.reclaim_oldest_with(keep, |_| Ok::<(), Error>(()))
+    }
+
+    /// [`Wal::reclaim_oldest`] with a step between copying and deleting:
+    /// `commit` gets the kept records' new locations while the old segment
+    /// still exists, so a caller that indexes records by location can point
+    /// its index at the copies (durably) before the originals disappear.
+    /// When `commit` fails the segment is kept (its records now exist twice,
+    /// which readers of either copy cannot tell apart) and the error returned.
+    pub fn reclaim_oldest_with<E: From<Error>>(
+        &self,
+        mut keep: impl FnMut(&Location, RecordKind, &[u8]) -> bool,
+        commit: impl FnOnce(&Reclaimed) -> std::result::Result<(), E>,
+    ) -> std::result::Result<Reclaimed, E> {
         let oldest = self.segments().first().copied().ok_or(Error::SegmentBusy {
             segment: 0,
             reason: "the log has no segments",
@@ -701,7 +715,8 @@ impl Wal {
             return Err(Error::SegmentBusy {
                 segment: oldest.id,
                 reason: "it is the active segment",
-            });
+            }
+            .into());
         }
         let (records, _) = self.scan_segment(oldest.id, None)?;
         let mut kept = Vec::new();
@@ -722,12 +737,14 @@ impl Wal {
             let new = self.append(kind, &payload, Durability::SyncData)?;
             moved.push((location, new));
         }
-        self.remove_oldest_segment()?;
-        Ok(Reclaimed {
+        let reclaimed = Reclaimed {
             segment_id: oldest.id,
             moved,
             dropped,
-        })
+        };
+        commit(&reclaimed)?;
+        self.remove_oldest_segment()?;
+        Ok(reclaimed)
     }
 
     /// Counters of the writer.

@@ -31,7 +31,15 @@ const IO_BYTES_MAX: usize = 1 << 30;
 
 #[derive(Default)]
 struct RingPool {
-    rings: Mutex<Vec<IoUring>>,
+    rings: Mutex<Vec<Ring>>,
+}
+
+/// A ring and the tag of its next call. Every entry a call submits carries
+/// the call's tag in the high half of its `user_data`, so a completion left
+/// over from another call can never be taken for one of this call's.
+struct Ring {
+    ring: IoUring,
+    call: u32,
 }
 
 impl std::fmt::Debug for RingPool {
@@ -41,18 +49,24 @@ impl std::fmt::Debug for RingPool {
 }
 
 impl RingPool {
-    fn with_ring<T>(&self, operation: impl FnOnce(&mut IoUring) -> io::Result<T>) -> io::Result<T> {
+    /// Runs `operation` on a ring of the pool (or a fresh one). The ring goes
+    /// back to the pool only when the operation succeeded: after an error it
+    /// may hold entries or completions of the failed call, and is dropped.
+    fn with_ring<T>(&self, operation: impl FnOnce(&mut Ring) -> io::Result<T>) -> io::Result<T> {
         let pooled = self.rings.lock().map_err(|_| poisoned())?.pop();
         let mut ring = match pooled {
             Some(ring) => ring,
-            None => IoUring::new(RING_ENTRIES)?,
+            None => Ring {
+                ring: IoUring::new(RING_ENTRIES)?,
+                call: 0,
+            },
         };
-        let result = operation(&mut ring);
+        let result = operation(&mut ring)?;
         let mut rings = self.rings.lock().map_err(|_| poisoned())?;
         if rings.len() < RINGS_POOLED_MAX {
             rings.push(ring);
         }
-        result
+        Ok(result)
     }
 }
 
@@ -87,31 +101,87 @@ impl UringDisk {
     }
 }
 
+/// Whether a failed `io_uring_enter` may simply be called again: a signal
+/// interrupted the wait (`EINTR`), or the completion queue is full and must
+/// be drained first (`EBUSY`), or the kernel was short of memory for the
+/// moment (`EAGAIN`).
+fn is_transient(error: &io::Error) -> bool {
+    matches!(
+        error
+            .raw_os_error()
+            .map(rustix::io::Errno::from_raw_os_error),
+        Some(rustix::io::Errno::INTR | rustix::io::Errno::BUSY | rustix::io::Errno::AGAIN)
+    )
+}
+
 /// Pushes `entries`, waits for all of them, and returns their results in order.
-fn submit(ring: &mut IoUring, entries: &[squeue::Entry]) -> io::Result<Vec<i32>> {
+///
+/// The call returns only once the kernel has completed every entry it was
+/// given, on every path: transient errors of the wait (`EINTR`, `EBUSY`,
+/// `EAGAIN`) are retried, and completions are matched by the call's tag, so
+/// one left by an earlier call is ignored. That is what makes the buffer
+/// borrows of the entries sound (see the SAFETY comment below).
+fn submit(ring: &mut Ring, entries: &[squeue::Entry]) -> io::Result<Vec<i32>> {
+    assert!(
+        entries.len() <= RING_ENTRIES as usize,
+        "one call fits in the ring"
+    );
+    ring.call = ring.call.wrapping_add(1);
+    let tag = u64::from(ring.call) << 32;
     for (index, entry) in entries.iter().enumerate() {
-        let entry = entry.clone().user_data(index as u64);
+        let entry = entry.clone().user_data(tag | index as u64);
         #[expect(unsafe_code, reason = "io_uring submission takes raw buffer pointers")]
         // SAFETY: every entry's buffer is borrowed by the caller of `submit`
-        // for the whole call, and this function does not return before all
-        // entries have completed (`submit_and_wait` for all, then drain), so
-        // the kernel never touches a buffer after its borrow ends.
-        let pushed = unsafe { ring.submission().push(&entry) };
+        // for the whole call, and this function does not return before every
+        // entry handed to the kernel has completed: the wait below is retried
+        // through transient errors, and on any other error the process
+        // aborts rather than return with an entry in flight (`wait_all`). An
+        // entry that could not be pushed was never seen by the kernel.
+        let pushed = unsafe { ring.ring.submission().push(&entry) };
         pushed.map_err(|_| io::Error::other("io_uring submission queue full"))?;
     }
-    let mut results = vec![0i32; entries.len()];
+    wait_all(&mut ring.ring, tag, entries.len())
+}
+
+/// Waits until the `count` entries tagged `tag` have completed.
+fn wait_all(ring: &mut IoUring, tag: u64, count: usize) -> io::Result<Vec<i32>> {
+    let mut results: Vec<Option<i32>> = vec![None; count];
     let mut done = 0;
-    while done < entries.len() {
-        ring.submit_and_wait(entries.len() - done)?;
+    let mut unsubmitted = count;
+    while done < count {
+        match ring.submit_and_wait(count - done) {
+            Ok(submitted) => unsubmitted = unsubmitted.saturating_sub(submitted),
+            Err(error) if is_transient(&error) => {}
+            Err(error) if unsubmitted == count && done == 0 => {
+                // Nothing reached the kernel: the caller's buffers are safe
+                // and the ring (with its pushed entries) is dropped by
+                // `with_ring`, never reused.
+                return Err(error);
+            }
+            Err(error) => {
+                // Entries are in the kernel and the ring cannot be waited on:
+                // returning would end the borrows of buffers the kernel may
+                // still write. There is no safe way on.
+                tracing::error!(%error, "io_uring wait failed with operations in flight; aborting");
+                std::process::abort();
+            }
+        }
         for completion in ring.completion() {
-            let index = usize::try_from(completion.user_data()).unwrap_or(usize::MAX);
-            if let Some(slot) = results.get_mut(index) {
-                *slot = completion.result();
+            let data = completion.user_data();
+            if data & !u64::from(u32::MAX) != tag {
+                continue; // left over from an earlier call on this ring
+            }
+            let index = usize::try_from(data & u64::from(u32::MAX)).unwrap_or(usize::MAX);
+            if let Some(slot @ None) = results.get_mut(index) {
+                *slot = Some(completion.result());
                 done += 1;
             }
         }
     }
-    Ok(results)
+    Ok(results
+        .into_iter()
+        .map(|result| result.unwrap_or(-libc_eio()))
+        .collect())
 }
 
 /// The result of the first (or only) entry of a submission.
