@@ -501,6 +501,9 @@ impl Engine {
             Reserved::Done(outcome) => return Ok(outcome),
             Reserved::Slot(reservation, demotions) => (reservation, demotions),
         };
+        if let Some(hook) = &inner.options.hook {
+            hook(crate::options::HookPoint::PutReserved);
+        }
         inner.demote(demotions);
         // Phase 2: copy into pages (evicting more if readers still hold pages).
         let block = inner.store_pages(&reservation, len, chunks)?;

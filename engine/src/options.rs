@@ -210,6 +210,9 @@ pub enum HookPoint {
     /// not yet indexed the copies; the old segment still exists. No engine
     /// lock but the maintenance lock is held.
     ReclaimCopied,
+    /// A put has reserved its slot and DRAM bytes (phase 1) and has not yet
+    /// copied its payload; no engine lock is held.
+    PutReserved,
 }
 
 /// See [`EngineOptions::hook`].
