@@ -355,7 +355,11 @@ async fn register_loop(endpoints: Vec<String>, info: NodeInfo, held: Arc<Mutex<O
                 .await?;
             *lock(&held) = Some(lease);
             if !announced {
-                eprintln!("cluster: registered as {} (lease {lease:x})", info.id);
+                tracing::info!(
+                    node = %info.id,
+                    lease = %format_args!("{lease:x}"),
+                    "cluster: registered"
+                );
                 announced = true;
             }
             let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
@@ -371,7 +375,7 @@ async fn register_loop(endpoints: Vec<String>, info: NodeInfo, held: Arc<Mutex<O
         let error: Result<()> = attempt.await;
         *lock(&held) = None;
         if let Err(error) = error {
-            eprintln!("cluster: registration lost ({error}); retrying");
+            tracing::warn!(node = %info.id, %error, "cluster: registration lost; retrying");
             announced = false;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -583,15 +587,18 @@ async fn campaign_loop(
                 .await;
             if elected.is_ok() {
                 lock(&state).leading = true;
-                eprintln!("cluster: {candidate} holds {election}");
+                tracing::info!(%candidate, %election, "cluster: elected");
             }
             let _ = renewals.await;
             lock(&state).leading = false;
+            if elected.is_ok() {
+                tracing::warn!(%candidate, %election, "cluster: lease lost; no longer elected");
+            }
             let _ = client.lease_revoke(lease).await;
             elected.map(|_| ()).map_err(Error::from)
         };
         if let Err(error) = attempt.await {
-            eprintln!("cluster: campaign for {election}: {error}");
+            tracing::warn!(%candidate, %election, %error, "cluster: campaign failed; retrying");
         }
         lock(&state).leading = false;
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -342,7 +342,7 @@ impl Shared {
 
     fn drop_worker(&self, id: &str, why: &str) {
         if lock(&self.instances).remove(id).is_some() {
-            eprintln!("worker {id} dropped: {why}");
+            tracing::warn!(worker = %id, reason = %why, "worker dropped");
         }
     }
 
@@ -459,9 +459,11 @@ impl pb::conductor_server::Conductor for Registrar {
             let client = WorkerClient::new(endpoint.connect_lazy())
                 .max_decoding_message_size(8 << 20)
                 .max_encoding_message_size(8 << 20);
-            eprintln!(
-                "worker {} registered: {role:?} at {}",
-                request.worker_id, request.addr
+            tracing::info!(
+                worker = %request.worker_id,
+                role = ?role,
+                addr = %request.addr,
+                "worker registered"
             );
             instances.insert(
                 request.worker_id,
@@ -913,25 +915,47 @@ async fn expire_workers(shared: Arc<Shared>) {
         lock(&shared.instances).retain(|id, instance| {
             let alive = instance.last_seen.elapsed() < limits::EXPIRE;
             if !alive {
-                eprintln!("worker {id} expired");
+                tracing::warn!(worker = %id, "worker expired: registration not renewed");
             }
             alive
         });
     }
 }
 
-/// Runs a Conductor until `shutdown` resolves.
+/// Where a Conductor's listeners are bound (a configured port 0 is the
+/// port the system picked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listening {
+    /// HTTP: requests and status.
+    pub http: SocketAddr,
+    /// gRPC: worker registration.
+    pub grpc: SocketAddr,
+}
+
+/// Runs a Conductor until `shutdown` resolves; calls `on_listening` once
+/// both listeners are bound, before requests are served.
 pub async fn run(
     config: ConductorConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_listening: impl FnOnce(Listening) + Send,
 ) -> Result<(), String> {
     let namespace =
         KvNamespace::open(&config.store, config.token.as_deref(), config.namespace).await?;
+    let http = tokio::net::TcpListener::bind(config.http)
+        .await
+        .map_err(|error| format!("listening on {}: {error}", config.http))?;
+    let grpc = tokio::net::TcpListener::bind(config.grpc)
+        .await
+        .map_err(|error| format!("listening on {}: {error}", config.grpc))?;
+    let listening = Listening {
+        http: http.local_addr().map_err(|error| error.to_string())?,
+        grpc: grpc.local_addr().map_err(|error| error.to_string())?,
+    };
     let planner = match &config.cluster {
         Some(url) => Some(pagoda_cluster::Singleton::campaign(
             pagoda_cluster::parse_endpoints(url).map_err(|error| error.to_string())?,
             "hot-block-planner",
-            format!("conductor-{}-{}", config.http, std::process::id()),
+            format!("conductor-{}-{}", listening.http, std::process::id()),
         )),
         None => None,
     };
@@ -949,12 +973,6 @@ pub async fn run(
         tokio::spawn(follow_store(Arc::clone(&shared))),
         tokio::spawn(expire_workers(Arc::clone(&shared))),
     ];
-    let http = tokio::net::TcpListener::bind(config.http)
-        .await
-        .map_err(|error| format!("listening on {}: {error}", config.http))?;
-    let grpc = tokio::net::TcpListener::bind(config.grpc)
-        .await
-        .map_err(|error| format!("listening on {}: {error}", config.grpc))?;
     let status_state = Arc::clone(&shared);
     let router = axum::Router::new()
         .route("/v1/generate", post(generate))
@@ -971,10 +989,13 @@ pub async fn run(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut http_stopped = stopped.clone();
     let mut grpc_stopped = stopped;
-    eprintln!(
-        "pagoda conductor ready: http {} grpc {} policy {:?}",
-        config.http, config.grpc, config.policy
+    tracing::info!(
+        http = %listening.http,
+        grpc = %listening.grpc,
+        policy = ?config.policy,
+        "pagoda conductor ready"
     );
+    on_listening(listening);
     let http_task = tokio::spawn(async move {
         axum::serve(http, router)
             .with_graceful_shutdown(async move {

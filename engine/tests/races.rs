@@ -135,7 +135,13 @@ fn a_put_whose_namespace_drops_under_it_gives_its_reservation_back() {
             engine.create_namespace(&ns_def).unwrap();
             let bytes = payload_for(&other, 10_000);
             let outcome = engine
-                .put(&ns_def.id(), &ChainHash::ROOT, &other, &bytes, crc32c::crc32c(&bytes))
+                .put(
+                    &ns_def.id(),
+                    &ChainHash::ROOT,
+                    &other,
+                    &bytes,
+                    crc32c::crc32c(&bytes),
+                )
                 .unwrap();
             *inner_result.lock().unwrap() = Some(outcome);
         }));
@@ -145,8 +151,17 @@ fn a_put_whose_namespace_drops_under_it_gives_its_reservation_back() {
     engine.create_namespace(&ns_def).unwrap();
     let first = hash(1, 0);
     let bytes = payload_for(&first, 10_000);
-    let result = engine.put(&ns, &ChainHash::ROOT, &first, &bytes, crc32c::crc32c(&bytes));
-    assert!(matches!(result, Err(Error::UnknownNamespace(_))), "{result:?}");
+    let result = engine.put(
+        &ns,
+        &ChainHash::ROOT,
+        &first,
+        &bytes,
+        crc32c::crc32c(&bytes),
+    );
+    assert!(
+        matches!(result, Err(Error::UnknownNamespace(_))),
+        "{result:?}"
+    );
     assert_eq!(*inner_result.lock().unwrap(), Some(PutOutcome::Stored));
     // The block stored meanwhile is intact and counted once.
     let stored = engine.get(&ns, &other).unwrap().expect("stored");
@@ -155,7 +170,12 @@ fn a_put_whose_namespace_drops_under_it_gives_its_reservation_back() {
     assert!(engine.get(&ns, &first).unwrap().is_none());
     let acme = |engine: &Engine| {
         let stats = engine.stats();
-        let acme = stats.tenants.iter().find(|t| t.name == "acme").unwrap().clone();
+        let acme = stats
+            .tenants
+            .iter()
+            .find(|t| t.name == "acme")
+            .unwrap()
+            .clone();
         (acme.dram_bytes, acme.dram_blocks, stats.dram_used)
     };
     // One block of 10,000 bytes in 4 KiB pages: 3 pages, counted once.

@@ -3,8 +3,11 @@
 //! A length prefix, count or size read from disk or the network is checked
 //! against these constants before anything is allocated. `formats/SPEC.md`
 //! lists the same table; a compatible client must enforce at least the wire
-//! limits, and a server answers `INVALID_ARGUMENT` (malformed or over a hard
-//! limit) or `RESOURCE_EXHAUSTED` (over a configured, adjustable limit).
+//! limits. A server answers a request over a limit on its own size (one of
+//! these, or the node's configured payload, chunk or message size) with
+//! `INVALID_ARGUMENT`, since retrying cannot help, and a request over a limit
+//! of shared capacity (requests or bytes in flight, quotas, queues) with
+//! `RESOURCE_EXHAUSTED` and a retry hint (`formats/SPEC.md` §12).
 
 /// Smallest `block_tokens` a namespace may declare.
 pub const BLOCK_TOKENS_MIN: u32 = 1;
@@ -77,10 +80,12 @@ pub const HEAD_DIM_MAX: u32 = 16384;
 /// Largest tensor-parallel group.
 pub const TP_SIZE_MAX: u16 = 1024;
 
-/// Largest payload of one log record: a block header plus the hard payload cap.
-pub const RECORD_PAYLOAD_BYTES_MAX: u32 = PAYLOAD_BYTES_HARD_MAX + 104;
+/// Largest payload of one log record: a block record's 104-byte header and
+/// 32-byte parent hash (`formats/SPEC.md` §10) plus the hard payload cap.
+pub const RECORD_PAYLOAD_BYTES_MAX: u32 = PAYLOAD_BYTES_HARD_MAX + 136;
 
 const _: () = assert!(crate::block::BLOCK_HEADER_SIZE == 104);
+const _: () = assert!(crate::block::BLOCK_RECORD_OVERHEAD == 136);
 
 /// Every record starts at a multiple of this many bytes within its segment.
 pub const RECORD_ALIGN: u64 = 8;

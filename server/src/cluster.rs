@@ -50,36 +50,69 @@ pub(crate) fn join(
 }
 
 async fn follow_namespaces(endpoints: Vec<String>, shared: Arc<Shared>) {
-    loop {
-        let Some(engine) = shared.engine_if_ready() else {
-            return;
-        };
-        let apply = |change: NamespaceChange| match change {
-            NamespaceChange::Published(encoding) => match Namespace::decode(&encoding) {
-                Ok(namespace) => {
-                    if engine.namespace(&namespace.id()).is_none() {
-                        match engine.create_namespace(&namespace) {
-                            Ok(id) => eprintln!("cluster: namespace {id} created"),
-                            Err(error) => eprintln!("cluster: creating a namespace: {error}"),
-                        }
-                    }
-                }
-                Err(error) => eprintln!("cluster: a namespace in etcd does not decode: {error}"),
-            },
-            NamespaceChange::Withdrawn(hex) => {
-                if let Ok(id) = NamespaceId::from_hex(&hex)
-                    && engine.namespace(&id).is_some()
-                {
-                    match engine.drop_namespace(&id) {
-                        Ok(_) => eprintln!("cluster: namespace {id} dropped"),
-                        Err(error) => eprintln!("cluster: dropping {id}: {error}"),
-                    }
-                }
+    // Changes are applied in order by one task, each on the blocking pool:
+    // creating or dropping a namespace is a synced RocksDB write, which must
+    // not stall a runtime thread.
+    let (changes, mut pending) = tokio::sync::mpsc::unbounded_channel::<NamespaceChange>();
+    let applier = {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            while let Some(change) = pending.recv().await {
+                let Some(engine) = shared.engine_if_ready() else {
+                    return;
+                };
+                let _ =
+                    tokio::task::spawn_blocking(move || apply_namespace_change(&engine, change))
+                        .await;
             }
+        })
+    };
+    loop {
+        if shared.engine_if_ready().is_none() || applier.is_finished() {
+            return;
+        }
+        let apply = |change: NamespaceChange| {
+            let _ = changes.send(change);
         };
         if let Ok(mut client) = pagoda_cluster::connect(&endpoints).await {
             let _ = pagoda_cluster::follow_namespaces(&mut client, apply).await;
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// Creates or drops a namespace as etcd's registry says (blocking: engine
+/// calls with synced index writes).
+fn apply_namespace_change(engine: &pagoda_engine::Engine, change: NamespaceChange) {
+    match change {
+        NamespaceChange::Published(encoding) => match Namespace::decode(&encoding) {
+            Ok(namespace) => {
+                if engine.namespace(&namespace.id()).is_none() {
+                    match engine.create_namespace(&namespace) {
+                        Ok(id) => tracing::info!(namespace = %id, "cluster: namespace created"),
+                        Err(error) => tracing::warn!(
+                            namespace = %namespace.id(),
+                            %error,
+                            "cluster: creating a namespace failed"
+                        ),
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cluster: a namespace in etcd does not decode");
+            }
+        },
+        NamespaceChange::Withdrawn(hex) => {
+            if let Ok(id) = NamespaceId::from_hex(&hex)
+                && engine.namespace(&id).is_some()
+            {
+                match engine.drop_namespace(&id) {
+                    Ok(_) => tracing::info!(namespace = %id, "cluster: namespace dropped"),
+                    Err(error) => {
+                        tracing::warn!(namespace = %id, %error, "cluster: dropping a namespace failed");
+                    }
+                }
+            }
+        }
     }
 }

@@ -12,8 +12,11 @@ pub const GRPC_ADDR_DEFAULT: &str = "127.0.0.1:7420";
 /// Default HTTP address.
 pub const HTTP_ADDR_DEFAULT: &str = "127.0.0.1:7421";
 
-/// Named limits of the front end (over one the caller gets
-/// `RESOURCE_EXHAUSTED` with a retry hint, or `INVALID_ARGUMENT`).
+/// Named limits of the front end. Over a limit of shared capacity (requests
+/// or bytes in flight) the caller gets `RESOURCE_EXHAUSTED` with a retry
+/// hint; over a limit on one request's size (payload, chunk, message) it
+/// gets `INVALID_ARGUMENT`, since retrying cannot help (`formats/SPEC.md`
+/// §12).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
@@ -131,7 +134,9 @@ pub struct ServerConfig {
     pub ssd_bytes: u64,
     /// DRAM page size.
     pub page_bytes: usize,
-    /// `memory`, `async` or `sync`.
+    /// `memory`, `async` or `sync`: what every put gets, and the most a put
+    /// may ask for (the API's `DURABILITY_MEMORY`, `DURABILITY_BUFFERED`
+    /// and `DURABILITY_SYNC`, `formats/SPEC.md` §11).
     pub durability: String,
     /// `prefix-lru`, `lru` or `s3fifo`.
     pub policy: String,

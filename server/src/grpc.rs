@@ -99,6 +99,57 @@ fn hashes_of(bytes: &[u8]) -> Result<Vec<ChainHash>, Status> {
         .collect())
 }
 
+/// Checks a token chain's `extras`: none, or exactly one per full block
+/// (`formats/SPEC.md` §11). Any other count would hash some blocks without
+/// the extra meant for them, or give the partial block one.
+fn check_extras(chain: &pb::TokenChain, block_tokens: u32) -> Result<(), Status> {
+    let full_blocks = chain.ids.len() / block_tokens.max(1) as usize;
+    if chain.extras.is_empty() || chain.extras.len() == full_blocks {
+        return Ok(());
+    }
+    Err(Status::invalid_argument(format!(
+        "{} extras for {full_blocks} full blocks: give none, or exactly one per full block",
+        chain.extras.len()
+    )))
+}
+
+/// The bytes a Get range takes from a block of `len` bytes: `length`, or
+/// the rest of the block when `length` is 0. `None` when the range does not
+/// lie within the block: out of bounds is `INVALID_ARGUMENT`, never clamped
+/// (`formats/SPEC.md` §11).
+fn range_length(offset: u64, length: u64, len: u64) -> Option<u64> {
+    let end = if length == 0 {
+        len
+    } else {
+        offset.checked_add(length)?
+    };
+    (offset <= end && end <= len).then(|| end - offset)
+}
+
+/// Checks that a put asks for no more durability than the node gives
+/// every put (its configured `durability`, `formats/SPEC.md` §11). A node
+/// that only buffers must not acknowledge a `SYNC` put: a crash could take
+/// back a block the client was told is on stable storage.
+fn check_durability(asked: i32, node: pagoda_engine::Durability) -> Result<(), Status> {
+    use pagoda_engine::Durability as Node;
+    let asked = pb::Durability::try_from(asked)
+        .map_err(|_| Status::invalid_argument(format!("unknown durability code {asked}")))?;
+    let given = match node {
+        Node::Memory => pb::Durability::Memory,
+        Node::Async => pb::Durability::Buffered,
+        Node::Sync => pb::Durability::Sync,
+    };
+    // The codes are ordered by strength, DEFAULT (0) lowest.
+    if asked as i32 <= given as i32 {
+        return Ok(());
+    }
+    Err(Status::failed_precondition(format!(
+        "the put asks for {} durability; this node gives {} (its configured durability)",
+        asked.as_str_name(),
+        given.as_str_name()
+    )))
+}
+
 fn tier(tier: Tier) -> i32 {
     match tier {
         Tier::Dram => pb::Tier::Dram as i32,
@@ -189,11 +240,12 @@ impl pb::store_server::Store for StoreService {
                         format_limits::TOKENS_PER_REQUEST_MAX
                     )));
                 }
+                let block_tokens = namespace.layout().block_tokens;
+                check_extras(&chain, block_tokens)?;
                 if chain.extras.iter().all(Vec::is_empty) {
                     blocking(move || engine.lookup_tokens(&id, &chain.ids)).await?
                 } else {
                     let key = engine.chain_key(&id).map_err(|e| status(&e))?;
-                    let block_tokens = namespace.layout().block_tokens;
                     let mut hasher = ChainHasher::new(key, block_tokens)
                         .map_err(|e| Status::invalid_argument(e.to_string()))?;
                     let mut hashes = Vec::new();
@@ -289,6 +341,11 @@ impl pb::store_server::Store for StoreService {
                 "the stream ended before the block's payload was complete",
             ));
         }
+        if results.is_empty() {
+            return Err(Status::invalid_argument(
+                "a put stream carries at least one block; this one had none",
+            ));
+        }
         self.shared.metrics.note_puts(&caller.tenant, &results);
         Ok(Response::new(pb::PutResponse { results }))
     }
@@ -354,18 +411,14 @@ impl pb::store_server::Store for StoreService {
                     }
                 };
                 let len = block.len() as u64;
-                if offset > len {
+                let Some(take) = range_length(offset, length, len) else {
                     let _ = sender
                         .send(Err(Status::invalid_argument(format!(
-                            "range offset {offset} is past the block's {len} bytes"
+                            "range {index} (offset {offset}, length {length}) is not within \
+                             the block's {len} bytes"
                         ))))
                         .await;
                     return;
-                }
-                let take = if length == 0 {
-                    len - offset
-                } else {
-                    length.min(len - offset)
                 };
                 let (from, count) = (
                     usize::try_from(offset).unwrap_or(usize::MAX),
@@ -573,9 +626,11 @@ impl pb::store_server::Store for StoreService {
                     .1,
             )
         };
-        let mut events = self.shared.events.subscribe();
         let engine = self.shared.engine()?;
-        let tenant = caller.tenant.clone();
+        let tenant = engine
+            .tenant_index(&caller.tenant)
+            .ok_or_else(|| Status::permission_denied("the caller's tenant is not configured"))?;
+        let mut events = self.shared.events.subscribe(tenant);
         let (sender, receiver) = mpsc::channel(64);
         tokio::spawn(async move {
             let _permit = permit;
@@ -591,18 +646,13 @@ impl pb::store_server::Store for StoreService {
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 };
+                // The feed is the caller's tenant's alone; a namespace
+                // filter narrows it further.
                 if event.kind != pb::WatchEventKind::Lagged as i32 {
                     let Ok(id) = namespace_id(&event.namespace_id) else {
                         continue;
                     };
                     if filter.is_some_and(|filter| filter != id) {
-                        continue;
-                    }
-                    // Only the caller's own tenant's events.
-                    if engine
-                        .namespace(&id)
-                        .is_none_or(|info| info.namespace.tenant() != tenant)
-                    {
                         continue;
                     }
                 }
@@ -637,6 +687,7 @@ impl StoreService {
     ) -> Result<PendingBlock, Status> {
         let (engine, id, namespace) = self.shared.namespace_of(caller, &header.namespace_id)?;
         let block_tokens = namespace.layout().block_tokens as usize;
+        check_durability(header.durability, engine.options().durability)?;
         let imported = !header.chain_hash.is_empty();
         if imported {
             caller.require(Role::Admin)?;
@@ -833,7 +884,7 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::StatsResponse>, Status> {
         let (caller, _permit) = self.shared.enter(&request, Role::Read, "stats")?;
         let engine = self.shared.engine()?;
-        let stats = engine.stats();
+        let stats = blocking(move || Ok(engine.stats())).await?;
         let tenants = stats
             .tenants
             .iter()
@@ -874,5 +925,63 @@ impl pb::admin_server::Admin for AdminService {
             uptime_ms: u64::try_from(self.shared.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             version: env!("CARGO_PKG_VERSION").into(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_get_range_is_served_only_within_its_block() {
+        assert_eq!(range_length(0, 0, 10), Some(10));
+        assert_eq!(range_length(10, 0, 10), Some(0));
+        assert_eq!(range_length(4, 6, 10), Some(6));
+        assert_eq!(range_length(4, 7, 10), None);
+        assert_eq!(range_length(11, 0, 10), None);
+        assert_eq!(range_length(11, 1, 10), None);
+        assert_eq!(range_length(2, u64::MAX, 10), None);
+    }
+
+    #[test]
+    fn extras_are_none_or_one_per_full_block() {
+        let chain = |tokens: u32, extras: usize| pb::TokenChain {
+            ids: (0..tokens).collect(),
+            extras: vec![Vec::new(); extras],
+        };
+        assert!(check_extras(&chain(37, 0), 16).is_ok());
+        assert!(check_extras(&chain(37, 2), 16).is_ok());
+        for extras in [1, 3] {
+            let refused = check_extras(&chain(37, extras), 16).map_err(|status| status.code());
+            assert_eq!(
+                refused,
+                Err(tonic::Code::InvalidArgument),
+                "{extras} extras"
+            );
+        }
+    }
+
+    #[test]
+    fn a_put_may_ask_at_most_the_nodes_durability() {
+        use pagoda_engine::Durability as Node;
+        let asks = [
+            pb::Durability::Default,
+            pb::Durability::Memory,
+            pb::Durability::Buffered,
+            pb::Durability::Sync,
+        ];
+        for (node, allowed) in [(Node::Memory, 2), (Node::Async, 3), (Node::Sync, 4)] {
+            for (index, asked) in asks.into_iter().enumerate() {
+                let answer = check_durability(asked as i32, node).map_err(|status| status.code());
+                let expected = if index < allowed {
+                    Ok(())
+                } else {
+                    Err(tonic::Code::FailedPrecondition)
+                };
+                assert_eq!(answer, expected, "{asked:?} on a {node:?} node");
+            }
+        }
+        let unknown = check_durability(9, Node::Sync).map_err(|status| status.code());
+        assert_eq!(unknown, Err(tonic::Code::InvalidArgument));
     }
 }

@@ -38,19 +38,26 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
+/// The engine's stats, taken off the async runtime (a snapshot takes the
+/// engine's state lock; a scrape must never stall a runtime thread).
+async fn engine_stats(shared: &Arc<Shared>) -> Option<pagoda_engine::EngineStats> {
+    let engine = shared.engine_if_ready()?;
+    tokio::task::spawn_blocking(move || engine.stats())
+        .await
+        .ok()
+}
+
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let stats = shared.engine_if_ready().map(|engine| engine.stats());
+    let stats = engine_stats(&shared).await;
     let body = shared.metrics.render(stats.as_ref());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 async fn stats(State(shared): State<Arc<Shared>>) -> Response {
-    match shared.engine_if_ready() {
-        Some(engine) => axum::Json(stats_json(
-            &engine.stats(),
-            shared.started.elapsed().as_millis(),
-        ))
-        .into_response(),
+    match engine_stats(&shared).await {
+        Some(stats) => {
+            axum::Json(stats_json(&stats, shared.started.elapsed().as_millis())).into_response()
+        }
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(json!({"ready": false})),

@@ -11,7 +11,11 @@
 //!
 //! Start-up order: both listeners are bound first (a taken port fails at
 //! once), HTTP answers `/readyz` with 503 while the engine opens (warm
-//! restart), gRPC answers `UNAVAILABLE` until then.
+//! restart), gRPC answers `UNAVAILABLE` until then. [`serve_announcing`]
+//! tells its caller the bound addresses (a configured port 0 becomes the
+//! port the system picked) and when the engine is open; `pagoda serve`
+//! prints them on stdout. Everything else the node has to say goes to
+//! `tracing` (the binary installs the subscriber).
 #![forbid(unsafe_code)]
 #![expect(
     clippy::cast_precision_loss,
@@ -28,6 +32,7 @@ pub mod state;
 mod tls;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use pagoda_engine::{Durability, Engine, EngineOptions, PolicyKind};
@@ -51,7 +56,7 @@ fn on_shutdown(
         shutdown.await;
         if let Some(registration) = registration.lock().await.take() {
             registration.leave().await;
-            eprintln!("pagoda left the cluster");
+            tracing::info!("pagoda left the cluster");
         }
         let _ = stop.send(true);
     });
@@ -80,15 +85,13 @@ pub fn engine_options(
     options
 }
 
-/// The engine's event sink: block events become `Watch` events, numbered.
+/// The engine's event sink: block events become `Watch` events of their
+/// tenant's feed, numbered per tenant.
 fn watch_feed(shared: &Arc<Shared>) -> pagoda_engine::EventSink {
-    let feed = shared.events.clone();
-    let sequence = std::sync::atomic::AtomicU64::new(0);
+    let shared = Arc::downgrade(shared);
     Arc::new(move |event: &pagoda_engine::BlockEvent| {
-        // Only when someone watches; a broadcast send never blocks.
-        if feed.receiver_count() > 0 {
-            let next = sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            let _ = feed.send(grpc::watch_event(event, next));
+        if let Some(shared) = shared.upgrade() {
+            shared.events.publish(event);
         }
     })
 }
@@ -113,13 +116,41 @@ fn spawn_http(
     })
 }
 
-/// Runs a node until `shutdown` resolves. Prints the addresses it serves and
+/// What [`serve_announcing`] tells its caller as the node comes up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Announcement {
+    /// Both listeners are bound at these addresses (a configured port 0 is
+    /// the port the system picked). Announced once, before `Ready`.
+    Listening {
+        /// The gRPC listener's address.
+        grpc: SocketAddr,
+        /// The HTTP listener's address.
+        http: SocketAddr,
+    },
+    /// The engine is open: `/readyz` answers 200 and gRPC calls are served.
+    /// Announced at most once.
+    Ready,
+}
+
+/// Runs a node until `shutdown` resolves. Logs the addresses it serves and
 /// the capacities it runs with.
 pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
+    serve_announcing(config, shutdown, |_| {}).await
+}
+
+/// [`serve`], calling `announce` when the listeners are bound and when the
+/// engine is open (from a blocking thread: keep it short).
+pub async fn serve_announcing(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    announce: impl Fn(Announcement) + Send + Sync + 'static,
+) -> Result<(), String> {
     config.validate()?;
+    let announce = Arc::new(announce);
     let (auth, tenants) = Auth::from_config(&config)?;
     let open = auth.is_open();
     let shared = Shared::new(auth, config.limits.clone());
@@ -136,20 +167,26 @@ pub async fn serve(
     } else {
         "http"
     };
-    eprintln!(
-        "pagoda {} serving gRPC on {grpc_addr} and HTTP on {scheme}://{http_addr}/ (data {}, DRAM {} MiB, SSD {} MiB, durability {}, policy {}, {})",
-        env!("CARGO_PKG_VERSION"),
-        config.data_dir.display(),
-        config.dram_bytes >> 20,
-        config.ssd_bytes >> 20,
-        config.durability,
-        config.policy,
-        if open {
-            "single tenant `default`, no auth (loopback)"
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        grpc = %grpc_addr,
+        http = %format_args!("{scheme}://{http_addr}/"),
+        data_dir = %config.data_dir.display(),
+        dram_mib = config.dram_bytes >> 20,
+        ssd_mib = config.ssd_bytes >> 20,
+        durability = %config.durability,
+        policy = %config.policy,
+        auth = if open {
+            "none: single tenant `default` on loopback"
         } else {
-            "token auth"
-        }
+            "token"
+        },
+        "pagoda serving"
     );
+    announce(Announcement::Listening {
+        grpc: grpc_addr,
+        http: http_addr,
+    });
 
     let registration: Registered = Arc::default();
     let stopped = on_shutdown(shutdown, Arc::clone(&registration));
@@ -161,12 +198,14 @@ pub async fn serve(
     options.events = Some(watch_feed(&shared));
     options.detached_parents = config.cluster.is_some();
     let opening = Arc::clone(&shared);
+    let announce_ready = Arc::clone(&announce);
     let opened = tokio::task::spawn_blocking(move || {
         let engine =
             Engine::open(options).map_err(|error| format!("opening the engine: {error}"))?;
         let open_ms = engine.stats().open_ms;
         opening.set_engine(Arc::new(engine));
-        eprintln!("pagoda ready (warm restart took {open_ms} ms)");
+        tracing::info!(open_ms, "pagoda ready");
+        announce_ready(Announcement::Ready);
         Ok::<(), String>(())
     });
 
@@ -222,7 +261,7 @@ pub async fn serve(
 
 /// Closes the engine (syncing the log) once the listeners stopped.
 async fn close(shared: Arc<Shared>) -> Result<(), String> {
-    eprintln!("pagoda stopping: syncing the log");
+    tracing::info!("pagoda stopping: syncing the log");
     if let Some(engine) = shared.engine_if_ready() {
         drop(shared);
         let closed = tokio::task::spawn_blocking(move || match Arc::try_unwrap(engine) {
@@ -233,6 +272,6 @@ async fn close(shared: Arc<Shared>) -> Result<(), String> {
         .map_err(|error| error.to_string())?;
         closed?;
     }
-    eprintln!("pagoda stopped");
+    tracing::info!("pagoda stopped");
     Ok(())
 }

@@ -151,7 +151,7 @@ type CounterOf = (
     reason = "one line per exported metric reads best as a list"
 )]
 fn render_engine(out: &mut String, stats: &EngineStats) {
-    let counters: [CounterOf; 14] = [
+    let counters: [CounterOf; 16] = [
         ("pagoda_lookups_total", "Prefix lookups.", |c| c.lookups),
         (
             "pagoda_lookup_blocks_total",
@@ -186,6 +186,16 @@ fn render_engine(out: &mut String, stats: &EngineStats) {
             "pagoda_checksum_failures_total",
             "Checksum failures at a tier transition.",
             |c| c.checksum_failures,
+        ),
+        (
+            "pagoda_ssd_read_errors_total",
+            "SSD reads failed in storage (I/O, not corruption).",
+            |c| c.ssd_read_errors,
+        ),
+        (
+            "pagoda_ssd_write_errors_total",
+            "SSD writes (demotions) failed in storage, e.g. a full disk.",
+            |c| c.ssd_write_errors,
         ),
         (
             "pagoda_admissions_rejected_total",

@@ -30,13 +30,67 @@ pub struct Shared {
     pub(crate) limits: Limits,
     budgets: Mutex<HashMap<String, Arc<Budget>>>,
     leases: Mutex<HashMap<u64, String>>,
-    pub(crate) events: tokio::sync::broadcast::Sender<pb::WatchEvent>,
+    pub(crate) events: WatchFeeds,
     pub(crate) metrics: Metrics,
     pub(crate) started: Instant,
     /// etcd endpoints in cluster mode (namespaces are published there).
     pub(crate) cluster: OnceLock<Vec<String>>,
     /// The cluster's settings as last seen (cluster-wide tokens).
     pub(crate) membership: OnceLock<pagoda_cluster::Membership>,
+}
+
+/// Events buffered per watched tenant before a slow watcher lags.
+const WATCH_EVENTS_BUFFERED: usize = 4096;
+
+/// The `Watch` feeds: one broadcast channel and one event sequence per
+/// tenant, so a watcher's events, sequence numbers and `LAGGED` counts are
+/// its own tenant's alone (one shared channel let a tenant measure another's
+/// put and eviction rate from its lag).
+#[derive(Debug, Default)]
+pub(crate) struct WatchFeeds {
+    /// By the engine's tenant number; created by the first watcher.
+    tenants: Mutex<HashMap<u16, WatchFeed>>,
+}
+
+#[derive(Debug)]
+struct WatchFeed {
+    sender: tokio::sync::broadcast::Sender<pb::WatchEvent>,
+    sequence: u64,
+}
+
+impl WatchFeeds {
+    /// A receiver of `tenant`'s events from now on.
+    pub(crate) fn subscribe(
+        &self,
+        tenant: u16,
+    ) -> tokio::sync::broadcast::Receiver<pb::WatchEvent> {
+        let mut tenants = self.tenants.lock().unwrap_or_else(PoisonError::into_inner);
+        tenants
+            .entry(tenant)
+            .or_insert_with(|| WatchFeed {
+                sender: tokio::sync::broadcast::channel(WATCH_EVENTS_BUFFERED).0,
+                sequence: 0,
+            })
+            .sender
+            .subscribe()
+    }
+
+    /// Hands an engine event to its tenant's watchers, numbered in that
+    /// tenant's sequence; nothing when nobody watches the tenant. Never
+    /// blocks (the engine calls it under its state lock).
+    pub(crate) fn publish(&self, event: &pagoda_engine::BlockEvent) {
+        let mut tenants = self.tenants.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(feed) = tenants.get_mut(&event.tenant) else {
+            return;
+        };
+        if feed.sender.receiver_count() == 0 {
+            return;
+        }
+        feed.sequence += 1;
+        let _ = feed
+            .sender
+            .send(crate::grpc::watch_event(event, feed.sequence));
+    }
 }
 
 /// A slot in a tenant's budget, given back on drop (and timed for metrics).
@@ -68,7 +122,7 @@ impl Shared {
             limits,
             budgets: Mutex::new(HashMap::new()),
             leases: Mutex::new(HashMap::new()),
-            events: tokio::sync::broadcast::channel(4096).0,
+            events: WatchFeeds::default(),
             metrics: Metrics::default(),
             started: Instant::now(),
             cluster: OnceLock::new(),

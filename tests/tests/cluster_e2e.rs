@@ -12,8 +12,9 @@
 //!   with the last membership it saw; when etcd is back, the nodes register
 //!   again.
 //! - Two Conductors campaign for the hot-block planner: one holds it; never
-//!   two, also across an etcd outage; when the holder is killed the other
-//!   takes over within the lease TTL.
+//!   two, also across an etcd outage, as etcd's revision history of the
+//!   election shows (every revision, not samples every 100 ms); when the
+//!   holder is killed the other takes over within the lease TTL.
 //! - A Conductor and `cpu` workers serve from a cluster (`--store etcd://…`):
 //!   every loaded KV byte checks, a shared prefix is found on the cluster,
 //!   and the hot prefix gets an extra copy.
@@ -26,7 +27,7 @@ use pagoda_client::{Client, PutOutcome};
 use pagoda_formats::chain::ChainHash;
 use pagoda_formats::namespace::Namespace;
 use pagoda_server::auth::hash_token;
-use pagoda_tests::{Etcd, Node, Process, free_port, http_get, pagoda_binary};
+use pagoda_tests::{Etcd, Node, Process, http_get, pagoda_binary};
 
 const TOKEN: &str = "acme-cluster-token";
 const BLOCK_TOKENS: u32 = 16;
@@ -423,9 +424,7 @@ fn an_etcd_outage_keeps_the_cluster_serving_and_never_makes_two_planners() {
     let conductors: Vec<(Process, std::net::SocketAddr)> = ["c1", "c2"]
         .iter()
         .map(|name| {
-            let http: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-            let grpc = format!("127.0.0.1:{}", free_port());
-            let process = Process::spawn(
+            let mut process = Process::spawn(
                 &dir,
                 name,
                 &[
@@ -437,15 +436,21 @@ fn an_etcd_outage_keeps_the_cluster_serving_and_never_makes_two_planners() {
                     "--tenant",
                     "acme",
                     "--http",
-                    &http.to_string(),
+                    "127.0.0.1:0",
                     "--grpc",
-                    &grpc,
+                    "127.0.0.1:0",
                     "--cluster",
                     &etcd.url(),
                 ],
             );
+            let http = process.listening()["http"];
             (process, http)
         })
+        .collect();
+    // What each campaigns as (the value of its key under the election).
+    let candidates: Vec<String> = conductors
+        .iter()
+        .map(|(process, http)| format!("conductor-{http}-{}", process.child.id()))
         .collect();
     let holders = |conductors: &[(Process, std::net::SocketAddr)]| {
         conductors
@@ -534,7 +539,123 @@ fn an_etcd_outage_keeps_the_cluster_serving_and_never_makes_two_planners() {
         "planner taken over {:?} after the holder died",
         killed.elapsed()
     );
+
+    // The samples above miss anything shorter than their period; etcd's
+    // history has every revision. Terms never overlap (checked while
+    // reading), only the two conductors ever led, and the killed holder's
+    // term ended before the survivor's last one began.
+    let terms = rt.block_on(election_terms(&etcd.endpoint(), PLANNER_ELECTION));
+    assert!(
+        terms
+            .iter()
+            .all(|term| candidates.contains(&term.candidate)),
+        "{terms:#?}\ncandidates {candidates:?}"
+    );
+    let last = terms.last().unwrap();
+    assert_eq!(last.candidate, candidates[other], "{terms:#?}");
+    assert_eq!(last.until, None, "the survivor still leads: {terms:#?}");
+    let killed_term = terms
+        .iter()
+        .rev()
+        .find(|term| term.candidate == candidates[holder])
+        .unwrap();
+    assert!(
+        killed_term.until.is_some_and(|until| until <= last.from),
+        "{terms:#?}"
+    );
+    eprintln!(
+        "planner history: {} term(s) over {} revision(s)",
+        terms.len(),
+        last.from
+    );
     drop(nodes);
+}
+
+/// The etcd election the Conductors' hot-block planner runs under
+/// (`pagoda_cluster::PREFIX` + `election/` + the duty).
+const PLANNER_ELECTION: &str = "/pagoda/v1/election/hot-block-planner";
+
+/// One leader's time in office, as etcd's history shows it.
+#[derive(Debug)]
+struct Term {
+    /// The campaign's key (`ELECTION/LEASE`).
+    key: String,
+    /// Its value: who campaigned.
+    candidate: String,
+    /// The revision at which it became the leader.
+    from: i64,
+    /// The revision at which it stopped being the leader (its key was
+    /// deleted); `None` while it leads.
+    until: Option<i64>,
+}
+
+/// The leadership terms of `election`, read from etcd's revision history:
+/// at each revision from 1 to now, the leader is the live key under
+/// `election/` with the lowest create revision (etcd's election rule; this
+/// etcd is never compacted, so every revision is there). Asserts while
+/// reading that leadership never overlapped: a new leader takes office only
+/// at a revision where the previous leader's key no longer exists.
+async fn election_terms(endpoint: &str, election: &str) -> Vec<Term> {
+    use etcd_client::GetOptions;
+    let mut client = etcd_client::Client::connect([endpoint], None)
+        .await
+        .unwrap();
+    let prefix = format!("{election}/");
+    let head = client
+        .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    let mut terms: Vec<Term> = Vec::new();
+    for revision in 1..=head {
+        let answer = client
+            .get(
+                prefix.as_str(),
+                Some(GetOptions::new().with_prefix().with_revision(revision)),
+            )
+            .await
+            .unwrap();
+        let live: Vec<(i64, String, String)> = answer
+            .kvs()
+            .iter()
+            .map(|kv| {
+                let key = kv.key_str().unwrap().to_owned();
+                (
+                    kv.create_revision(),
+                    key,
+                    kv.value_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let leader = live.iter().min();
+        let current = terms.last_mut().filter(|term| term.until.is_none());
+        if let (Some(term), Some((_, key, _))) = (&current, leader)
+            && term.key == *key
+        {
+            continue;
+        }
+        if let Some(term) = current {
+            let still_live = live.iter().find(|(_, key, _)| *key == term.key);
+            assert!(
+                still_live.is_none(),
+                "revision {revision}: {leader:?} leads while {} ({}) still holds its key",
+                term.candidate,
+                term.key
+            );
+            term.until = Some(revision);
+        }
+        if let Some((_, key, candidate)) = leader {
+            terms.push(Term {
+                key: key.clone(),
+                candidate: candidate.clone(),
+                from: revision,
+                until: None,
+            });
+        }
+    }
+    terms
 }
 
 #[test]
@@ -557,26 +678,23 @@ fn a_conductor_and_cpu_workers_serve_from_a_cluster() {
         "--time-scale",
         "0",
     ];
-    let http: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let grpc = format!("127.0.0.1:{}", free_port());
-    let http_text = http.to_string();
     let mut args = vec![
         "conductor",
         "--http",
-        &http_text,
+        "127.0.0.1:0",
         "--grpc",
-        &grpc,
+        "127.0.0.1:0",
         "--hot-threshold",
         "3",
     ];
     args.extend(common);
     let mut conductor = Process::spawn(&dir, "cluster-conductor", &args);
-    conductor.wait_for("pagoda conductor ready");
-    let conductor_url = format!("http://{grpc}");
+    let bound = conductor.listening();
+    let http = bound["http"];
+    let conductor_url = format!("http://{}", bound["grpc"]);
     let workers: Vec<Process> = ["prefill", "decode"]
         .iter()
         .map(|role| {
-            let listen = format!("127.0.0.1:{}", free_port());
             let mut args = vec![
                 "worker",
                 "--role",
@@ -584,7 +702,7 @@ fn a_conductor_and_cpu_workers_serve_from_a_cluster() {
                 "--backend",
                 "cpu",
                 "--listen",
-                &listen,
+                "127.0.0.1:0",
                 "--conductor",
                 &conductor_url,
             ];

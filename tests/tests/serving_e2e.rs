@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pagoda_tests::{Node, Process, free_port, http_get, http_post};
+use pagoda_tests::{Node, Process, http_get, http_post};
 use serde_json::Value;
 
 const REQUESTS: usize = 200;
@@ -81,10 +81,6 @@ fn infinite_cache_hit_ratio(requests: &[TraceRequest]) -> f64 {
         }
     }
     hits as f64 / blocks as f64
-}
-
-fn addr(port: u16) -> SocketAddr {
-    format!("127.0.0.1:{port}").parse().unwrap()
 }
 
 fn status(http: SocketAddr) -> Value {
@@ -173,8 +169,6 @@ fn conductor_and_cpu_workers_serve_the_conversation_trace_and_fail_over() {
     let node = Node::start("serving", "");
     let dir = node.dir.clone();
     let store = node.url();
-    let (http, grpc) = (addr(free_port()), addr(free_port()));
-    let (strict_http, strict_grpc) = (addr(free_port()), addr(free_port()));
     let common = [
         "--store",
         &store,
@@ -185,13 +179,13 @@ fn conductor_and_cpu_workers_serve_the_conversation_trace_and_fail_over() {
         "--time-scale",
         "4",
     ];
-    let conductor_args = |http: &SocketAddr, grpc: &SocketAddr, ttft: &str| {
+    let conductor_args = |ttft: &str| {
         let mut args = vec![
             "conductor".to_owned(),
             "--http".to_owned(),
-            http.to_string(),
+            "127.0.0.1:0".to_owned(),
             "--grpc".to_owned(),
-            grpc.to_string(),
+            "127.0.0.1:0".to_owned(),
             "--ttft-slo-ms".to_owned(),
             ttft.to_owned(),
             "--hot-threshold".to_owned(),
@@ -204,13 +198,12 @@ fn conductor_and_cpu_workers_serve_the_conversation_trace_and_fail_over() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Process::spawn(&dir, name, &args)
     };
-    let mut conductor = spawn("conductor", &conductor_args(&http, &grpc, "60000"));
-    let mut strict = spawn(
-        "strict",
-        &conductor_args(&strict_http, &strict_grpc, "0.001"),
-    );
-    conductor.wait_for("pagoda conductor ready");
-    strict.wait_for("pagoda conductor ready");
+    let mut conductor = spawn("conductor", &conductor_args("60000"));
+    let mut strict = spawn("strict", &conductor_args("0.001"));
+    let bound = conductor.listening();
+    let (http, grpc) = (bound["http"], bound["grpc"]);
+    let bound = strict.listening();
+    let (strict_http, strict_grpc) = (bound["http"], bound["grpc"]);
 
     // No workers yet: 503; bad input: 400; the conductor keeps serving.
     let (code, body) =
@@ -234,7 +227,6 @@ fn conductor_and_cpu_workers_serve_the_conversation_trace_and_fail_over() {
         ("decode", "d0"),
         ("decode", "d1"),
     ] {
-        let listen = addr(free_port()).to_string();
         let mut args: Vec<String> = [
             "worker",
             "--role",
@@ -244,7 +236,7 @@ fn conductor_and_cpu_workers_serve_the_conversation_trace_and_fail_over() {
             "--id",
             name,
             "--listen",
-            &listen,
+            "127.0.0.1:0",
             "--payload-scale",
             "0.00390625", // 2 MiB a block / 256 = 8 KiB
             "--max-sequences",

@@ -55,6 +55,8 @@ pub(crate) enum BenchCommand {
     Engine(crate::bench_engine::EngineBenchArgs),
     /// Eviction policies replayed on traces (prefix hit ratio by capacity).
     Policies(crate::bench_engine::PolicyBenchArgs),
+    /// Get latency with and without `/metrics` scraped at 10 Hz.
+    Scrape(crate::bench_scrape::ScrapeBenchArgs),
 }
 
 /// Flags of `pagoda bench wal`.
@@ -110,6 +112,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), BenchError> {
         BenchCommand::Policies(args) => {
             crate::bench_engine::run_policies(args).map_err(BenchError::Other)
         }
+        BenchCommand::Scrape(args) => crate::bench_scrape::run(args).map_err(BenchError::Other),
     }
 }
 

@@ -512,7 +512,7 @@ fn start_node(
     let grpc = config.grpc_addr;
     runtime.spawn(async move {
         if let Err(error) = pagoda_server::serve(config, std::future::pending()).await {
-            eprintln!("bench node: {error}");
+            tracing::error!(%error, "the bench node failed");
         }
     });
     let url = format!("http://{grpc}");

@@ -81,6 +81,8 @@ pub(crate) enum ClusterCommand {
 pub(crate) enum SimCommand {
     /// Places a trace's blocks over N simulated nodes.
     Cluster(SimArgs),
+    /// Runs the deterministic whole-engine simulation over seeds.
+    Engine(crate::sim_engine::SimEngineArgs),
 }
 
 /// Flags of `pagoda sim cluster`.
@@ -449,7 +451,10 @@ fn simulate(blocks: &[u64], requests: &[Vec<usize>], n: usize, r: usize) -> Figu
 }
 
 pub(crate) fn sim(command: &SimCommand) -> Result<(), String> {
-    let SimCommand::Cluster(args) = command;
+    let args = match command {
+        SimCommand::Cluster(args) => args,
+        SimCommand::Engine(args) => return crate::sim_engine::run_seeds(args),
+    };
     if !(1..=pagoda_cluster::REPLICATION_MAX).contains(&args.replicas) {
         return Err(format!(
             "--replicas: 1 to {}",

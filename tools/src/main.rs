@@ -12,18 +12,27 @@
 //! and `pagoda --version`.
 //!
 //! Exit status: 0 on success, 1 when the command failed (the reason is on
-//! stderr), 2 for a usage error.
+//! stderr), 2 for a usage error (a bad `PAGODA_LOG` filter included).
+//!
+//! Log lines go to stderr through one `tracing` subscriber ([`logging`]):
+//! `PAGODA_LOG` (else `RUST_LOG`, else `info`) filters them, the global
+//! `--log-format text|json` picks human-readable lines or JSON lines. What a
+//! command prints for its user (results on stdout, progress on stderr) does
+//! not go through it.
 #![forbid(unsafe_code)]
 
 mod bench;
 mod bench_engine;
 mod bench_net;
+mod bench_scrape;
 mod cluster_cmd;
 mod fsck_cmd;
 mod hash;
+mod logging;
 mod replay;
 mod serve;
 mod serving;
+mod sim_engine;
 mod tokens;
 mod trace_cmd;
 mod wal_cmd;
@@ -36,6 +45,11 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "pagoda", version, about, propagate_version = true)]
 struct Cli {
+    /// Log lines on stderr: `text` (human-readable) or `json` (one object a
+    /// line). Filter with PAGODA_LOG (or RUST_LOG), e.g. `warn` or
+    /// `info,pagoda_engine=debug`; default `info`.
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text)]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -76,6 +90,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(error) = logging::install(cli.log_format) {
+        eprintln!("error: {error}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Hash(args) => hash::run(&args).map_err(|error| error.to_string()),
         Command::Wal(command) => wal_cmd::run(&command).map_err(|error| error.to_string()),

@@ -5,6 +5,20 @@
 //! `PAGODA_*` environment variables, then flags; `--print-config` prints the
 //! result (secrets redacted) and exits. SIGTERM or SIGINT stops the node
 //! gracefully: no new calls, in-flight calls finish, the log is synced, exit 0.
+//!
+//! On stdout a node prints exactly two lines, a stable format for scripts
+//! and tests (its log lines go to stderr):
+//!
+//! ```text
+//! listening grpc=127.0.0.1:7420 http=127.0.0.1:7421
+//! ready
+//! ```
+//!
+//! `listening` comes once both listeners are bound and gives the bound
+//! addresses (so `--grpc-addr 127.0.0.1:0` shows the port the system
+//! picked); `ready` comes once the engine is open and `/readyz` answers 200.
+//! Later versions may append `key=value` pairs to `listening`, never
+//! reorder or rename these.
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -142,12 +156,26 @@ pub(crate) fn run(args: &ServeArgs) -> Result<(), String> {
         .map_err(|error| format!("starting the runtime: {error}"))?;
     runtime.block_on(async move {
         let shutdown = crate::serving::stop_signal();
-        eprintln!(
-            "stop with Ctrl-C or `kill {}` (SIGTERM)",
-            std::process::id()
-        );
-        pagoda_server::serve(config, shutdown).await
+        tracing::info!(pid = std::process::id(), "stop with Ctrl-C or SIGTERM");
+        pagoda_server::serve_announcing(config, shutdown, announce).await
     })
+}
+
+/// Prints an announcement on stdout in the format of the module docs.
+fn announce(announcement: pagoda_server::Announcement) {
+    let line = match announcement {
+        pagoda_server::Announcement::Listening { grpc, http } => {
+            format!("listening grpc={grpc} http={http}")
+        }
+        pagoda_server::Announcement::Ready => "ready".to_owned(),
+        other => {
+            tracing::debug!(?other, "an announcement without a stdout line");
+            return;
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    // A closed stdout (`| head -1`) must not stop the node.
+    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
 }
 
 /// Flags of `pagoda stats`.

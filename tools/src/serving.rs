@@ -5,7 +5,19 @@
 //! namespace of `--tenant`/`--model`/`--revision` with the preset's KV layout
 //! (fp16, separate K and V) and `--block-tokens`, created if missing (needs
 //! the admin role; idempotent, so every process may ask).
+//!
+//! `pagoda conductor` prints one line on stdout once its listeners are bound,
+//! a stable format for scripts and tests (log lines go to stderr):
+//!
+//! ```text
+//! listening http=127.0.0.1:7430 grpc=127.0.0.1:7431
+//! ```
+//!
+//! with the bound addresses (`--http 127.0.0.1:0` shows the port the system
+//! picked). A worker given `--listen 127.0.0.1:0` registers with the port it
+//! got (unless `--advertise` says otherwise).
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 
 use clap::Args;
@@ -165,8 +177,8 @@ pub(crate) async fn stop_signal() {
         return;
     };
     tokio::select! {
-        _ = terminate.recv() => eprintln!("SIGTERM: shutting down"),
-        _ = tokio::signal::ctrl_c() => eprintln!("SIGINT: shutting down"),
+        _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "shutting down"),
     }
 }
 
@@ -202,8 +214,18 @@ pub(crate) fn conductor(args: &ConductorArgs) -> Result<(), String> {
                     .then(|| args.store.store.clone())
             }),
         };
-        eprintln!("namespace {namespace}");
-        pagoda_conductor::service::run(config, stop_signal()).await
+        tracing::info!(%namespace, "conductor namespace");
+        pagoda_conductor::service::run(config, stop_signal(), |listening| {
+            let mut stdout = std::io::stdout().lock();
+            // A closed stdout must not stop the conductor.
+            let _ = writeln!(
+                stdout,
+                "listening http={} grpc={}",
+                listening.http, listening.grpc
+            )
+            .and_then(|()| stdout.flush());
+        })
+        .await
     })
 }
 

@@ -12,7 +12,6 @@
 //! while a third sends them `SIGUSR1` (handler without `SA_RESTART`) in a
 //! tight loop: every call must succeed and every read must return the bytes
 //! written.
-#![expect(clippy::unwrap_used, reason = "test fixtures")]
 #![expect(
     unsafe_code,
     reason = "installing a signal handler and sending signals"
@@ -74,10 +73,10 @@ fn uring_calls_complete_correctly_under_a_signal_storm() {
     let workers: Vec<_> = (0..2u64)
         .map(|thread| {
             let disk = Arc::clone(&disk);
-            std::thread::spawn(move || worker(&*disk, thread))
+            std::thread::spawn(move || worker(&disk, thread))
         })
         .collect();
-    let targets: Vec<libc::pthread_t> = workers.iter().map(|w| w.as_pthread_t()).collect();
+    let targets: Vec<libc::pthread_t> = workers.iter().map(JoinHandleExt::as_pthread_t).collect();
     let sent = Arc::new(AtomicU64::new(0));
     let signaller = {
         let (stop, sent) = (Arc::clone(&stop), Arc::clone(&sent));

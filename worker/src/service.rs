@@ -98,7 +98,8 @@ pub struct WorkerConfig {
     pub role: Role,
     /// sim, cpu or cuda.
     pub backend: Backend,
-    /// Where the Worker gRPC service listens.
+    /// Where the Worker gRPC service listens (port 0: one the system picks;
+    /// the bound address is what is advertised then).
     pub listen: SocketAddr,
     /// Address Conductors reach it at (default: `http://{listen}`).
     pub advertise: Option<String>,
@@ -443,7 +444,7 @@ async fn register_loop(config: WorkerConfig, conductor: String) {
             client = match tonic::transport::Endpoint::from_shared(conductor.clone()) {
                 Ok(endpoint) => endpoint.connect().await.ok().map(ConductorClient::new),
                 Err(error) => {
-                    eprintln!("conductor address {conductor:?}: {error}");
+                    tracing::error!(%conductor, %error, "a conductor address that does not parse");
                     return;
                 }
             };
@@ -452,7 +453,7 @@ async fn register_loop(config: WorkerConfig, conductor: String) {
             match connection.register(message.clone()).await {
                 Ok(answer) => {
                     if !registered {
-                        eprintln!("registered with conductor {conductor}");
+                        tracing::info!(%conductor, "registered with a conductor");
                         registered = true;
                     }
                     let answer = answer.into_inner();
@@ -460,7 +461,11 @@ async fn register_loop(config: WorkerConfig, conductor: String) {
                 }
                 Err(status) => {
                     if registered {
-                        eprintln!("conductor {conductor}: {}", status.message());
+                        tracing::warn!(
+                            %conductor,
+                            status = status.message(),
+                            "registration lost; registering again"
+                        );
                     }
                     registered = false;
                     client = None;
@@ -478,6 +483,13 @@ pub async fn run(
 ) -> std::result::Result<(), String> {
     let namespace =
         KvNamespace::open(&config.store, config.token.as_deref(), config.namespace).await?;
+    // Bound before registering, so a configured port 0 is advertised as the
+    // port the system picked.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|error| format!("listening on {}: {error}", config.listen))?;
+    let mut config = config;
+    config.listen = listener.local_addr().map_err(|error| error.to_string())?;
     #[cfg(feature = "cuda")]
     let gpu = match config.backend {
         Backend::Cuda => Some(crate::gpu::GpuDevice::open(0).map_err(|error| error.to_string())?),
@@ -506,15 +518,13 @@ pub async fn run(
         .iter()
         .map(|conductor| tokio::spawn(register_loop(config.clone(), conductor.clone())))
         .collect();
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|error| format!("listening on {}: {error}", config.listen))?;
-    eprintln!(
-        "pagoda worker {} ({:?}, {}) on {}, {block_bytes} KV bytes per block",
-        config.id,
-        config.role,
-        config.backend.name(),
-        config.listen
+    tracing::info!(
+        worker = %config.id,
+        role = ?config.role,
+        backend = config.backend.name(),
+        listen = %config.listen,
+        block_bytes,
+        "pagoda worker ready"
     );
     let served = tonic::transport::Server::builder()
         .add_service(

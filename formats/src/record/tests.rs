@@ -235,3 +235,23 @@ fn crc32c_is_the_castagnoli_crc_of_the_spec() {
         whole
     );
 }
+
+/// A block record's payload is its 104-byte header, the 32-byte parent hash
+/// and up to `PAYLOAD_BYTES_HARD_MAX` KV bytes; the record limit once
+/// counted only the header, so the largest block a namespace may hold could
+/// not be framed.
+#[test]
+fn a_record_holding_the_largest_block_is_within_the_record_limit() {
+    let largest = limits::PAYLOAD_BYTES_HARD_MAX
+        + u32::try_from(crate::block::BLOCK_RECORD_OVERHEAD).unwrap();
+    let bytes = encode_header(&header(RecordKind::Block, largest, 1), 0);
+    assert_eq!(decode_header(&bytes).unwrap().payload_len, largest);
+    let bytes = encode_header(&header(RecordKind::Block, largest + 1, 1), 0);
+    assert!(matches!(
+        decode_header(&bytes),
+        Err(Error::TooLarge {
+            what: "record payload",
+            ..
+        })
+    ));
+}
