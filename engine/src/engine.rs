@@ -23,6 +23,7 @@ use pagoda_formats::namespace::{Namespace, NamespaceId};
 use pagoda_formats::record::RecordKind;
 use pagoda_wal::{Location, LogKind, Wal};
 
+use crate::dir_lock::DirLock;
 use crate::error::{Error, Result};
 use crate::index::{Index, IndexEntry, Liveness};
 use crate::options::{Admission, BlockEventKind, Durability, EngineOptions, TenantConfig, limits};
@@ -88,11 +89,14 @@ pub struct NamespaceInfo {
     pub generation: u64,
 }
 
-/// The value log and its index.
+/// The value log and its index, and the data directory's lock.
 #[derive(Debug)]
 struct Ssd {
     wal: Wal,
     index: Index,
+    /// Held for the engine's life and dropped last (fields drop in order),
+    /// after the log and the index are closed.
+    _lock: DirLock,
 }
 
 #[derive(Debug)]
@@ -226,7 +230,7 @@ enum SsdReadError {
     /// The bytes at the location are not the block's.
     Corrupt {
         /// Segment and offset.
-        location: String,
+        at: (u64, u64),
         /// What did not match.
         reason: String,
     },
@@ -241,9 +245,11 @@ fn now_ms() -> u64 {
 }
 
 impl Engine {
-    /// Opens an engine: creates or recovers the data directory, replays the
-    /// value log past the index checkpoint and rebuilds the block tree from
-    /// the index (payloads are not read). Logs the time to ready.
+    /// Opens an engine: locks the data directory ([`DirLock`], held until
+    /// the engine is dropped; [`Error::DirectoryInUse`] while another
+    /// process holds it), creates or recovers it, replays the value log
+    /// past the index checkpoint and rebuilds the block tree from the index
+    /// (payloads are not read). Logs the time to ready.
     pub fn open(mut options: EngineOptions) -> Result<Engine> {
         let started = Instant::now();
         options.validate()?;
@@ -412,6 +418,50 @@ impl Engine {
                 generation: slot.generation,
             })
             .collect()
+    }
+
+    /// One page of the live namespaces of `tenant`, in id order: the first
+    /// `count` whose ids come after `after` (from the first when `None`),
+    /// and whether more follow. Paging by id stays correct while namespaces
+    /// come and go: one that lives through the whole listing is listed
+    /// exactly once. Costs one pass over the namespaces under the state
+    /// lock, keeping only `count + 1` of them.
+    pub fn namespaces_page(
+        &self,
+        tenant: &str,
+        after: Option<&NamespaceId>,
+        count: usize,
+    ) -> (Vec<NamespaceInfo>, bool) {
+        let state = self.inner.lock();
+        // The `count + 1` smallest ids past `after`; the extra one only says
+        // that another page follows.
+        let mut page: BTreeMap<NamespaceId, usize> = BTreeMap::new();
+        for (index, slot) in state.namespaces.iter().enumerate() {
+            if slot.dropped
+                || slot.namespace.tenant() != tenant
+                || after.is_some_and(|after| slot.id <= *after)
+            {
+                continue;
+            }
+            page.insert(slot.id, index);
+            if page.len() > count + 1 {
+                page.pop_last();
+            }
+        }
+        let more = page.len() > count;
+        let infos = page
+            .into_values()
+            .take(count)
+            .map(|index| {
+                let slot = &state.namespaces[index];
+                NamespaceInfo {
+                    id: slot.id,
+                    namespace: slot.namespace.clone(),
+                    generation: slot.generation,
+                }
+            })
+            .collect();
+        (infos, more)
     }
 
     /// A live namespace.
@@ -587,7 +637,7 @@ impl Engine {
                     tracing::warn!(key = %hex_key(&key), segment, %error, "reading a block from SSD failed");
                     return Err(error);
                 }
-                SsdReadError::Corrupt { location, reason } => {
+                SsdReadError::Corrupt { at, reason } => {
                     let mut released = Released::default();
                     state.emit(block_id, BlockEventKind::Removed, Tier::Ssd);
                     state.take_ssd(block_id, &mut released);
@@ -595,7 +645,7 @@ impl Engine {
                     NsCounters::bump(&counters.checksum_failures);
                     drop(state);
                     inner.finish_release(released);
-                    inner.report_corruption(key, location, reason);
+                    inner.report_corruption(key, Some(at), reason);
                     NsCounters::bump(&counters.misses);
                     return Ok(None);
                 }
@@ -751,11 +801,14 @@ impl Engine {
     /// `ttl` passes or [`Engine::unpin`]; their bytes count against the
     /// tenant's DRAM quota while pinned.
     pub fn pin(&self, id: &NamespaceId, hashes: &[ChainHash], ttl: Duration) -> Result<LeaseInfo> {
+        let min_ttl = Duration::from_millis(pagoda_formats::limits::PIN_DURATION_MS_MIN);
         let max_ttl = Duration::from_millis(pagoda_formats::limits::PIN_DURATION_MS_MAX);
-        if ttl > max_ttl {
+        if ttl < min_ttl || ttl > max_ttl {
             return Err(Error::InvalidArgument(format!(
-                "a pin lasts at most {} ms",
-                max_ttl.as_millis()
+                "a pin lasts {} to {} ms, not {} ms",
+                min_ttl.as_millis(),
+                max_ttl.as_millis(),
+                ttl.as_millis()
             )));
         }
         let max = pagoda_formats::limits::KEYS_PER_REQUEST_MAX as usize;
@@ -943,6 +996,15 @@ impl Engine {
     /// `n`.
     pub fn crash(self, keep: impl FnOnce(usize) -> usize) -> Result<usize> {
         self.inner.closed.store(true, Ordering::Release);
+        self.stop_background();
+        match &self.inner.ssd {
+            Some(ssd) => ssd.index.lose_unsynced(keep),
+            None => Ok(0),
+        }
+    }
+
+    /// Stops the maintenance thread and waits for it.
+    fn stop_background(&self) {
         let background = self
             .background
             .lock()
@@ -951,10 +1013,6 @@ impl Engine {
         if let Some((stop, handle)) = background {
             let _ = stop.send(());
             let _ = handle.join();
-        }
-        match &self.inner.ssd {
-            Some(ssd) => ssd.index.lose_unsynced(keep),
-            None => Ok(0),
         }
     }
 
@@ -967,15 +1025,7 @@ impl Engine {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let background = self
-            .background
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some((stop, handle)) = background {
-            let _ = stop.send(());
-            let _ = handle.join();
-        }
+        self.stop_background();
         if let Some(ssd) = &self.inner.ssd {
             ssd.wal.sync()?;
             let _serial = self.inner.maintenance_lock();
@@ -1476,7 +1526,7 @@ impl Inner {
                     drop(state);
                     self.report_corruption(
                         demotion.key,
-                        "dram".into(),
+                        None,
                         format!(
                             "DRAM copy has CRC {computed:#010x}, expected {:#010x}",
                             demotion.crc
@@ -1569,7 +1619,7 @@ impl Inner {
             sequence: entry.sequence,
             payload_len: entry.record_payload_len,
         };
-        let at = || format!("segment {} offset {}", location.segment_id, location.offset);
+        let at = (location.segment_id, location.offset);
         if entry.namespace_generation != generation || entry.payload_crc != crc {
             return Err(SsdReadError::Stale);
         }
@@ -1579,25 +1629,25 @@ impl Inner {
             Err(pagoda_wal::Error::NotFound { .. }) => return Err(SsdReadError::Moved),
             Err(pagoda_wal::Error::BadRecord { detail, .. }) => {
                 return Err(SsdReadError::Corrupt {
-                    location: at(),
+                    at,
                     reason: detail.to_string(),
                 });
             }
             Err(error) => return Err(SsdReadError::Io(error.into())),
         };
         let decoded = decode_block_record(&record).map_err(|error| SsdReadError::Corrupt {
-            location: at(),
+            at,
             reason: error.to_string(),
         })?;
         if decoded.header.key != *key {
             return Err(SsdReadError::Corrupt {
-                location: at(),
+                at,
                 reason: "the record holds another block".into(),
             });
         }
         if decoded.header.namespace_generation != generation || decoded.header.payload_crc != crc {
             return Err(SsdReadError::Corrupt {
-                location: at(),
+                at,
                 reason: format!(
                     "the record holds generation {} CRC {:#010x}, the index says generation {generation} CRC {crc:#010x}",
                     decoded.header.namespace_generation, decoded.header.payload_crc
@@ -1664,8 +1714,19 @@ impl Inner {
         BlockRef::from_pages(block, crc).with_tier(Tier::Ssd)
     }
 
-    fn report_corruption(&self, key: BlockKey, location: String, reason: String) {
-        tracing::warn!(key = %hex_key(&key), %location, %reason, "checksum failure: block dropped");
+    /// Counts nothing (callers count); logs and keeps a report of a block
+    /// whose bytes failed their checksum at `at` (segment, offset), or in
+    /// DRAM when `at` is `None`.
+    fn report_corruption(&self, key: BlockKey, at: Option<(u64, u64)>, reason: String) {
+        let location = if let Some((segment, offset)) = at {
+            tracing::warn!(key = %hex_key(&key), segment, offset, %reason,
+                "checksum failure: block dropped (segment {segment} offset {offset})");
+            format!("segment {segment} offset {offset}")
+        } else {
+            tracing::warn!(key = %hex_key(&key), location = "dram", %reason,
+                "checksum failure: block dropped");
+            "dram".to_owned()
+        };
         let mut reports = self
             .corruptions
             .lock()
@@ -2126,7 +2187,10 @@ fn register_namespace(state: &mut State, namespace: Namespace, generation: u64, 
 }
 
 fn open_ssd(dir: &Path, options: &EngineOptions) -> Result<Ssd> {
-    std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+    // Before anything is opened or recovered: log recovery cuts a torn
+    // tail, which in a directory another process appends to is that
+    // process's acknowledged records.
+    let lock = DirLock::acquire(dir)?;
     let disk = if let Some(disk) = &options.log_disk {
         Arc::clone(disk)
     } else {
@@ -2142,7 +2206,11 @@ fn open_ssd(dir: &Path, options: &EngineOptions) -> Result<Ssd> {
     } else {
         Index::open(&dir.join("index"))?
     };
-    Ok(Ssd { wal, index })
+    Ok(Ssd {
+        wal,
+        index,
+        _lock: lock,
+    })
 }
 
 fn load_namespaces(index: &Index, state: &mut State) -> Result<()> {

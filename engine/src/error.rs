@@ -57,6 +57,27 @@ pub enum Error {
     /// The engine is closed.
     #[error("the engine is closed")]
     Closed,
+    /// Another process holds the data directory's lock
+    /// ([`crate::dir_lock`]); nothing in the directory was read or changed.
+    #[error(
+        "data directory {} is in use by {}; stop it first (this process changed nothing there)",
+        .dir.display(),
+        holder(*.holder_pid)
+    )]
+    DirectoryInUse {
+        /// The data directory.
+        dir: std::path::PathBuf,
+        /// The holder's PID, as its lock file records it.
+        holder_pid: Option<u32>,
+    },
+}
+
+/// Who holds a data directory, for [`Error::DirectoryInUse`].
+fn holder(pid: Option<u32>) -> String {
+    match pid {
+        Some(pid) => format!("another process (PID {pid})"),
+        None => "another process (PID not recorded)".to_owned(),
+    }
 }
 
 /// What kind of failure an [`Error`] is, for callers that map errors to

@@ -11,8 +11,10 @@
 //! serves everything else and treats those blocks as misses; damaged log
 //! bytes stay until their segment is reclaimed (open skips them).
 //!
-//! The engine must not be running on the directory: RocksDB's lock makes a
-//! second open fail with a clear error.
+//! Nothing else may work on the directory meanwhile: fsck takes the data
+//! directory lock ([`crate::dir_lock`]) before it reads anything, so it
+//! fails at once, naming the PID, while a server (or another fsck) has the
+//! directory, and a server started meanwhile refuses to open it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -25,6 +27,7 @@ use pagoda_formats::record::{RecordKind, decode_record, record_len};
 use pagoda_formats::segment::segment_file_name;
 use pagoda_wal::DiskFile;
 
+use crate::dir_lock::DirLock;
 use crate::error::{Error, Result};
 use crate::index::Index;
 
@@ -82,6 +85,7 @@ pub fn fsck(dir: &Path, repair: bool) -> Result<FsckReport> {
             dir.display()
         )));
     }
+    let _lock = DirLock::acquire(dir)?;
     let disk: Arc<dyn pagoda_wal::Disk> = Arc::new(
         pagoda_wal::disk::StdDisk::open(&log_dir)
             .map_err(Error::io(format!("opening {}", log_dir.display())))?,

@@ -17,8 +17,12 @@
 //!   ([`Engine::put`] checks the caller's checksum), when they leave DRAM for
 //!   SSD, and when they leave SSD (record checksum, block header, key,
 //!   generation and payload checksum). A mismatch is a miss, counted in
-//!   `checksum_failures`, reported in [`EngineStats::recent_corruptions`],
-//!   and the entry is dropped.
+//!   `checksum_failures`, reported in [`EngineStats::recent_corruptions`]
+//!   and logged with the key, segment and offset, and the entry is dropped.
+//!   An I/O error is not corruption: a failed SSD read is returned as an
+//!   error (counted in `ssd_read_errors`) and the copy is kept; a failed
+//!   demotion (a full disk) is counted in `ssd_write_errors`. A copy that
+//!   moves while it is read (segment reclaim) is looked up again.
 //! - **Prefix-closed.** The cached blocks of every chain are a prefix of it:
 //!   a put whose parent is not cached is refused ([`PutOutcome::ParentMissing`]),
 //!   and eviction is leaf-first (a block with cached children is never
@@ -36,6 +40,10 @@
 //! - **Crash consistency.** With [`Durability::Sync`] an acknowledged put
 //!   survives a crash; with `Async` a crash may lose the last sync interval,
 //!   never corrupt it; with `Memory` only what reached SSD survives.
+//! - **One process per data directory.** [`Engine::open`] (and
+//!   [`fsck::fsck`]) lock the directory ([`dir_lock`]) before opening or
+//!   recovering anything in it; while another process holds it they fail
+//!   with [`Error::DirectoryInUse`], naming its PID, and change nothing.
 //!
 //! # Tiers
 //!
@@ -77,9 +85,23 @@
 //! # Concurrency
 //!
 //! [`Engine`] is `Send + Sync`. One state lock guards metadata only (hash
-//! table and list operations); checksums, page copies, log appends and reads
-//! run outside it, so puts and gets of large blocks proceed in parallel
-//! (`pagoda bench engine` measures one and two threads).
+//! table and list operations); checksums, page copies, log appends and
+//! reads, and every RocksDB write run outside it, so puts and gets of large
+//! blocks proceed in parallel (`pagoda bench engine` measures one and two
+//! threads). Index deletes are queued under the lock and applied after it,
+//! ordered with later puts of the same key by per-key stripes. Stats are
+//! kept incrementally: a snapshot costs O(tenants + namespaces), never a
+//! walk of the blocks. Maintenance (sweeps, reclaim) and checkpoints are
+//! serialised by a second lock, so a checkpoint never passes a reclaim's
+//! copies before they are indexed.
+//!
+//! # Testing
+//!
+//! Besides unit, model and crash tests, the `sim` feature builds
+//! the `sim` module, a deterministic whole-engine
+//! simulation run by `pagoda sim engine`; lease time comes from a
+//! [`Clock`] (a [`ManualClock`] in tests), and [`HookPoint`]s let a test
+//! stop the engine at exactly the interleavings that once lost data.
 //!
 //! # Example
 //!
@@ -128,6 +150,7 @@
 )]
 
 pub mod clock;
+pub mod dir_lock;
 mod engine;
 mod error;
 pub mod fsck;
@@ -142,6 +165,7 @@ pub mod stats;
 pub mod trace;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use dir_lock::DirLock;
 pub use engine::{Engine, LeaseInfo, Lookup, NamespaceInfo, PutOutcome};
 pub use error::{Error, ErrorClass, Result};
 pub use options::{

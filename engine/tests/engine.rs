@@ -215,6 +215,11 @@ fn pinned_blocks_survive_pressure_until_the_lease_ends() {
         engine.pin(&ns, &pinned, Duration::from_hours(1)),
         Err(Error::InvalidArgument(_))
     ));
+    // A lease of 0 ms would expire before it was answered.
+    assert!(matches!(
+        engine.pin(&ns, &pinned, Duration::ZERO),
+        Err(Error::InvalidArgument(_))
+    ));
 }
 
 #[test]
@@ -545,4 +550,58 @@ fn detached_parents_keep_blocks_whose_parent_lives_on_another_node() {
     // Without the option, a restart drops the orphans as before.
     let engine = Engine::open(disk_options(dir.path(), 1 << 20, 4096)).unwrap();
     assert!(engine.get(&ns, &hashes[1]).unwrap().is_none());
+}
+
+#[test]
+fn namespaces_page_lists_one_tenants_live_namespaces_in_id_order() {
+    let engine = Engine::open(memory_options(1 << 20, 4096)).unwrap();
+    let mut acme: Vec<_> = (0..5)
+        .map(|revision| {
+            engine
+                .create_namespace(&namespace("acme", &format!("r{revision}")))
+                .unwrap()
+        })
+        .collect();
+    engine.create_namespace(&namespace("globex", "r0")).unwrap();
+    engine.drop_namespace(&acme.remove(2)).unwrap();
+    acme.sort();
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let (page, more) = engine.namespaces_page("acme", after.as_ref(), 2);
+        assert!(page.len() <= 2);
+        listed.extend(page.iter().map(|info| info.id));
+        after = page.last().map(|info| info.id);
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(listed, acme, "live, of this tenant only, in id order");
+    let (all, more) = engine.namespaces_page("acme", None, 4);
+    assert_eq!((all.len(), more), (4, false), "an exact last page says so");
+    assert_eq!(engine.namespaces_page("nobody", None, 4).0.len(), 0);
+}
+
+#[test]
+fn an_open_data_directory_is_refused_to_a_second_open_and_to_fsck() {
+    // The data directory lock is a `flock` on one open file: a second open
+    // of the lock file conflicts even inside one process, exactly as a
+    // second process's would, and is refused before anything is opened.
+    let dir = TempDir::new("dir-lock");
+    let engine = Engine::open(disk_options(dir.path(), 1 << 20, 4096)).unwrap();
+    let pid = std::process::id();
+    let in_use = |result: Result<(), Error>| match result {
+        Err(Error::DirectoryInUse { holder_pid, .. }) => holder_pid == Some(pid),
+        _ => false,
+    };
+    assert!(in_use(
+        Engine::open(disk_options(dir.path(), 1 << 20, 4096)).map(drop)
+    ));
+    assert!(in_use(
+        pagoda_engine::fsck::fsck(dir.path(), true).map(drop)
+    ));
+    engine.close().unwrap();
+    let report = pagoda_engine::fsck::fsck(dir.path(), true).unwrap();
+    assert!(report.problems.is_empty());
+    Engine::open(disk_options(dir.path(), 1 << 20, 4096)).unwrap();
 }

@@ -226,7 +226,11 @@ fn run_case(seed: u64, on_disk: bool) {
                 if model.live[k] {
                     let c = rng.below(CHAINS);
                     let lease = engine
-                        .pin(id, &chain(c, DEPTH), Duration::from_millis(rng.below(50)))
+                        .pin(
+                            id,
+                            &chain(c, DEPTH),
+                            Duration::from_millis(1 + rng.below(50)),
+                        )
                         .unwrap();
                     model.leases.push(lease.id);
                 }

@@ -6,6 +6,10 @@
 //! Damage in the log bytes themselves is printed but does not change the
 //! status: open skips damaged records, and the space comes back when the
 //! segment is reclaimed.
+//!
+//! fsck takes the data directory lock before it reads anything: while a
+//! server (or another fsck) works on the directory it exits 1 at once,
+//! naming that process's PID, and changes nothing.
 
 use std::path::PathBuf;
 
@@ -15,7 +19,7 @@ use pagoda_engine::fsck::{FsckReport, fsck};
 /// Flags of `pagoda fsck`.
 #[derive(Debug, Args)]
 pub(crate) struct FsckArgs {
-    /// The data directory (holds `log/` and `index/`); no server may run on it.
+    /// The data directory (holds `log/` and `index/`); it is locked while fsck runs.
     dir: PathBuf,
     /// Remove index entries whose records are damaged or missing.
     #[arg(long)]

@@ -5,14 +5,22 @@
 //! - `pagoda wal verify DIR` exits 1 and names the place when the log is
 //!   damaged (a bad segment header, a corrupt record, damage in a sealed
 //!   segment); a torn tail in the last segment is what a crash leaves and is
-//!   reported but not an error. Neither command changes the directory.
+//!   reported but not an error. Neither command changes the log.
+//!   When the log directory is the `log/` of a data directory (its parent
+//!   has the data directory lock file), both take that lock first, as
+//!   every command that opens a data directory does: on the log of a
+//!   running server they exit 1 naming its PID instead of reading a log
+//!   that is being appended to, and a server can not start meanwhile
+//!   (the lock file then records the command's PID).
 //! - `pagoda wal crash-test --seeds N` runs the simulated-disk crash test of
 //!   `pagoda-wal` for more seeds than CI does, with progress.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
+use pagoda_engine::DirLock;
+use pagoda_engine::dir_lock::LOCK_FILE_NAME;
 use pagoda_formats::record::{RecordKind, ScanEnd};
 use pagoda_wal::disk::{self, BackendChoice};
 use pagoda_wal::{InspectedSegment, inspect};
@@ -52,6 +60,8 @@ pub(crate) enum WalCommandError {
     #[error("cannot open {dir}: {source}")]
     Open { dir: String, source: std::io::Error },
     #[error("{0}")]
+    Locked(#[from] pagoda_engine::Error),
+    #[error("{0}")]
     Wal(#[from] pagoda_wal::Error),
     #[error("the log is damaged ({0} problem(s), listed above)")]
     Damaged(usize),
@@ -76,9 +86,27 @@ fn load(args: &DirArgs) -> Result<Vec<InspectedSegment>, WalCommandError> {
         let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory");
         return Err(WalCommandError::Open { dir, source });
     }
+    let _lock = lock_data_dir(&args.dir)
+        .map_err(|source| WalCommandError::Open {
+            dir: dir.clone(),
+            source,
+        })?
+        .map(|data_dir| DirLock::acquire(&data_dir))
+        .transpose()?;
     let disk = disk::open_dir(&args.dir, BackendChoice::Std)
         .map_err(|source| WalCommandError::Open { dir, source })?;
     Ok(inspect(disk.as_ref())?)
+}
+
+/// The data directory whose lock guards the log directory `log_dir`: its
+/// parent, when that holds the lock file (a data directory any Pagoda
+/// process has opened). `None` for a log directory of its own.
+fn lock_data_dir(log_dir: &Path) -> std::io::Result<Option<PathBuf>> {
+    let log_dir = log_dir.canonicalize()?;
+    Ok(log_dir
+        .parent()
+        .filter(|parent| parent.join(LOCK_FILE_NAME).is_file())
+        .map(Path::to_path_buf))
 }
 
 fn kind_name(kind: RecordKind) -> &'static str {
