@@ -94,9 +94,28 @@ pub const RECORD_ALIGN: u64 = 8;
 /// ends on a multiple of this (padded with a padding record).
 pub const DIRECT_IO_ALIGN: u64 = 4096;
 
+/// Shortest lease a `Pin` may ask for. A lease of 0 ms would expire before
+/// it is answered and protect nothing; asking for it is a client bug.
+pub const PIN_DURATION_MS_MIN: u64 = 1;
+
 /// Longest lease a `Pin` may ask for: ten minutes covers any transfer, and a
 /// crashed client's pins expire without operator help.
 pub const PIN_DURATION_MS_MAX: u64 = 10 * 60 * 1000;
+
+/// Most namespaces in one `ListNamespaces` page, and the page size a request
+/// of `page_size = 0` gets. A namespace entry is at most a few hundred
+/// bytes, so a page stays far below [`MESSAGE_BYTES_MAX`] while a tenant may
+/// hold up to the engine's 2^20 namespaces.
+pub const NAMESPACES_PER_PAGE_MAX: u32 = 1000;
+
+/// Largest request metadata (the HTTP/2 header list, counted as HTTP/2
+/// does: name, value and 32 bytes per entry) a server accepts. Real calls
+/// carry well under 1 KiB (a token, a deadline, the content type). A call
+/// with more is answered on its own (HTTP 431, the stream reset) and the
+/// connection serves on; the HTTP/2 stack closes the connection only past
+/// four times this (its abuse limit), so 1 MiB of metadata still costs just
+/// that one call.
+pub const METADATA_BYTES_MAX: u32 = 512 << 10;
 
 const _: () = assert!(BLOCK_TOKENS_MIN >= 1 && BLOCK_TOKENS_MIN <= BLOCK_TOKENS_MAX);
 const _: () = assert!(CHUNK_BYTES_DEFAULT <= CHUNK_BYTES_MAX);
@@ -104,3 +123,5 @@ const _: () = assert!(PAYLOAD_BYTES_DEFAULT_MAX <= PAYLOAD_BYTES_HARD_MAX);
 const _: () = assert!(TOKENS_PER_REQUEST_MAX * 5 < MESSAGE_BYTES_MAX as u64);
 const _: () = assert!(BLOCKS_PER_LOOKUP_MAX as u64 * 32 < MESSAGE_BYTES_MAX as u64);
 const _: () = assert!(DIRECT_IO_ALIGN.is_multiple_of(RECORD_ALIGN));
+const _: () = assert!(PIN_DURATION_MS_MIN >= 1 && PIN_DURATION_MS_MIN <= PIN_DURATION_MS_MAX);
+const _: () = assert!(METADATA_BYTES_MAX * 4 > 1 << 20);
