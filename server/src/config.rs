@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -20,9 +21,16 @@ pub const HTTP_ADDR_DEFAULT: &str = "127.0.0.1:7421";
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Requests in flight per tenant.
+    /// Requests in flight per tenant (unary calls, Put and Get streams;
+    /// Watch streams have their own limit).
     pub requests_per_tenant: usize,
-    /// Payload bytes in flight (puts and gets) per tenant.
+    /// Watch streams open per tenant. They do not count against
+    /// `requests_per_tenant`: a watcher lives for hours, a request for
+    /// milliseconds.
+    pub watch_streams_per_tenant: usize,
+    /// Put payload bytes received and not yet stored, per tenant. Bytes are
+    /// counted as they arrive, not as a header declares them, so a stalled
+    /// stream holds only what it sent.
     pub inflight_bytes_per_tenant: u64,
     /// Concurrent requests per connection.
     pub requests_per_connection: usize,
@@ -34,19 +42,98 @@ pub struct Limits {
     pub chunk_bytes: u32,
     /// Milliseconds a client is told to wait before retrying.
     pub retry_after_ms: u64,
+    /// Milliseconds a stream may sit idle: a Put that sends no message, or
+    /// a Get or Watch whose client takes no message while one waits, for
+    /// this long ends with `DEADLINE_EXCEEDED` and gives back its budget.
+    pub stream_idle_timeout_ms: u64,
+    /// Milliseconds a Put or Get stream may last in all; past it the stream
+    /// ends with `DEADLINE_EXCEEDED`.
+    pub stream_deadline_ms: u64,
+    /// Milliseconds a Watch stream may last; past it the stream ends
+    /// cleanly (`OK`) and the client subscribes again.
+    pub watch_deadline_ms: u64,
+    /// Milliseconds shutdown waits for Put and Get streams to finish before
+    /// it cancels them (`UNAVAILABLE`); Watch streams end at once, cleanly.
+    pub shutdown_grace_ms: u64,
 }
+
+/// Default of [`Limits::stream_idle_timeout_ms`]: 30 s, far longer than a
+/// healthy client pauses between two chunks of a block.
+pub const STREAM_IDLE_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// Default of [`Limits::stream_deadline_ms`]: 10 minutes, enough for a
+/// full Put stream (4096 blocks) at a few hundred MB/s.
+pub const STREAM_DEADLINE_MS_DEFAULT: u64 = 600_000;
+/// Default of [`Limits::watch_deadline_ms`]: one hour.
+pub const WATCH_DEADLINE_MS_DEFAULT: u64 = 3_600_000;
+/// Default of [`Limits::shutdown_grace_ms`]: 10 s, within the 30 s a
+/// container orchestrator waits between SIGTERM and SIGKILL.
+pub const SHUTDOWN_GRACE_MS_DEFAULT: u64 = 10_000;
+/// Largest [`Limits::shutdown_grace_ms`]: 10 minutes.
+pub const SHUTDOWN_GRACE_MS_MAX: u64 = 600_000;
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             requests_per_tenant: 1024,
+            watch_streams_per_tenant: 256,
             inflight_bytes_per_tenant: 1 << 30,
             requests_per_connection: 256,
             message_bytes: pagoda_formats::limits::MESSAGE_BYTES_MAX as usize,
             payload_bytes: pagoda_formats::limits::PAYLOAD_BYTES_DEFAULT_MAX,
             chunk_bytes: pagoda_formats::limits::CHUNK_BYTES_MAX,
             retry_after_ms: 50,
+            stream_idle_timeout_ms: STREAM_IDLE_TIMEOUT_MS_DEFAULT,
+            stream_deadline_ms: STREAM_DEADLINE_MS_DEFAULT,
+            watch_deadline_ms: WATCH_DEADLINE_MS_DEFAULT,
+            shutdown_grace_ms: SHUTDOWN_GRACE_MS_DEFAULT,
         }
+    }
+}
+
+impl Limits {
+    /// Checks the stream limits: a zero count, timeout or deadline would
+    /// refuse or end every stream, and a grace period is bounded so that
+    /// shutdown always ends.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            (
+                "watch_streams_per_tenant",
+                self.watch_streams_per_tenant as u64,
+            ),
+            ("stream_idle_timeout_ms", self.stream_idle_timeout_ms),
+            ("stream_deadline_ms", self.stream_deadline_ms),
+            ("watch_deadline_ms", self.watch_deadline_ms),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(format!("limits.{name} must be at least 1"));
+        }
+        if self.shutdown_grace_ms > SHUTDOWN_GRACE_MS_MAX {
+            return Err(format!(
+                "limits.shutdown_grace_ms {} is over the limit of {SHUTDOWN_GRACE_MS_MAX}",
+                self.shutdown_grace_ms
+            ));
+        }
+        Ok(())
+    }
+
+    /// [`Limits::stream_idle_timeout_ms`] as a duration.
+    pub fn stream_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.stream_idle_timeout_ms)
+    }
+
+    /// [`Limits::stream_deadline_ms`] as a duration.
+    pub fn stream_deadline(&self) -> Duration {
+        Duration::from_millis(self.stream_deadline_ms)
+    }
+
+    /// [`Limits::watch_deadline_ms`] as a duration.
+    pub fn watch_deadline(&self) -> Duration {
+        Duration::from_millis(self.watch_deadline_ms)
+    }
+
+    /// [`Limits::shutdown_grace_ms`] as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
     }
 }
 
@@ -228,6 +315,7 @@ impl ServerConfig {
     /// Checks the configuration: addresses, auth on non-loopback binds,
     /// names, secrets and token hashes.
     pub fn validate(&self) -> Result<(), String> {
+        self.limits.validate()?;
         if pagoda_engine::Durability::parse(&self.durability).is_none() {
             return Err(format!(
                 "durability {:?} is not one of memory, async, sync",
@@ -315,6 +403,29 @@ mod tests {
         let env = |name: &str| (name == "PAGODA_DRAM_BYTES").then(|| "4096".to_string());
         config.apply_env(env).unwrap();
         assert_eq!(config.dram_bytes, 4096);
+    }
+
+    #[test]
+    fn stream_limits_of_zero_are_refused_and_the_grace_is_bounded() {
+        // A zero idle timeout or deadline would end every stream at once,
+        // and an unbounded grace period would let shutdown hang again.
+        for key in [
+            "watch_streams_per_tenant",
+            "stream_idle_timeout_ms",
+            "stream_deadline_ms",
+            "watch_deadline_ms",
+        ] {
+            let config = ServerConfig::from_toml(&format!("[limits]\n{key} = 0")).unwrap();
+            assert!(config.validate().unwrap_err().contains(key), "{key}");
+        }
+        let config = ServerConfig::from_toml("[limits]\nshutdown_grace_ms = 0").unwrap();
+        config.validate().unwrap();
+        let text = format!(
+            "[limits]\nshutdown_grace_ms = {}",
+            SHUTDOWN_GRACE_MS_MAX + 1
+        );
+        let config = ServerConfig::from_toml(&text).unwrap();
+        assert!(config.validate().unwrap_err().contains("shutdown_grace_ms"));
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //!
 //! Every call authenticates, checks its role, takes a request slot from its
 //! tenant's budget (over it: `RESOURCE_EXHAUSTED` with a `retry-after-ms`
-//! hint), and runs engine work on the blocking pool. A namespace of another
-//! tenant is answered exactly like one that does not exist.
+//! hint), and runs engine work on the blocking pool; a Watch takes a Watch
+//! slot instead, from a limit of its own. Put, Get and Watch streams end by
+//! the rules of [`crate::streams`]: idle timeout, deadline, shutdown. A
+//! namespace of another tenant is answered exactly like one that does not
+//! exist.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,13 +18,12 @@ use pagoda_formats::chain::{ChainHash, ChainHasher};
 use pagoda_formats::limits as format_limits;
 use pagoda_formats::namespace::{Dtype, KvKind, KvLayout, Namespace, NamespaceId};
 use pagoda_formats::proto::v1 as pb;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Caller;
 use crate::config::Role;
 use crate::state::{Permit, Shared};
+use crate::streams::{Bounds, Kind, Outbox};
 
 /// The `Store` service.
 #[derive(Clone, Debug)]
@@ -200,6 +202,22 @@ impl Shared {
         Ok((caller, permit))
     }
 
+    /// [`Shared::enter`] for a Watch stream, which takes a Watch slot of
+    /// its own limit instead of a request slot.
+    fn enter_watch<T>(self: &Arc<Self>, request: &Request<T>) -> Result<(Caller, Permit), Status> {
+        let caller = self
+            .auth
+            .authenticate(request.metadata(), self.membership.get())?;
+        caller.require(Role::Read)?;
+        let permit = self.admit_watch(&caller)?;
+        Ok((caller, permit))
+    }
+
+    /// The bounds of a stream of `kind` opened now.
+    fn bounds(&self, rpc: &'static str, kind: Kind) -> Bounds {
+        Bounds::new(rpc, kind, &self.limits, &self.lifecycle)
+    }
+
     /// The live namespace `id` of the caller's tenant.
     fn namespace_of(
         &self,
@@ -285,11 +303,12 @@ impl pb::store_server::Store for StoreService {
     ) -> Result<Response<pb::PutResponse>, Status> {
         let (caller, _permit) = self.shared.enter(&request, Role::Write, "put")?;
         let limits = self.shared.limits.clone();
+        let bounds = self.shared.bounds("put", Kind::Data);
         let mut stream = request.into_inner();
         let mut results = Vec::new();
         let mut block: Option<PendingBlock> = None;
         loop {
-            let message = stream.message().await?;
+            let message = bounds.receive(&mut stream).await?;
             let Some(message) = message else { break };
             match message.part {
                 Some(pb::put_request::Part::Header(header)) => {
@@ -324,6 +343,11 @@ impl pb::store_server::Store for StoreService {
                             "more payload bytes than the header's payload_len",
                         ));
                     }
+                    // Bytes count as they arrive: a header's payload_len
+                    // reserves nothing, so a stalled stream holds only
+                    // what it sent (and only until its idle timeout).
+                    self.shared
+                        .reserve_bytes(&mut pending.bytes, chunk.len() as u64)?;
                     pending.chunks.push(chunk);
                 }
                 None => return Err(Status::invalid_argument("an empty put message")),
@@ -383,7 +407,7 @@ impl pb::store_server::Store for StoreService {
                 ))
             })
             .collect::<Result<Vec<_>, Status>>()?;
-        let (sender, receiver) = mpsc::channel(4);
+        let (sender, receiver) = Outbox::new(self.shared.bounds("get", Kind::Data), 4);
         tokio::spawn(async move {
             let _permit = permit;
             for (index, (hash, offset, length)) in ranges.into_iter().enumerate() {
@@ -459,7 +483,7 @@ impl pb::store_server::Store for StoreService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        Ok(Response::new(Box::pin(receiver)))
     }
 
     async fn exists(
@@ -616,7 +640,7 @@ impl pb::store_server::Store for StoreService {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let (caller, permit) = self.shared.enter(&request, Role::Read, "watch")?;
+        let (caller, permit) = self.shared.enter_watch(&request)?;
         let filter = if request.get_ref().namespace_id.is_empty() {
             None
         } else {
@@ -631,11 +655,20 @@ impl pb::store_server::Store for StoreService {
             .tenant_index(&caller.tenant)
             .ok_or_else(|| Status::permission_denied("the caller's tenant is not configured"))?;
         let mut events = self.shared.events.subscribe(tenant);
-        let (sender, receiver) = mpsc::channel(64);
+        let (sender, receiver) = Outbox::new(self.shared.bounds("watch", Kind::Watch), 64);
         tokio::spawn(async move {
+            // The slot is given back when this task ends, which it does
+            // when the client leaves even if no event ever comes.
             let _permit = permit;
             loop {
-                let event = match events.recv().await {
+                let received = tokio::select! {
+                    received = events.recv() => received,
+                    end = sender.interrupted() => {
+                        sender.finish(end);
+                        return;
+                    }
+                };
+                let event = match received {
                     Ok(event) => event,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(dropped)) => {
                         pb::WatchEvent {
@@ -661,7 +694,7 @@ impl pb::store_server::Store for StoreService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        Ok(Response::new(Box::pin(receiver)))
     }
 }
 
@@ -675,7 +708,8 @@ struct PendingBlock {
     crc: u32,
     received: u64,
     chunks: Vec<Bytes>,
-    _bytes: Permit,
+    /// The payload bytes received so far, counted in the tenant's budget.
+    bytes: Permit,
 }
 
 impl StoreService {
@@ -717,9 +751,7 @@ impl StoreService {
                 .block_hash(&id, &parent, &header.tokens, &header.extra)
                 .map_err(|e| status(&e))?
         };
-        let bytes = self
-            .shared
-            .reserve_bytes(&caller.tenant, header.payload_len)?;
+        let bytes = self.shared.byte_permit(&caller.tenant);
         Ok(PendingBlock {
             engine,
             id,
@@ -729,7 +761,7 @@ impl StoreService {
             crc: header.payload_crc32c,
             received: 0,
             chunks: Vec::new(),
-            _bytes: bytes,
+            bytes,
         })
     }
 }
@@ -742,6 +774,8 @@ async fn finish_block(pending: PendingBlock) -> Result<pb::PutResult, Status> {
         chain,
         crc,
         chunks,
+        // Held until the block is stored: its bytes are in memory until then.
+        bytes: _bytes,
         ..
     } = pending;
     let outcome = blocking(move || {
@@ -861,11 +895,29 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::ListNamespacesRequest>,
     ) -> Result<Response<pb::ListNamespacesResponse>, Status> {
         let (caller, _permit) = self.shared.enter(&request, Role::Read, "list_namespaces")?;
+        let request = request.into_inner();
+        // Paging (SPEC §11): namespaces in id order; a token is the id of
+        // the last namespace of the previous page.
+        let after = match request.page_token.as_slice() {
+            [] => None,
+            token => Some(<[u8; 32]>::try_from(token).map(NamespaceId).map_err(|_| {
+                Status::invalid_argument("page_token is not one this server handed out")
+            })?),
+        };
+        let count = match request.page_size {
+            0 => format_limits::NAMESPACES_PER_PAGE_MAX,
+            size => size.min(format_limits::NAMESPACES_PER_PAGE_MAX),
+        } as usize;
         let engine = self.shared.engine()?;
-        let namespaces = engine
-            .namespaces()
+        let tenant = caller.tenant.clone();
+        let (page, more) =
+            blocking(move || Ok(engine.namespaces_page(&tenant, after.as_ref(), count))).await?;
+        let next_page_token = match page.last() {
+            Some(last) if more => last.id.0.to_vec(),
+            _ => Vec::new(),
+        };
+        let namespaces = page
             .into_iter()
-            .filter(|info| info.namespace.tenant() == caller.tenant)
             .map(|info| pb::NamespaceInfo {
                 namespace: Some(pb::Namespace::from(&info.namespace)),
                 namespace_id: info.id.0.to_vec(),
@@ -874,7 +926,7 @@ impl pb::admin_server::Admin for AdminService {
             .collect();
         Ok(Response::new(pb::ListNamespacesResponse {
             namespaces,
-            next_page_token: Vec::new(),
+            next_page_token,
         }))
     }
 

@@ -6,8 +6,11 @@
 //! ([`http`]), API tokens mapped to (tenant, role) ([`auth`]), and per-tenant
 //! budgets of requests and bytes in flight ([`state`]); error to status
 //! mapping is [`grpc::status`]. [`serve`] runs a node until its shutdown
-//! future resolves, then stops accepting, lets in-flight calls finish, and
-//! closes the engine (which syncs the log).
+//! future resolves, then stops accepting, ends Watch streams cleanly, lets
+//! other in-flight calls finish within the grace period
+//! (`limits.shutdown_grace_ms`), cancels what is left (`UNAVAILABLE`), and
+//! closes the engine (which syncs the log); see `streams` for how every
+//! long-lived stream ends.
 //!
 //! Start-up order: both listeners are bound first (a taken port fails at
 //! once), HTTP answers `/readyz` with 503 while the engine opens (warm
@@ -29,6 +32,7 @@ pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod state;
+mod streams;
 mod tls;
 
 use std::future::Future;
@@ -144,6 +148,10 @@ pub async fn serve(
 
 /// [`serve`], calling `announce` when the listeners are bound and when the
 /// engine is open (from a blocking thread: keep it short).
+#[expect(
+    clippy::too_many_lines,
+    reason = "start-up and shutdown order read best in one place"
+)]
 pub async fn serve_announcing(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -193,6 +201,11 @@ pub async fn serve_announcing(
     let wait = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
+    streams::spawn_shutdown(
+        Arc::clone(&shared.lifecycle),
+        wait(stopped.clone()),
+        config.limits.shutdown_grace(),
+    );
 
     let mut options = engine_options(&config, tenants);
     options.events = Some(watch_feed(&shared));
@@ -237,6 +250,10 @@ pub async fn serve_announcing(
         .initial_connection_window_size(Some(2 * WINDOW_BYTES))
         // Fewer, larger DATA frames than HTTP/2's default 16 KiB.
         .max_frame_size(Some(FRAME_BYTES))
+        // Over this a call is answered alone (HTTP 431, stream reset). h2
+        // closes the whole connection past 4x its limit, so hyper's 16 KiB
+        // default would end every call on it for 64 KiB of metadata.
+        .http2_max_header_list_size(Some(pagoda_formats::limits::METADATA_BYTES_MAX))
         .add_service(store)
         .add_service(admin)
         .serve_with_incoming_shutdown(
@@ -253,9 +270,21 @@ pub async fn serve_announcing(
     {
         *registration.lock().await = Some(cluster::join(cluster, &shared, grpc_addr, http_addr)?);
     }
-    grpc.await.map_err(|error| format!("gRPC: {error}"))?;
-    http.await
-        .map_err(|error| format!("HTTP task: {error}"))??;
+    // Both listeners finish within the grace period; a connection that
+    // still has not closed by then is abandoned, so shutdown always ends.
+    let lifecycle = Arc::clone(&shared.lifecycle);
+    if let Some(served) = streams::within_grace(grpc, &lifecycle).await {
+        served.map_err(|error| format!("gRPC: {error}"))?;
+    } else {
+        tracing::warn!("gRPC connections still open after the grace period: closing");
+    }
+    let http_abort = http.abort_handle();
+    if let Some(served) = streams::within_grace(http, &lifecycle).await {
+        served.map_err(|error| format!("HTTP task: {error}"))??;
+    } else {
+        http_abort.abort();
+        tracing::warn!("HTTP connections still open after the grace period: closing");
+    }
     close(shared).await
 }
 

@@ -585,6 +585,26 @@ pub fn test_namespace(tenant: &str) -> pagoda_formats::namespace::Namespace {
     Namespace::new(tenant, "llama", "r1", layout).expect("a valid test namespace")
 }
 
+/// Connects to a single-tenant (no auth) node and creates the `default`
+/// tenant's [`test_namespace`].
+///
+/// # Panics
+///
+/// Panics when the node does not answer or refuses the namespace.
+pub async fn default_namespace(
+    node: &Node,
+) -> (pagoda_client::Client, pagoda_client::NamespaceHandle) {
+    let client = pagoda_client::Client::connect(&node.url(), None)
+        .await
+        .expect("the node answers");
+    let id = client
+        .create_namespace(&test_namespace("default"))
+        .await
+        .expect("the namespace is created");
+    let ns = client.namespace(id).await.expect("the namespace is open");
+    (client, ns)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,12 +45,8 @@ fn fresh_dir(name: &str) -> PathBuf {
 /// Puts a chain of `count` blocks of the test namespace; returns the
 /// namespace id and the hashes.
 async fn put_chain(node: &Node, count: u32) -> (NamespaceId, Vec<ChainHash>) {
-    let client = Client::connect(&node.url(), None).await.unwrap();
-    let id = client
-        .create_namespace(&pagoda_tests::test_namespace("default"))
-        .await
-        .unwrap();
-    let ns = client.namespace(id).await.unwrap();
+    let (_client, ns) = pagoda_tests::default_namespace(node).await;
+    let id = *ns.id();
     let mut parent = ChainHash::ROOT;
     let mut hashes = Vec::new();
     for block in 0..count {

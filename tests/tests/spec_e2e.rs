@@ -29,13 +29,7 @@ fn start(name: &str, durability: &str) -> Node {
 }
 
 async fn open(node: &Node) -> (Client, NamespaceHandle) {
-    let client = Client::connect(&node.url(), None).await.unwrap();
-    let id = client
-        .create_namespace(&pagoda_tests::test_namespace("default"))
-        .await
-        .unwrap();
-    let ns = client.namespace(id).await.unwrap();
-    (client, ns)
+    pagoda_tests::default_namespace(node).await
 }
 
 fn header(id: &NamespaceId, parent: &ChainHash, tokens: &[u32], extra: &[u8]) -> pb::PutHeader {

@@ -4,7 +4,9 @@
 //! Configuration comes from defaults, then `--config FILE` (TOML), then
 //! `PAGODA_*` environment variables, then flags; `--print-config` prints the
 //! result (secrets redacted) and exits. SIGTERM or SIGINT stops the node
-//! gracefully: no new calls, in-flight calls finish, the log is synced, exit 0.
+//! gracefully: no new calls, Watch streams end, other in-flight calls finish
+//! within the grace period (`[limits] shutdown_grace_ms`, 10 s) or are
+//! cancelled, the log is synced, exit 0.
 //!
 //! On stdout a node prints exactly two lines, a stable format for scripts
 //! and tests (its log lines go to stderr):
