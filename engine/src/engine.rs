@@ -1931,9 +1931,14 @@ impl Inner {
         };
         let segment = u32::try_from(location.segment_id).unwrap_or(NONE);
         let meta = state.meta(id);
-        // A block's record appears once per segment, unless an earlier
-        // reclaim failed between copying and deleting: the first is kept.
-        if meta.ssd_segment != segment || meta.epoch == 0 || !pass.seen.insert(id) {
+        // Only the block's own record: a segment may also hold a record of
+        // the same key from a dropped generation (the namespace was dropped
+        // and the key stored again), or a second copy left by a reclaim that
+        // failed between copying and deleting (the first is kept).
+        let own = record.header.namespace_generation == meta.generation
+            && record.header.payload_crc == meta.crc
+            && record.header.payload_len == meta.payload_len;
+        if meta.ssd_segment != segment || meta.epoch == 0 || !own || !pass.seen.insert(id) {
             return false;
         }
         let keep = meta.children > 0

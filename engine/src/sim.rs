@@ -342,6 +342,7 @@ impl Sim {
                 });
             }
             self.one_step()?;
+            tracing::debug!(seed = self.seed, step = self.step, op = %self.op, "sim step");
             self.absorb_events();
             if self.disk.powered_off() {
                 self.op = "power loss at a sync".into();
