@@ -13,7 +13,7 @@
 //! a 400 and the Conductor keeps serving.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -102,10 +102,35 @@ struct Totals {
     verified_bytes: u64,
     failovers: u64,
     completed: usize,
+    /// Blocks and matches of requests served by their first prefill (a
+    /// request that failed over may find blocks its own first attempt
+    /// stored, which no cache model of the trace counts).
+    first_try_prompt_blocks: u64,
+    first_try_matched_blocks: u64,
+    /// What those requests could match at most: their leading blocks that
+    /// some other request of the trace also holds (in any order, since
+    /// requests run concurrently).
+    first_try_shared_blocks: u64,
+}
+
+/// How many requests of the trace hold each block.
+fn holders(requests: &[TraceRequest]) -> HashMap<u64, u32> {
+    let mut holders = HashMap::new();
+    for request in requests {
+        for id in request.hash_ids.iter().copied().collect::<HashSet<u64>>() {
+            *holders.entry(id).or_insert(0) += 1;
+        }
+    }
+    holders
 }
 
 /// Sends one request and checks its whole answer.
-fn serve_one(conductor: SocketAddr, request: &TraceRequest, totals: &Mutex<Totals>) {
+fn serve_one(
+    conductor: SocketAddr,
+    request: &TraceRequest,
+    holders: &HashMap<u64, u32>,
+    totals: &Mutex<Totals>,
+) {
     let prompt = tokens(request);
     let body = serde_json::json!({ "tokens": prompt, "max_tokens": request.output_tokens });
     let (code, answer) = http_post(conductor, "/v1/generate", &body.to_string()).unwrap();
@@ -135,8 +160,19 @@ fn serve_one(conductor: SocketAddr, request: &TraceRequest, totals: &Mutex<Total
     totals.prompt_blocks += prompt_blocks;
     totals.matched_blocks += prefilled["matched_blocks"].as_u64().unwrap();
     totals.verified_bytes += last["verified_bytes"].as_u64().unwrap();
-    totals.failovers += last["failovers"].as_u64().unwrap();
+    let failovers = last["failovers"].as_u64().unwrap();
+    totals.failovers += failovers;
     totals.completed += 1;
+    if failovers == 0 {
+        totals.first_try_prompt_blocks += prompt_blocks;
+        totals.first_try_matched_blocks += prefilled["matched_blocks"].as_u64().unwrap();
+        let shared = request
+            .hash_ids
+            .iter()
+            .take_while(|id| holders.get(id).is_some_and(|count| *count >= 2))
+            .count();
+        totals.first_try_shared_blocks += u64::try_from(shared).unwrap();
+    }
 }
 
 /// Kills `victim` once the conductor shows it holding at least two queued
@@ -274,12 +310,14 @@ fn conductor_and_cpu_workers_serve_the_conversation_trace_and_fail_over() {
 
     let totals = Arc::new(Mutex::new(Totals::default()));
     let next = Arc::new(AtomicUsize::new(0));
+    let holders = Arc::new(holders(&requests));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {
-            let (requests, totals, next) = (
+            let (requests, totals, next, holders) = (
                 Arc::clone(&requests),
                 Arc::clone(&totals),
                 Arc::clone(&next),
+                Arc::clone(&holders),
             );
             std::thread::spawn(move || {
                 loop {
@@ -287,7 +325,7 @@ fn conductor_and_cpu_workers_serve_the_conversation_trace_and_fail_over() {
                     let Some(request) = requests.get(index) else {
                         return;
                     };
-                    serve_one(http, request, &totals);
+                    serve_one(http, request, &holders, &totals);
                 }
             })
         })
@@ -329,7 +367,17 @@ fn conductor_and_cpu_workers_serve_the_conversation_trace_and_fail_over() {
         totals.failovers, totals.verified_bytes
     );
     assert!(measured > 0.0);
-    assert!(measured <= figure + 1e-9, "{measured} > {figure}");
+    // Nothing is found that no other request stored: over the requests
+    // served by their first prefill, matches never exceed the blocks they
+    // share with another request. (The trace's infinite-cache figure is no
+    // bound here: a request that failed over may find the blocks its own
+    // first attempt stored.)
+    assert!(
+        totals.first_try_matched_blocks <= totals.first_try_shared_blocks,
+        "{} matched, {} shared",
+        totals.first_try_matched_blocks,
+        totals.first_try_shared_blocks
+    );
     // Requests overlap (8 in flight), so a prefix still being computed is a
     // miss; most reuse must still be found.
     assert!(measured >= figure * 0.5, "{measured} vs {figure}");
