@@ -765,6 +765,8 @@ impl Sim {
         if self.disk.powered_off() {
             self.crash()?;
         }
+        // No power cut planned for a sync of the drain itself.
+        self.disk.set_plan(FaultPlan::default());
         for ns in 0..NAMESPACES {
             if self.live[ns] {
                 let id = self.namespaces[ns].id();
