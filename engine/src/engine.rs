@@ -15,7 +15,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pagoda_formats::block::{
-    BLOCK_RECORD_OVERHEAD, BlockHeader, decode_block_record, encode_block_record_prefix,
+    BLOCK_RECORD_OVERHEAD, BlockHeader, SEAL_OVERHEAD, decode_block_record,
+    encode_block_record_prefix,
 };
 use pagoda_formats::chain::{ChainHash, ChainHasher, ChainKey};
 use pagoda_formats::key::BlockKey;
@@ -26,14 +27,21 @@ use pagoda_wal::{Location, LogKind, Wal};
 use crate::dir_lock::DirLock;
 use crate::error::{Error, Result};
 use crate::index::{Index, IndexEntry, Liveness};
+use crate::keys::Keyring;
 use crate::options::{Admission, BlockEventKind, Durability, EngineOptions, TenantConfig, limits};
 use crate::pool::{BlockRef, PagePool, Tier};
 use crate::state::{DOOMED, Lease, NONE, NsSlot, PENDING, Released, State, TenantState, ssd_bytes};
-use crate::stats::{CorruptionReport, EngineStats, NamespaceStats, NsCounters, TenantStats};
+use crate::stats::{
+    CorruptionKind, CorruptionReport, EngineStats, NamespaceStats, NsCounters, TenantStats,
+};
 
 /// [`BLOCK_RECORD_OVERHEAD`] as a `u32` (136 fits).
 #[expect(clippy::cast_possible_truncation, reason = "136 fits in a u32")]
 const RECORD_OVERHEAD_U32: u32 = BLOCK_RECORD_OVERHEAD as u32;
+
+/// [`SEAL_OVERHEAD`] as a `u32` (28 fits).
+#[expect(clippy::cast_possible_truncation, reason = "28 fits in a u32")]
+const SEAL_OVERHEAD_U32: u32 = SEAL_OVERHEAD as u32;
 
 /// Stripes of [`Inner::index_stripe`].
 const INDEX_STRIPES: usize = 16;
@@ -89,11 +97,15 @@ pub struct NamespaceInfo {
     pub generation: u64,
 }
 
-/// The value log and its index, and the data directory's lock.
+/// The value log and its index, the data keys (with encryption at rest),
+/// and the data directory's lock.
 #[derive(Debug)]
 struct Ssd {
     wal: Wal,
     index: Index,
+    /// `None` when encryption at rest is off: records are plaintext and
+    /// nothing on the data path looks at keys.
+    keys: Option<Keyring>,
     /// Held for the engine's life and dropped last (fields drop in order),
     /// after the log and the index are closed.
     _lock: DirLock,
@@ -113,6 +125,12 @@ struct Inner {
     max_sequence: AtomicU64,
     /// Serialises maintenance passes (reclaim, sweeps) and checkpoints.
     maintenance: Mutex<()>,
+    /// Serialises namespace creation and drops, from their registry (and
+    /// data key) write in the index to their state change, so the index
+    /// and memory agree on which data key a namespace has. Held across that
+    /// one RocksDB write, unlike the state lock; never taken by puts, gets
+    /// or maintenance.
+    namespace_admin: Mutex<()>,
     /// Index entries of released blocks, deleted outside the state lock
     /// ([`Inner::drain_index_deletes`]).
     index_deletes: Mutex<Vec<BlockKey>>,
@@ -231,9 +249,48 @@ enum SsdReadError {
     Corrupt {
         /// Segment and offset.
         at: (u64, u64),
+        /// Which check failed: a checksum, or an encrypted record's tag.
+        kind: CorruptionKind,
         /// What did not match.
         reason: String,
     },
+}
+
+/// A checksum failure at `at`.
+fn corrupt(at: (u64, u64), reason: String) -> SsdReadError {
+    SsdReadError::Corrupt {
+        at,
+        kind: CorruptionKind::Checksum,
+        reason,
+    }
+}
+
+/// A tag failure at `at`: sealed bytes that are not what was sealed.
+fn tampered(at: (u64, u64), reason: String) -> SsdReadError {
+    SsdReadError::Corrupt {
+        at,
+        kind: CorruptionKind::Tag,
+        reason,
+    }
+}
+
+/// Opens an encrypted record in place and checks its plaintext against the
+/// header's CRC (which the tag makes redundant, but keeps "verified when
+/// leaving SSD" one rule for both kinds of record). Trims the tag; returns
+/// where the KV bytes start.
+fn open_record(
+    data_key: &crate::keys::DataKey,
+    record: &mut Vec<u8>,
+    header: &BlockHeader,
+    at: (u64, u64),
+) -> std::result::Result<usize, SsdReadError> {
+    let range = crate::keys::open_block_record(data_key, record)
+        .map_err(|mismatch| tampered(at, mismatch.to_string()))?;
+    header
+        .verify_payload(&record[range.clone()])
+        .map_err(|error| corrupt(at, error.to_string()))?;
+    record.truncate(range.end);
+    Ok(range.start)
 }
 
 fn now_ms() -> u64 {
@@ -270,7 +327,7 @@ impl Engine {
         };
         let mut max_sequence = 0;
         if let Some(ssd) = &ssd {
-            load_namespaces(&ssd.index, &mut state)?;
+            load_namespaces(ssd, &mut state)?;
             ssd.index.set_liveness(liveness(&state, &ssd.wal));
             max_sequence = replay_tail(ssd, &state)?;
             load_blocks(ssd, &mut state, options.detached_parents)?;
@@ -291,6 +348,7 @@ impl Engine {
             index_barrier: RwLock::new(()),
             max_sequence: AtomicU64::new(max_sequence),
             maintenance: Mutex::new(()),
+            namespace_admin: Mutex::new(()),
             index_deletes: Mutex::new(Vec::new()),
             index_stripes: std::array::from_fn(|_| Mutex::new(())),
             reserved_pages: std::sync::atomic::AtomicUsize::new(0),
@@ -336,6 +394,7 @@ impl Engine {
     /// a dropped one comes back empty, with a new generation).
     pub fn create_namespace(&self, namespace: &Namespace) -> Result<NamespaceId> {
         let id = namespace.id();
+        let _admin = self.inner.admin_lock();
         let (generation, record) = {
             let state = self.inner.lock();
             let tenant = *state
@@ -361,7 +420,7 @@ impl Engine {
             }
         };
         if let Some(ssd) = &self.inner.ssd {
-            ssd.index.put_meta(&namespace_key(&id), &record, true)?;
+            write_namespace(ssd, namespace, generation, &record)?;
         }
         let mut state = self.inner.lock();
         register_namespace(&mut state, namespace.clone(), generation, false);
@@ -370,30 +429,75 @@ impl Engine {
 
     /// Drops a namespace in O(1): its generation goes up, so no lookup or
     /// get sees its blocks again; DRAM pages, index entries and log space
-    /// come back lazily. Returns whether it existed.
+    /// come back lazily. With encryption at rest its data key is destroyed
+    /// first, in the same synced index write: its SSD blocks are unreadable
+    /// from then on, before any reclaim (crypto-erasure). Returns whether
+    /// it existed.
     pub fn drop_namespace(&self, id: &NamespaceId) -> Result<bool> {
-        let (generation, namespace) = {
+        Ok(self.drop_namespaces(|slot| slot.id == *id)? > 0)
+    }
+
+    /// Drops every live namespace of `tenant` ([`Engine::drop_namespace`]
+    /// for all of them, in one atomic, synced index write that also destroys
+    /// their data keys). The tenant stays configured. Returns how many
+    /// namespaces were dropped.
+    pub fn drop_tenant(&self, tenant: &str) -> Result<usize> {
+        self.drop_namespaces(|slot| slot.namespace.tenant() == tenant)
+    }
+
+    /// Drops the live namespaces `which` picks: the registry records (and
+    /// the data keys' deletion) go to the index first, synced, in one
+    /// batch; then the generations rise in memory; then, with encryption,
+    /// the index's files are rewritten without the old wrapped keys.
+    fn drop_namespaces(&self, which: impl Fn(&NsSlot) -> bool) -> Result<usize> {
+        let _admin = self.inner.admin_lock();
+        let dropped: Vec<(NamespaceId, u64, Namespace)> = {
             let state = self.inner.lock();
-            let Some(&slot) = state.ns_by_id.get(id) else {
-                return Ok(false);
-            };
-            let slot = &state.namespaces[slot as usize];
-            if slot.dropped {
-                return Ok(false);
-            }
-            (slot.generation + 1, slot.namespace.clone())
+            state
+                .namespaces
+                .iter()
+                .filter(|slot| !slot.dropped && which(slot))
+                .map(|slot| (slot.id, slot.generation + 1, slot.namespace.clone()))
+                .collect()
         };
+        if dropped.is_empty() {
+            return Ok(0);
+        }
         if let Some(ssd) = &self.inner.ssd {
-            ssd.index.put_meta(
-                &namespace_key(id),
-                &namespace_record(generation, true, &namespace),
-                true,
-            )?;
+            let records: Vec<(Vec<u8>, Vec<u8>)> = dropped
+                .iter()
+                .map(|(id, generation, namespace)| {
+                    (
+                        namespace_key(id),
+                        namespace_record(*generation, true, namespace),
+                    )
+                })
+                .collect();
+            let puts: Vec<(&[u8], &[u8])> = records
+                .iter()
+                .map(|(key, value)| (key.as_slice(), value.as_slice()))
+                .collect();
+            let key_keys: Vec<Vec<u8>> = match &ssd.keys {
+                Some(_) => dropped
+                    .iter()
+                    .map(|(id, ..)| crate::keys::data_key_key(id))
+                    .collect(),
+                None => Vec::new(),
+            };
+            let deletes: Vec<&[u8]> = key_keys.iter().map(Vec::as_slice).collect();
+            ssd.index.write_meta(&puts, &deletes, true)?;
+            if let Some(keys) = &ssd.keys {
+                for (id, ..) in &dropped {
+                    keys.forget(id);
+                }
+            }
         }
         let liveness = {
             let mut state = self.inner.lock();
-            let slot = state.ns_by_id[id];
-            state.retire_generation(slot, generation);
+            for (id, generation, _) in &dropped {
+                let slot = state.ns_by_id[id];
+                state.retire_generation(slot, *generation);
+            }
             self.inner
                 .ssd
                 .as_ref()
@@ -401,8 +505,18 @@ impl Engine {
         };
         if let (Some(ssd), Some(liveness)) = (&self.inner.ssd, liveness) {
             ssd.index.set_liveness(liveness);
+            if ssd.keys.is_some() {
+                // Defence in depth: the keys are gone from the index's view
+                // already; this takes their bytes out of its files too.
+                if let Err(error) = ssd.index.purge_meta() {
+                    tracing::warn!(%error, "rewriting the index without the dropped data keys");
+                }
+                for (id, ..) in &dropped {
+                    tracing::info!(namespace = %hex(id), "data key destroyed: the namespace's SSD blocks are unreadable");
+                }
+            }
         }
-        Ok(true)
+        Ok(dropped.len())
     }
 
     /// Live namespaces.
@@ -612,9 +726,11 @@ impl Engine {
                 chain: *chain,
             };
             let failure = match inner.read_ssd(&key, generation, crc) {
-                Ok((record, location)) => {
+                Ok((record, start, location)) => {
                     NsCounters::bump(&counters.hits_ssd);
-                    return Ok(Some(inner.promote(block_id, epoch, record, crc, &location)));
+                    return Ok(Some(
+                        inner.promote(block_id, epoch, record, start, crc, &location),
+                    ));
                 }
                 Err(failure) => failure,
             };
@@ -637,15 +753,18 @@ impl Engine {
                     tracing::warn!(key = %hex_key(&key), segment, %error, "reading a block from SSD failed");
                     return Err(error);
                 }
-                SsdReadError::Corrupt { at, reason } => {
+                SsdReadError::Corrupt { at, kind, reason } => {
                     let mut released = Released::default();
                     state.emit(block_id, BlockEventKind::Removed, Tier::Ssd);
                     state.take_ssd(block_id, &mut released);
                     state.free_if_unused(block_id);
-                    NsCounters::bump(&counters.checksum_failures);
+                    NsCounters::bump(match kind {
+                        CorruptionKind::Checksum => &counters.checksum_failures,
+                        CorruptionKind::Tag => &counters.tag_failures,
+                    });
                     drop(state);
                     inner.finish_release(released);
-                    inner.report_corruption(key, Some(at), reason);
+                    inner.report(key, Some(at), kind, reason);
                     NsCounters::bump(&counters.misses);
                     return Ok(None);
                 }
@@ -1047,6 +1166,13 @@ impl Drop for Engine {
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The lock of namespace creation and drops (`namespace_admin`).
+    fn admin_lock(&self) -> MutexGuard<'_, ()> {
+        self.namespace_admin
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Checks a put's payload against the size limit and the caller's CRC;
@@ -1554,17 +1680,34 @@ impl Inner {
         let ssd = self.ssd.as_ref().ok_or(Error::Closed)?;
         let len: usize = chunks.iter().map(|chunk| chunk.len()).sum();
         let created = now_ms();
+        // With encryption at rest, the generation's data key; none means the
+        // namespace was dropped meanwhile, and nothing is written in plaintext.
+        let data_key = match &ssd.keys {
+            None => None,
+            Some(keys) => Some(
+                keys.data_key(&key.namespace, generation)
+                    .ok_or_else(|| Error::UnknownNamespace(hex(&key.namespace)))?,
+            ),
+        };
         let header = BlockHeader {
             key: *key,
             payload_len: u32::try_from(len).expect("bounded by payload_bytes_max"),
             namespace_generation: generation,
             created_at_unix_ms: created,
             payload_crc: crc,
+            encrypted: data_key.is_some(),
         };
-        let mut record = Vec::with_capacity(BLOCK_RECORD_OVERHEAD + len);
+        let sealing = if data_key.is_some() { SEAL_OVERHEAD } else { 0 };
+        let mut record = Vec::with_capacity(BLOCK_RECORD_OVERHEAD + sealing + len);
         record.extend_from_slice(&encode_block_record_prefix(&header, parent));
+        if let (Some(keys), Some(_)) = (&ssd.keys, &data_key) {
+            record.extend_from_slice(&keys.next_nonce());
+        }
         for chunk in chunks {
             record.extend_from_slice(chunk);
+        }
+        if let Some(data_key) = &data_key {
+            crate::keys::seal_block_record(data_key, &mut record)?;
         }
         let wal_durability = if durability == Durability::Sync {
             pagoda_wal::Durability::SyncData
@@ -1600,13 +1743,15 @@ impl Inner {
         Ok(location)
     }
 
-    /// Reads and verifies a block's record from the value log.
+    /// Reads and verifies a block's record from the value log (and opens it
+    /// when it is encrypted); returns the record, where its KV bytes start
+    /// in it, and its location.
     fn read_ssd(
         &self,
         key: &BlockKey,
         generation: u64,
         crc: u32,
-    ) -> std::result::Result<(Vec<u8>, Location), SsdReadError> {
+    ) -> std::result::Result<(Vec<u8>, usize, Location), SsdReadError> {
         let ssd = self.ssd.as_ref().ok_or(SsdReadError::Io(Error::Closed))?;
         let entry = ssd
             .index
@@ -1623,38 +1768,53 @@ impl Inner {
         if entry.namespace_generation != generation || entry.payload_crc != crc {
             return Err(SsdReadError::Stale);
         }
-        let record = match ssd.wal.read(&location) {
+        let mut record = match ssd.wal.read(&location) {
             Ok(record) => record,
             // The segment was reclaimed after we read the index.
             Err(pagoda_wal::Error::NotFound { .. }) => return Err(SsdReadError::Moved),
             Err(pagoda_wal::Error::BadRecord { detail, .. }) => {
-                return Err(SsdReadError::Corrupt {
-                    at,
-                    reason: detail.to_string(),
-                });
+                return Err(corrupt(at, detail.to_string()));
             }
             Err(error) => return Err(SsdReadError::Io(error.into())),
         };
-        let decoded = decode_block_record(&record).map_err(|error| SsdReadError::Corrupt {
-            at,
-            reason: error.to_string(),
-        })?;
-        if decoded.header.key != *key {
-            return Err(SsdReadError::Corrupt {
-                at,
-                reason: "the record holds another block".into(),
-            });
+        let header = decode_block_record(&record)
+            .map_err(|error| corrupt(at, error.to_string()))?
+            .header;
+        if header.key != *key {
+            return Err(corrupt(at, "the record holds another block".into()));
         }
-        if decoded.header.namespace_generation != generation || decoded.header.payload_crc != crc {
-            return Err(SsdReadError::Corrupt {
+        if header.namespace_generation != generation || header.payload_crc != crc {
+            return Err(corrupt(
                 at,
-                reason: format!(
+                format!(
                     "the record holds generation {} CRC {:#010x}, the index says generation {generation} CRC {crc:#010x}",
-                    decoded.header.namespace_generation, decoded.header.payload_crc
+                    header.namespace_generation, header.payload_crc
                 ),
-            });
+            ));
         }
-        Ok((record, location))
+        let start = match (&ssd.keys, header.encrypted) {
+            (None, false) => BLOCK_RECORD_OVERHEAD,
+            (Some(keys), true) => {
+                // No key: the namespace was dropped (or renewed) meanwhile.
+                let data_key = keys
+                    .data_key(&key.namespace, generation)
+                    .ok_or(SsdReadError::Stale)?;
+                open_record(&data_key, &mut record, &header, at)?
+            }
+            (Some(_), false) => {
+                return Err(tampered(
+                    at,
+                    "a plaintext record in an encrypted namespace".into(),
+                ));
+            }
+            (None, true) => {
+                return Err(tampered(
+                    at,
+                    "an encrypted record, and encryption is off".into(),
+                ));
+            }
+        };
+        Ok((record, start, location))
     }
 
     /// Turns a verified record into a reference, copying it into DRAM when
@@ -1664,11 +1824,12 @@ impl Inner {
         block_id: u32,
         epoch: u32,
         record: Vec<u8>,
+        start: usize,
         crc: u32,
         location: &Location,
     ) -> BlockRef {
         let _ = location;
-        let owned = BlockRef::from_record(record, BLOCK_RECORD_OVERHEAD, crc);
+        let owned = BlockRef::from_record(record, start, crc);
         if !self.options.promote_on_ssd_hit {
             return owned;
         }
@@ -1714,17 +1875,26 @@ impl Inner {
         BlockRef::from_pages(block, crc).with_tier(Tier::Ssd)
     }
 
-    /// Counts nothing (callers count); logs and keeps a report of a block
-    /// whose bytes failed their checksum at `at` (segment, offset), or in
-    /// DRAM when `at` is `None`.
+    /// [`Inner::report`] of a checksum failure.
     fn report_corruption(&self, key: BlockKey, at: Option<(u64, u64)>, reason: String) {
+        self.report(key, at, CorruptionKind::Checksum, reason);
+    }
+
+    /// Counts nothing (callers count); logs and keeps a report of a block
+    /// whose bytes failed their checksum or tag at `at` (segment, offset),
+    /// or in DRAM when `at` is `None`.
+    fn report(&self, key: BlockKey, at: Option<(u64, u64)>, kind: CorruptionKind, reason: String) {
+        let what = match kind {
+            CorruptionKind::Checksum => "checksum failure",
+            CorruptionKind::Tag => "tag failure (tampering or corruption)",
+        };
         let location = if let Some((segment, offset)) = at {
-            tracing::warn!(key = %hex_key(&key), segment, offset, %reason,
-                "checksum failure: block dropped (segment {segment} offset {offset})");
+            tracing::warn!(key = %hex_key(&key), segment, offset, ?kind, %reason,
+                "{what}: block dropped (segment {segment} offset {offset})");
             format!("segment {segment} offset {offset}")
         } else {
-            tracing::warn!(key = %hex_key(&key), location = "dram", %reason,
-                "checksum failure: block dropped");
+            tracing::warn!(key = %hex_key(&key), location = "dram", ?kind, %reason,
+                "{what}: block dropped");
             "dram".to_owned()
         };
         let mut reports = self
@@ -1736,6 +1906,7 @@ impl Inner {
         }
         reports.push_back(CorruptionReport {
             key,
+            kind,
             location,
             reason,
         });
@@ -2158,6 +2329,23 @@ fn namespace_record(generation: u64, dropped: bool, namespace: &Namespace) -> Ve
     record
 }
 
+/// Writes a live namespace's registry record and, with encryption at rest,
+/// a new data key for `generation` in the same synced batch; the key is
+/// installed once it is durable.
+fn write_namespace(ssd: &Ssd, namespace: &Namespace, generation: u64, record: &[u8]) -> Result<()> {
+    let id = namespace.id();
+    let registry_key = namespace_key(&id);
+    let Some(keys) = &ssd.keys else {
+        return ssd.index.put_meta(&registry_key, record, true);
+    };
+    let (key, wrapped) = keys.new_data_key(namespace, generation)?;
+    let key_key = crate::keys::data_key_key(&id);
+    ssd.index
+        .write_meta(&[(&registry_key, record), (&key_key, &wrapped)], &[], true)?;
+    keys.install(id, key);
+    Ok(())
+}
+
 fn register_namespace(state: &mut State, namespace: Namespace, generation: u64, dropped: bool) {
     let id = namespace.id();
     let tenant = state.tenant_by_name.get(namespace.tenant()).copied();
@@ -2196,6 +2384,14 @@ fn open_ssd(dir: &Path, options: &EngineOptions) -> Result<Ssd> {
     // tail, which in a directory another process appends to is that
     // process's acknowledged records.
     let lock = DirLock::acquire(dir)?;
+    // The index and the keys first: a missing or wrong master key stops
+    // the open before the log is recovered, so nothing is changed.
+    let index = if options.simulate_index_crashes {
+        Index::open_with_undo(&dir.join("index"))?
+    } else {
+        Index::open(&dir.join("index"))?
+    };
+    let keys = Keyring::open(&index, options.master_key.as_ref(), dir)?;
     let disk = if let Some(disk) = &options.log_disk {
         Arc::clone(disk)
     } else {
@@ -2206,19 +2402,18 @@ fn open_ssd(dir: &Path, options: &EngineOptions) -> Result<Ssd> {
             .map_err(Error::io(format!("opening {}", log_dir.display())))?
     };
     let wal = Wal::open(disk, options.wal.clone())?;
-    let index = if options.simulate_index_crashes {
-        Index::open_with_undo(&dir.join("index"))?
-    } else {
-        Index::open(&dir.join("index"))?
-    };
     Ok(Ssd {
         wal,
         index,
+        keys,
         _lock: lock,
     })
 }
 
-fn load_namespaces(index: &Index, state: &mut State) -> Result<()> {
+/// Registers the namespaces of the index and, with encryption at rest,
+/// loads the data key of each live one ([`load_data_key`]).
+fn load_namespaces(ssd: &Ssd, state: &mut State) -> Result<()> {
+    let index = &ssd.index;
     for (key, value) in index.meta_with_prefix(NAMESPACE_PREFIX)? {
         let bad = || Error::BadIndexEntry {
             reason: format!("namespace record {key:02x?} does not decode"),
@@ -2231,9 +2426,54 @@ fn load_namespaces(index: &Index, state: &mut State) -> Result<()> {
         );
         let dropped = *value.get(8).ok_or_else(bad)? != 0;
         let namespace = Namespace::decode(value.get(9..).ok_or_else(bad)?)?;
+        let known = state.tenant_by_name.contains_key(namespace.tenant());
+        let generation = match &ssd.keys {
+            Some(keys) if known && !dropped => load_data_key(ssd, keys, &namespace, generation)?,
+            _ => generation,
+        };
         register_namespace(state, namespace, generation, dropped);
     }
+    if let Some(keys) = &ssd.keys {
+        tracing::info!(
+            data_keys = keys.len(),
+            "encryption at rest is on (AES-256-GCM): SSD blocks are sealed with per-namespace data keys"
+        );
+    }
     Ok(())
+}
+
+/// Installs the data key of a live namespace at `generation`; returns the
+/// generation to register it with. A namespace without a usable key (made
+/// before encryption was turned on, or whose key entry is damaged) gets a
+/// new key and the next generation: its old blocks are dropped, as by a
+/// drop and create, since they cannot be served as encrypted ones.
+fn load_data_key(ssd: &Ssd, keys: &Keyring, namespace: &Namespace, generation: u64) -> Result<u64> {
+    let id = namespace.id();
+    let problem = match ssd.index.get_meta(&crate::keys::data_key_key(&id))? {
+        None => "it has no data key (it was created while encryption was off)".to_owned(),
+        Some(wrapped) => match keys.unwrap(namespace, &wrapped) {
+            Ok(key) if key.generation() == generation => {
+                keys.install(id, Arc::new(key));
+                return Ok(generation);
+            }
+            Ok(key) => format!(
+                "its data key is of generation {}, not {generation}",
+                key.generation()
+            ),
+            Err(error) => error.to_string(),
+        },
+    };
+    let renewed = generation + 1;
+    tracing::warn!(namespace = %hex(&id), %problem, generation = renewed,
+        "namespace gets a new data key and generation: its blocks so far are dropped \
+         (plaintext ones stay in the log until their segments are reclaimed)");
+    write_namespace(
+        ssd,
+        namespace,
+        renewed,
+        &namespace_record(renewed, false, namespace),
+    )?;
+    Ok(renewed)
 }
 
 fn liveness(state: &State, wal: &Wal) -> Liveness {
@@ -2352,7 +2592,13 @@ fn load_blocks(ssd: &Ssd, state: &mut State, detached: bool) -> Result<()> {
             let slot = &state.namespaces[slot as usize];
             !slot.dropped && slot.generation == entry.namespace_generation
         });
-        let payload_len = entry.record_payload_len.checked_sub(RECORD_OVERHEAD_U32);
+        // Every record of a namespace with a data key is sealed.
+        let sealed = ssd.keys.as_ref().is_some_and(|keys| {
+            keys.data_key(&key.namespace, entry.namespace_generation)
+                .is_some()
+        });
+        let overhead = RECORD_OVERHEAD_U32 + if sealed { SEAL_OVERHEAD_U32 } else { 0 };
+        let payload_len = entry.record_payload_len.checked_sub(overhead);
         let (Some(slot), true, true, Some(payload_len)) = (slot, in_log, current, payload_len)
         else {
             stale.push(key.encode().to_vec());

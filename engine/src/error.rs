@@ -70,6 +70,33 @@ pub enum Error {
         /// The holder's PID, as its lock file records it.
         holder_pid: Option<u32>,
     },
+    /// The data directory is encrypted at rest ([`crate::keys`]) and the
+    /// engine was opened without a master key; nothing was read or changed
+    /// past the index's key check.
+    #[error(
+        "data directory {} is encrypted at rest: start with its master key \
+         (--master-key-file, PAGODA_MASTER_KEY_FILE or PAGODA_MASTER_KEY); nothing was changed",
+        .dir.display()
+    )]
+    MasterKeyRequired {
+        /// The data directory.
+        dir: std::path::PathBuf,
+    },
+    /// The master key given is not the one the data directory was
+    /// encrypted with; nothing was changed.
+    #[error(
+        "the master key given is not the one data directory {} is encrypted with \
+         (the index's key check differs); nothing was changed",
+        .dir.display()
+    )]
+    WrongMasterKey {
+        /// The data directory.
+        dir: std::path::PathBuf,
+    },
+    /// Key material failed: a bad key file, a wrapped data key that does
+    /// not open, a failed RNG.
+    #[error("keys: {0}")]
+    Keys(String),
 }
 
 /// Who holds a data directory, for [`Error::DirectoryInUse`].

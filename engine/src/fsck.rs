@@ -11,18 +11,26 @@
 //! serves everything else and treats those blocks as misses; damaged log
 //! bytes stay until their segment is reclaimed (open skips them).
 //!
+//! Encrypted records (`formats/SPEC.md` section 10.1) are framed and
+//! checksummed like any other, so all of the above holds without keys.
+//! Given the node's master key ([`fsck_with_keys`]), fsck also unwraps every
+//! data key and opens every encrypted record it checks: a tag that does not
+//! verify, or a record no key the node holds can open, is a problem. A
+//! plaintext record in a namespace that has a data key is one too, keys or
+//! not.
+//!
 //! Nothing else may work on the directory meanwhile: fsck takes the data
 //! directory lock ([`crate::dir_lock`]) before it reads anything, so it
 //! fails at once, naming the PID, while a server (or another fsck) has the
 //! directory, and a server started meanwhile refuses to open it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
 use pagoda_formats::block::decode_block_record;
 use pagoda_formats::key::BlockKey;
-use pagoda_formats::namespace::Namespace;
+use pagoda_formats::namespace::{Namespace, NamespaceId};
 use pagoda_formats::record::{RecordKind, decode_record, record_len};
 use pagoda_formats::segment::segment_file_name;
 use pagoda_wal::DiskFile;
@@ -30,6 +38,7 @@ use pagoda_wal::DiskFile;
 use crate::dir_lock::DirLock;
 use crate::error::{Error, Result};
 use crate::index::Index;
+use crate::keys::{DATA_KEY_PREFIX, DataKey, MasterKey};
 
 /// One problem found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +66,12 @@ pub struct FsckReport {
     pub dead: u64,
     /// Block records in the log past the index checkpoint.
     pub unindexed_records: u64,
+    /// Whether the directory is encrypted at rest (its index holds keys).
+    pub encrypted: bool,
+    /// Entries whose encrypted record was opened (its tag verified).
+    pub tags_verified: u64,
+    /// Entries whose encrypted record was not opened (no master key given).
+    pub tags_unverified: u64,
     /// Problems: index entries whose block cannot be served.
     pub problems: Vec<Problem>,
     /// Damage in the log itself. Not a problem for the store (open skips
@@ -75,8 +90,20 @@ impl FsckReport {
     }
 }
 
-/// Checks `dir` (and repairs it when `repair`).
+/// Checks `dir` (and repairs it when `repair`), without keys: encrypted
+/// records are checked as framed, their tags are not.
 pub fn fsck(dir: &Path, repair: bool) -> Result<FsckReport> {
+    fsck_with_keys(dir, repair, None)
+}
+
+/// [`fsck`], opening encrypted records with the data keys `master` unwraps
+/// (their tags verified). A `master` that is not the directory's is an
+/// error ([`Error::WrongMasterKey`]) before anything is checked.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one pass over the log and the index, in the order a reader follows"
+)]
+pub fn fsck_with_keys(dir: &Path, repair: bool, master: Option<&MasterKey>) -> Result<FsckReport> {
     let log_dir = dir.join("log");
     let index_dir = dir.join("index");
     if !log_dir.is_dir() || !index_dir.is_dir() {
@@ -118,6 +145,41 @@ pub fn fsck(dir: &Path, repair: bool) -> Result<FsckReport> {
             .count() as u64;
     }
     let generations = namespace_generations(&index)?;
+    let encrypted_namespaces: HashSet<NamespaceId> = index
+        .meta_with_prefix(DATA_KEY_PREFIX)?
+        .into_iter()
+        .filter_map(|(key, _)| {
+            let id = key.get(DATA_KEY_PREFIX.len()..)?;
+            Some(NamespaceId(<[u8; 32]>::try_from(id).ok()?))
+        })
+        .collect();
+    report.encrypted = index.get_meta(crate::keys::MASTER_CHECK_KEY)?.is_some()
+        || !encrypted_namespaces.is_empty();
+    let mut data_keys: HashMap<NamespaceId, DataKey> = HashMap::new();
+    if let Some(master) = master {
+        crate::keys::verify_master_key(&index, master, dir)?;
+        for (id, unwrapped) in crate::keys::unwrap_all(&index, master)? {
+            match unwrapped {
+                Ok(key) => {
+                    data_keys.insert(id, key);
+                }
+                Err(reason) => report.problems.push(Problem {
+                    key: None,
+                    location: "index".into(),
+                    reason: format!(
+                        "the data key of namespace {} does not unwrap: {reason}",
+                        pagoda_formats::hex::encode(id.as_bytes())
+                    ),
+                    repaired: false,
+                }),
+            }
+        }
+    }
+    let keys = Keys {
+        given: master.is_some(),
+        data: &data_keys,
+        encrypted: &encrypted_namespaces,
+    };
     let mut files: HashMap<u64, Arc<dyn DiskFile>> = HashMap::new();
     let mut bad_keys = Vec::new();
     for item in index.all_entries() {
@@ -143,9 +205,16 @@ pub fn fsck(dir: &Path, repair: bool) -> Result<FsckReport> {
             }
         }
         let location = format!("segment {} offset {}", entry.segment_id, entry.offset);
-        let checked = check_entry(&disk, &mut files, &epochs, &key, &entry);
+        let checked = check_entry(&disk, &mut files, &epochs, &key, &entry, &keys);
         match checked {
-            Ok(()) => report.ok += 1,
+            Ok(sealing) => {
+                report.ok += 1;
+                match sealing {
+                    Sealing::Plain => {}
+                    Sealing::Opened => report.tags_verified += 1,
+                    Sealing::NotOpened => report.tags_unverified += 1,
+                }
+            }
             Err(reason) => {
                 report.problems.push(Problem {
                     key: Some(key),
@@ -188,13 +257,34 @@ fn namespace_generations(
     Ok(out)
 }
 
+/// What fsck knows of the directory's keys.
+struct Keys<'a> {
+    /// A master key was given: encrypted records must open.
+    given: bool,
+    /// The data keys it unwrapped.
+    data: &'a HashMap<NamespaceId, DataKey>,
+    /// Namespaces with a wrapped data key (known without the master key).
+    encrypted: &'a HashSet<NamespaceId>,
+}
+
+/// How an entry's record was checked.
+enum Sealing {
+    /// A plaintext record: its payload CRC verified.
+    Plain,
+    /// An encrypted record, opened: its tag and payload CRC verified.
+    Opened,
+    /// An encrypted record, not opened (no master key given).
+    NotOpened,
+}
+
 fn check_entry(
     disk: &Arc<dyn pagoda_wal::Disk>,
     files: &mut HashMap<u64, Arc<dyn DiskFile>>,
     epochs: &BTreeMap<u64, (u64, u64)>,
     key: &BlockKey,
     entry: &crate::index::IndexEntry,
-) -> std::result::Result<(), String> {
+    keys: &Keys<'_>,
+) -> std::result::Result<Sealing, String> {
     let &(epoch, len) = epochs
         .get(&entry.segment_id)
         .ok_or("its segment is missing or has a bad header")?;
@@ -230,5 +320,37 @@ fn check_entry(
     {
         return Err("the record's checksum or generation differs from the index".into());
     }
-    Ok(())
+    check_sealing(&block.header, record.payload, keys)
+}
+
+/// Checks an entry's record against the namespace's encryption: opens an
+/// encrypted one when keys were given.
+fn check_sealing(
+    header: &pagoda_formats::block::BlockHeader,
+    record_payload: &[u8],
+    keys: &Keys<'_>,
+) -> std::result::Result<Sealing, String> {
+    let namespace = header.key.namespace;
+    if !header.encrypted {
+        if keys.encrypted.contains(&namespace) {
+            return Err("tag failure: a plaintext record in an encrypted namespace".into());
+        }
+        return Ok(Sealing::Plain);
+    }
+    if !keys.given {
+        return Ok(Sealing::NotOpened);
+    }
+    let data_key = keys
+        .data
+        .get(&namespace)
+        .filter(|key| key.generation() == header.namespace_generation)
+        .ok_or("undecryptable: no data key the node holds belongs to this record's namespace generation")?;
+    let mut sealed = record_payload.to_vec();
+    let range = crate::keys::open_block_record(data_key, &mut sealed)
+        .map_err(|mismatch| format!("tag failure: {mismatch}"))?;
+    let plaintext = sealed.get(range).ok_or("tag failure: a short record")?;
+    header
+        .verify_payload(plaintext)
+        .map_err(|error| format!("block: {error}"))?;
+    Ok(Sealing::Opened)
 }

@@ -4,8 +4,10 @@
 //! Keys are the 64-byte block keys of `formats` (namespace first, so a
 //! namespace is one key range). Values are [`IndexEntry`]s, a fixed 88-byte
 //! little-endian encoding (`formats/SPEC.md`, "Index entries"). A second column
-//! family, `meta`, holds the index checkpoint: the highest value-log sequence
-//! number whose records are all reflected in the index. Index writes may lag
+//! family, `meta`, holds the index checkpoint (the highest value-log sequence
+//! number whose records are all reflected in the index), the namespace
+//! registry and, with encryption at rest, the wrapped data keys
+//! ([`crate::keys`]). Index writes may lag
 //! the log; on open the engine replays the log past the checkpoint.
 //!
 //! Space of dead entries comes back without a scan: a compaction filter drops
@@ -414,6 +416,67 @@ impl Index {
         self.note_write(&[(true, key)], sync)?;
         self.db
             .put_cf_opt(family, key, value, &write_options(sync))?;
+        Ok(())
+    }
+
+    /// Writes `puts` and deletes `deletes` in the `meta` column family in
+    /// one atomic batch; `sync` waits for RocksDB's WAL to be synced.
+    pub fn write_meta(&self, puts: &[(&[u8], &[u8])], deletes: &[&[u8]], sync: bool) -> Result<()> {
+        let family = self
+            .db
+            .cf_handle(META_CF)
+            .ok_or(Error::MissingColumnFamily(META_CF))?;
+        let noted: Vec<(bool, &[u8])> = puts
+            .iter()
+            .map(|(key, _)| (true, *key))
+            .chain(deletes.iter().map(|key| (true, *key)))
+            .collect();
+        self.note_write(&noted, sync)?;
+        let mut batch = WriteBatch::default();
+        for (key, value) in puts {
+            batch.put_cf(family, key, value);
+        }
+        for key in deletes {
+            batch.delete_cf(family, key);
+        }
+        self.db.write_opt(batch, &write_options(sync))?;
+        Ok(())
+    }
+
+    /// One value of the `meta` column family.
+    pub fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let family = self
+            .db
+            .cf_handle(META_CF)
+            .ok_or(Error::MissingColumnFamily(META_CF))?;
+        Ok(self.db.get_cf(family, key)?)
+    }
+
+    /// Rewrites the `meta` column family so that values deleted from it
+    /// leave the index's files: every column family is flushed (so no
+    /// RocksDB log file still holds them; RocksDB deletes logs whose
+    /// column families are all flushed), then `meta` is compacted down to
+    /// its last level (so no table file does). Run after data keys are
+    /// destroyed (crypto-erasure) or re-wrapped (rotation). What the file
+    /// system does with the freed blocks is beyond it (`formats/SPEC.md`
+    /// section 16.1).
+    pub fn purge_meta(&self) -> Result<()> {
+        let meta = self
+            .db
+            .cf_handle(META_CF)
+            .ok_or(Error::MissingColumnFamily(META_CF))?;
+        let blocks = self
+            .db
+            .cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
+            .ok_or(Error::MissingColumnFamily(
+                rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
+            ))?;
+        self.db
+            .flush_cfs_opt(&[&blocks, &meta], &rocksdb::FlushOptions::default())?;
+        let mut compact = rocksdb::CompactOptions::default();
+        compact.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        self.db
+            .compact_range_cf_opt::<&[u8], &[u8]>(meta, None, None, &compact);
         Ok(())
     }
 

@@ -196,6 +196,11 @@ pub struct EngineOptions {
     /// power loss would (the simulator and crash tests; one read per index
     /// write, and only for one writer at a time).
     pub simulate_index_crashes: bool,
+    /// The node's master key: with one, SSD block records are encrypted
+    /// at rest ([`crate::keys`]); without one they are plaintext, and a data
+    /// directory that was encrypted refuses to open. Never stored beside
+    /// the data.
+    pub master_key: Option<crate::keys::MasterKey>,
     /// Called at named points of the engine's background work, so a test
     /// can interleave calls (or cut the power) at exactly that point; none
     /// in production.
@@ -228,6 +233,7 @@ impl std::fmt::Debug for EngineOptions {
             .field("durability", &self.durability)
             .field("admission", &self.admission)
             .field("policy", &self.policy)
+            .field("encrypted", &self.master_key.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -253,6 +259,7 @@ impl Default for EngineOptions {
             events: None,
             clock: Arc::new(crate::SystemClock),
             simulate_index_crashes: false,
+            master_key: None,
             hook: None,
         }
     }

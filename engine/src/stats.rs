@@ -75,6 +75,10 @@ counters!(
         promotions,
         /// Checksum failures at a tier transition (each one a miss).
         checksum_failures,
+        /// Encrypted SSD blocks whose AEAD tag did not verify: tampering
+        /// or corruption of sealed bytes (each one a miss, like a checksum
+        /// failure, and reported apart from them).
+        tag_failures,
         /// SSD reads that failed in storage (I/O or index errors): reported
         /// to the caller as errors, never counted as checksum failures.
         ssd_read_errors,
@@ -145,11 +149,23 @@ pub struct TenantStats {
     pub ssd_blocks: u64,
 }
 
-/// A checksum failure: which block, where.
+/// What failed when a block's bytes were found damaged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CorruptionKind {
+    /// A CRC-32C (record, block header or payload) did not match.
+    Checksum,
+    /// The AEAD tag of an encrypted block did not verify (tampering, or
+    /// corruption of sealed bytes with their CRC made to match).
+    Tag,
+}
+
+/// A checksum or tag failure: which block, where.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CorruptionReport {
     /// The block.
     pub key: BlockKey,
+    /// Which check failed.
+    pub kind: CorruptionKind,
     /// Where it was read from (`segment N offset M`, or `dram`).
     pub location: String,
     /// What was wrong.
@@ -175,7 +191,7 @@ pub struct EngineStats {
     pub blocks: u64,
     /// Blocks whose namespace was dropped, not yet freed.
     pub dead_blocks: u64,
-    /// Recent checksum failures, newest last.
+    /// Recent checksum and tag failures, newest last.
     pub recent_corruptions: Vec<CorruptionReport>,
     /// Milliseconds the last open took to become ready.
     pub open_ms: u64,

@@ -5,7 +5,7 @@
 //! ```text
 //!   0  magic                 [u8; 8]  A9 50 47 42 0D 0A 1A 0A  ("\xA9PGB\r\n\x1A\n")
 //!   8  version               u16      1
-//!  10  flags                 u16      0 (reserved)
+//!  10  flags                 u16      bit 0: ENCRYPTED; bits 1..16 reserved (0)
 //!  12  payload_len           u32      <= PAYLOAD_BYTES_HARD_MAX
 //!  16  key                   [u8; 64] namespace id || chain hash
 //!  80  namespace_generation  u64      the namespace's generation when stored
@@ -16,7 +16,11 @@
 //!
 //! A block record of the value log is this header, the parent's chain hash
 //! (32 bytes) and the KV bytes ([`encode_block_record_prefix`],
-//! [`decode_block_record`]).
+//! [`decode_block_record`]). When the header's `ENCRYPTED` flag is set, the
+//! KV bytes are replaced by `nonce (12) || ciphertext || tag (16)`, sealed
+//! with AES-256-GCM under the namespace's data key with the header and
+//! parent hash as associated data (`SPEC.md` section 10.1); this crate frames
+//! such records, the engine (`pagoda_engine::keys`) seals and opens them.
 
 use crate::chain::ChainHash;
 use crate::codec::{FormatVersion, Reader, check_header_crc};
@@ -32,6 +36,18 @@ pub const BLOCK_HEADER_SIZE: usize = 104;
 
 const HEADER_CRC_OFFSET: usize = 100;
 
+/// Bit of the header's `flags`: the payload is sealed (`SPEC.md` 10.1).
+pub const FLAG_ENCRYPTED: u16 = 1;
+
+/// Bytes of the nonce in front of a sealed payload.
+pub const SEAL_NONCE_BYTES: usize = 12;
+
+/// Bytes of the AEAD tag after a sealed payload.
+pub const SEAL_TAG_BYTES: usize = 16;
+
+/// Bytes a sealed payload takes beyond its plaintext: nonce and tag.
+pub const SEAL_OVERHEAD: usize = SEAL_NONCE_BYTES + SEAL_TAG_BYTES;
+
 /// The decoded fields of a block header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockHeader {
@@ -44,8 +60,12 @@ pub struct BlockHeader {
     pub namespace_generation: u64,
     /// Milliseconds since the Unix epoch when the block was first stored.
     pub created_at_unix_ms: u64,
-    /// CRC-32C of the payload.
+    /// CRC-32C of the payload (of the plaintext KV bytes, also when the
+    /// record is encrypted).
     pub payload_crc: u32,
+    /// The KV bytes are sealed (`FLAG_ENCRYPTED`): the record carries
+    /// `nonce || ciphertext || tag` in their place, `payload_len + 28` bytes.
+    pub encrypted: bool,
 }
 
 impl BlockHeader {
@@ -63,7 +83,20 @@ impl BlockHeader {
             namespace_generation,
             created_at_unix_ms,
             payload_crc: crc32c::crc32c(payload),
+            encrypted: false,
         })
+    }
+
+    /// The header's `flags` field.
+    pub fn flags(&self) -> u16 {
+        if self.encrypted { FLAG_ENCRYPTED } else { 0 }
+    }
+
+    /// Bytes of the record's payload after the header and parent hash: the
+    /// KV bytes, or for an encrypted record nonce, ciphertext and tag.
+    pub fn stored_payload_len(&self) -> u64 {
+        let sealing = if self.encrypted { SEAL_OVERHEAD } else { 0 };
+        u64::from(self.payload_len) + sealing as u64
     }
 
     /// Encodes the header.
@@ -71,7 +104,7 @@ impl BlockHeader {
         let mut out = Vec::with_capacity(BLOCK_HEADER_SIZE);
         out.extend_from_slice(&BLOCK_MAGIC);
         out.extend_from_slice(&FormatVersion::CURRENT.number().to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&self.flags().to_le_bytes());
         out.extend_from_slice(&self.payload_len.to_le_bytes());
         out.extend_from_slice(&self.key.encode());
         out.extend_from_slice(&self.namespace_generation.to_le_bytes());
@@ -94,7 +127,13 @@ impl BlockHeader {
             Structure::BlockHeader,
         )?;
         reader.version()?;
-        reader.reserved(2)?;
+        let flags = reader.u16()?;
+        if flags & !FLAG_ENCRYPTED != 0 {
+            return Err(Error::NonZeroReserved {
+                structure: Structure::BlockHeader,
+                offset: 10,
+            });
+        }
         let payload_len = check_payload_len(reader.u32()?.into())?;
         let key = BlockKey::decode(reader.take(crate::key::BLOCK_KEY_SIZE)?)?;
         Ok(BlockHeader {
@@ -103,6 +142,7 @@ impl BlockHeader {
             namespace_generation: reader.u64()?,
             created_at_unix_ms: reader.u64()?,
             payload_crc: reader.u32()?,
+            encrypted: flags & FLAG_ENCRYPTED != 0,
         })
     }
 
@@ -140,7 +180,9 @@ pub struct BlockRecord<'a> {
     /// The chain hash of the block's parent ([`ChainHash::ROOT`] for a
     /// chain's first block): what keeps a restarted store prefix-closed.
     pub parent: ChainHash,
-    /// The KV bytes.
+    /// The KV bytes; for an encrypted record (`header.encrypted`) the sealed
+    /// bytes instead (`nonce || ciphertext || tag`), which only opening them
+    /// with the namespace's data key verifies.
     pub payload: &'a [u8],
 }
 
@@ -158,7 +200,10 @@ pub fn encode_block_record_prefix(
 }
 
 /// Decodes a block record: verifies the header, the length and the payload
-/// checksum. Never returns bytes that do not match the header.
+/// checksum. Never returns bytes that do not match the header. An encrypted
+/// record's length is checked (`payload_len + 28` sealed bytes) but its
+/// plaintext checksum can only be checked once it is opened: its payload is
+/// returned sealed, covered by the log record's CRC and the AEAD tag.
 pub fn decode_block_record(bytes: &[u8]) -> Result<BlockRecord<'_>> {
     let header = BlockHeader::decode(bytes)?;
     let (_, rest) = bytes
@@ -174,13 +219,24 @@ pub fn decode_block_record(bytes: &[u8]) -> Result<BlockRecord<'_>> {
         available: rest.len() as u64,
     })?;
     let parent = ChainHash(parent.try_into().expect("split at 32"));
-    if payload.len() as u64 > u64::from(header.payload_len) {
+    let stored = header.stored_payload_len();
+    if payload.len() as u64 > stored {
         return Err(Error::TrailingBytes {
             structure: Structure::BlockPayload,
-            extra: payload.len() as u64 - u64::from(header.payload_len),
+            extra: payload.len() as u64 - stored,
         });
     }
-    header.verify_payload(payload)?;
+    if header.encrypted {
+        if (payload.len() as u64) < stored {
+            return Err(Error::Truncated {
+                structure: Structure::BlockPayload,
+                needed: stored,
+                available: payload.len() as u64,
+            });
+        }
+    } else {
+        header.verify_payload(payload)?;
+    }
     Ok(BlockRecord {
         header,
         parent,
@@ -284,6 +340,43 @@ mod tests {
         assert!(matches!(
             header.verify_payload(b"pay"),
             Err(Error::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn encrypted_records_are_framed_by_length_and_flag() {
+        let mut header = BlockHeader::for_payload(key(), b"kv bytes", 1, 2).unwrap();
+        header.encrypted = true;
+        let encoded = header.encode();
+        assert_eq!(encoded[10..12], FLAG_ENCRYPTED.to_le_bytes());
+        assert_eq!(BlockHeader::decode(&encoded).unwrap(), header);
+        let mut record = encode_block_record_prefix(&header, &ChainHash::ROOT).to_vec();
+        // Sealed bytes: nonce, ciphertext (as long as the plaintext), tag.
+        record.extend_from_slice(&[0xEE; SEAL_OVERHEAD + 8]);
+        let decoded = decode_block_record(&record).unwrap();
+        assert!(decoded.header.encrypted);
+        assert_eq!(decoded.payload.len(), SEAL_OVERHEAD + 8);
+        assert!(matches!(
+            decode_block_record(&record[..record.len() - 1]),
+            Err(Error::Truncated { .. })
+        ));
+        record.push(0);
+        assert!(matches!(
+            decode_block_record(&record),
+            Err(Error::TrailingBytes { .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_flags_are_rejected() {
+        let header = BlockHeader::for_payload(key(), b"kv", 1, 2).unwrap();
+        let mut encoded = header.encode();
+        encoded[10] = 0x02;
+        let crc = crc32c::crc32c(&encoded[..HEADER_CRC_OFFSET]);
+        encoded[HEADER_CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(
+            BlockHeader::decode(&encoded),
+            Err(Error::NonZeroReserved { offset: 10, .. })
         ));
     }
 

@@ -81,11 +81,13 @@ pub const HEAD_DIM_MAX: u32 = 16384;
 pub const TP_SIZE_MAX: u16 = 1024;
 
 /// Largest payload of one log record: a block record's 104-byte header and
-/// 32-byte parent hash (`formats/SPEC.md` §10) plus the hard payload cap.
-pub const RECORD_PAYLOAD_BYTES_MAX: u32 = PAYLOAD_BYTES_HARD_MAX + 136;
+/// 32-byte parent hash (`formats/SPEC.md` §10), an encrypted record's
+/// 12-byte nonce and 16-byte tag (§10.1), plus the hard payload cap.
+pub const RECORD_PAYLOAD_BYTES_MAX: u32 = PAYLOAD_BYTES_HARD_MAX + 136 + 28;
 
 const _: () = assert!(crate::block::BLOCK_HEADER_SIZE == 104);
 const _: () = assert!(crate::block::BLOCK_RECORD_OVERHEAD == 136);
+const _: () = assert!(crate::block::SEAL_OVERHEAD == 28);
 
 /// Every record starts at a multiple of this many bytes within its segment.
 pub const RECORD_ALIGN: u64 = 8;

@@ -237,13 +237,13 @@ fn crc32c_is_the_castagnoli_crc_of_the_spec() {
 }
 
 /// A block record's payload is its 104-byte header, the 32-byte parent hash
-/// and up to `PAYLOAD_BYTES_HARD_MAX` KV bytes; the record limit once
-/// counted only the header, so the largest block a namespace may hold could
-/// not be framed.
+/// and up to `PAYLOAD_BYTES_HARD_MAX` KV bytes, and when encrypted a 12-byte
+/// nonce and a 16-byte tag too; the record limit once counted only the
+/// header, so the largest block a namespace may hold could not be framed.
 #[test]
 fn a_record_holding_the_largest_block_is_within_the_record_limit() {
     let largest = limits::PAYLOAD_BYTES_HARD_MAX
-        + u32::try_from(crate::block::BLOCK_RECORD_OVERHEAD).unwrap();
+        + u32::try_from(crate::block::BLOCK_RECORD_OVERHEAD + crate::block::SEAL_OVERHEAD).unwrap();
     let bytes = encode_header(&header(RecordKind::Block, largest, 1), 0);
     assert_eq!(decode_header(&bytes).unwrap().payload_len, largest);
     let bytes = encode_header(&header(RecordKind::Block, largest + 1, 1), 0);
