@@ -237,6 +237,15 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Cluster mode (none: a single node).
     pub cluster: Option<ClusterConfig>,
+    /// A file holding the node's master key (32 raw bytes or 64 hex
+    /// digits): with one, the SSD tier is encrypted at rest
+    /// (`formats/SPEC.md` §16.1). Keep it off the data directory's volume.
+    pub master_key_file: Option<PathBuf>,
+    /// The master key as 64 hex digits, from `PAGODA_MASTER_KEY` only
+    /// (never read from or printed to a configuration file); the file
+    /// wins when both are given.
+    #[serde(skip)]
+    pub master_key_hex: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -255,6 +264,8 @@ impl Default for ServerConfig {
             tenants: Vec::new(),
             limits: Limits::default(),
             cluster: None,
+            master_key_file: None,
+            master_key_hex: None,
         }
     }
 }
@@ -277,7 +288,8 @@ impl ServerConfig {
 
     /// Applies `PAGODA_*` environment variables (`PAGODA_GRPC_ADDR`,
     /// `PAGODA_HTTP_ADDR`, `PAGODA_DATA_DIR`, `PAGODA_DRAM_BYTES`,
-    /// `PAGODA_SSD_BYTES`, `PAGODA_DURABILITY`, `PAGODA_POLICY`).
+    /// `PAGODA_SSD_BYTES`, `PAGODA_DURABILITY`, `PAGODA_POLICY`,
+    /// `PAGODA_MASTER_KEY_FILE`, `PAGODA_MASTER_KEY`).
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), String> {
         let parse = |name: &str, value: &str| format!("{name}={value:?} does not parse");
         if let Some(value) = get("PAGODA_GRPC_ADDR") {
@@ -309,7 +321,31 @@ impl ServerConfig {
         if let Some(value) = get("PAGODA_POLICY") {
             self.policy = value;
         }
+        if let Some(value) = get("PAGODA_MASTER_KEY_FILE") {
+            self.master_key_file = Some(value.into());
+        }
+        if let Some(value) = get("PAGODA_MASTER_KEY") {
+            self.master_key_hex = Some(value);
+        }
         Ok(())
+    }
+
+    /// The master key of encryption at rest, read from `master_key_file`
+    /// (or `PAGODA_MASTER_KEY`); `None` when neither is given (encryption
+    /// off).
+    pub fn master_key(&self) -> Result<Option<pagoda_engine::MasterKey>, String> {
+        if let Some(path) = &self.master_key_file {
+            return pagoda_engine::MasterKey::from_file(path)
+                .map(Some)
+                .map_err(|error| error.to_string());
+        }
+        self.master_key_hex
+            .as_deref()
+            .map(|hex| {
+                pagoda_engine::MasterKey::parse(hex.as_bytes())
+                    .map_err(|error| format!("PAGODA_MASTER_KEY: {error}"))
+            })
+            .transpose()
     }
 
     /// Checks the configuration: addresses, auth on non-loopback binds,

@@ -208,6 +208,7 @@ pub async fn serve_announcing(
     );
 
     let mut options = engine_options(&config, tenants);
+    options.master_key = config.master_key()?;
     options.events = Some(watch_feed(&shared));
     options.detached_parents = config.cluster.is_some();
     let opening = Arc::clone(&shared);

@@ -7,6 +7,12 @@
 //! status: open skips damaged records, and the space comes back when the
 //! segment is reclaimed.
 //!
+//! An encrypted directory is checked without keys as far as the framing
+//! goes; with `--master-key-file` (the node's master key) fsck also opens
+//! every encrypted record, and a tag that does not verify or a record it
+//! cannot decrypt is a problem. A wrong master key is an error (exit 1)
+//! before anything is checked.
+//!
 //! fsck takes the data directory lock before it reads anything: while a
 //! server (or another fsck) works on the directory it exits 1 at once,
 //! naming that process's PID, and changes nothing.
@@ -14,7 +20,8 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use pagoda_engine::fsck::{FsckReport, fsck};
+use pagoda_engine::MasterKey;
+use pagoda_engine::fsck::{FsckReport, fsck_with_keys};
 
 /// Flags of `pagoda fsck`.
 #[derive(Debug, Args)]
@@ -27,10 +34,21 @@ pub(crate) struct FsckArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// The node's master key (32 raw bytes or 64 hex digits): encrypted
+    /// records are opened and their tags verified.
+    #[arg(long, env = "PAGODA_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
 }
 
 pub(crate) fn run(args: &FsckArgs) -> Result<(), String> {
-    let report = fsck(&args.dir, args.repair).map_err(|error| error.to_string())?;
+    let master = args
+        .master_key_file
+        .as_deref()
+        .map(MasterKey::from_file)
+        .transpose()
+        .map_err(|error| error.to_string())?;
+    let report = fsck_with_keys(&args.dir, args.repair, master.as_ref())
+        .map_err(|error| error.to_string())?;
     if args.json {
         println!("{}", to_json(&report));
     } else {
@@ -60,6 +78,16 @@ fn print_report(args: &FsckArgs, report: &FsckReport) {
         "  unindexed records   {} (indexed at the next open)",
         report.unindexed_records
     );
+    if report.encrypted {
+        println!("  encrypted at rest   yes");
+        println!("  tags verified       {}", report.tags_verified);
+        if report.tags_unverified > 0 {
+            println!(
+                "  tags not verified   {} (give --master-key-file to open them)",
+                report.tags_unverified
+            );
+        }
+    }
     println!("  problems            {}", report.problems.len());
     for damage in &report.log_damage {
         println!("  [log damage, harmless once unreferenced] {damage}");
@@ -88,6 +116,9 @@ fn to_json(report: &FsckReport) -> serde_json::Value {
         "verified": report.ok,
         "dead": report.dead,
         "unindexed_records": report.unindexed_records,
+        "encrypted": report.encrypted,
+        "tags_verified": report.tags_verified,
+        "tags_unverified": report.tags_unverified,
         "log_damage": report.log_damage,
         "problems": report.problems.iter().map(|problem| serde_json::json!({
             "key": problem.key.map(|key| pagoda_formats::hex::encode(&key.encode())),

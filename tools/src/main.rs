@@ -4,7 +4,8 @@
 //! `pagoda hash` (chain hashes of a token sequence, for checking a client
 //! implementation against the reference), `pagoda wal` (dump, verify and
 //! crash-test a log directory), `pagoda fsck` (check and repair a data
-//! directory), `pagoda serve` (run a node), `pagoda stats` (look at one),
+//! directory), `pagoda keys` (the master key of encryption at rest: generate,
+//! check, rotate), `pagoda serve` (run a node), `pagoda stats` (look at one),
 //! `pagoda token` (make API tokens), `pagoda bench wal|engine|policies` and
 //! `pagoda trace analyze|synth` (trace statistics and synthetic traces) and
 //! `pagoda replay` (the Conductor's placement on a virtual clock over real
@@ -28,6 +29,7 @@ mod bench_scrape;
 mod cluster_cmd;
 mod fsck_cmd;
 mod hash;
+mod keys_cmd;
 mod logging;
 mod replay;
 mod serve;
@@ -65,6 +67,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Check a data directory offline (and repair it with --repair).
     Fsck(fsck_cmd::FsckArgs),
+    /// Master keys of encryption at rest: generate, check, rotate.
+    #[command(subcommand)]
+    Keys(keys_cmd::KeysCommand),
     /// Run a node: gRPC data and admin APIs, HTTP metrics and status page.
     Serve(serve::ServeArgs),
     /// Show a running node's hit ratios, bytes and evictions.
@@ -99,6 +104,7 @@ fn main() -> ExitCode {
         Command::Wal(command) => wal_cmd::run(&command).map_err(|error| error.to_string()),
         Command::Bench(args) => bench::run(&args).map_err(|error| error.to_string()),
         Command::Fsck(args) => fsck_cmd::run(&args),
+        Command::Keys(command) => keys_cmd::run(&command),
         Command::Serve(args) => serve::run(&args),
         Command::Stats(args) => serve::stats(&args),
         Command::Token(args) => serve::token(&args),

@@ -73,6 +73,10 @@ pub(crate) struct ServeArgs {
     /// HOST:PORT others reach this node's HTTP stats at (env PAGODA_ADVERTISE_HTTP).
     #[arg(long, env = "PAGODA_ADVERTISE_HTTP")]
     advertise_http: Option<String>,
+    /// The node's master key file (32 raw bytes or 64 hex digits; env
+    /// PAGODA_MASTER_KEY_FILE): the SSD tier is encrypted at rest.
+    #[arg(long)]
+    master_key_file: Option<PathBuf>,
     /// Print the effective configuration and exit.
     #[arg(long)]
     print_config: bool,
@@ -111,6 +115,9 @@ fn effective(args: &ServeArgs) -> Result<ServerConfig, String> {
         config.policy.clone_from(policy);
     }
     config.insecure |= args.insecure;
+    if let Some(path) = &args.master_key_file {
+        config.master_key_file = Some(path.clone());
+    }
     if let Some(etcd) = &args.cluster {
         let node_id = match &args.node_id {
             Some(id) => id.clone(),
