@@ -5,6 +5,14 @@
 //! leaked configuration does not leak tokens. With no tenants configured the
 //! server runs single-tenant without authentication (tenant `default`, role
 //! admin), which the configuration allows only on loopback addresses.
+//!
+//! The HTTP port ([`Auth::http_view`]) takes the same bearer tokens: with
+//! tenants configured, the node's admin token (`admin_token_file`) sees
+//! every tenant, a tenant's token (any role) sees its own tenant only, and
+//! no token sees nothing with tenant data. The admin token is compared as a
+//! BLAKE3 hash in constant time (`blake3::Hash`'s `==`); a tenant token is
+//! looked up by its hash, which tells a timing observer nothing usable about
+//! the token.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -42,6 +50,30 @@ impl Caller {
     }
 }
 
+/// What an HTTP caller may see of the node's stats and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum View {
+    /// Every tenant and the node's own figures: the admin token, or any
+    /// caller of a node without tenants.
+    Node,
+    /// One tenant's own figures only: a token of that tenant.
+    Tenant(String),
+}
+
+impl View {
+    /// Whether this view shows `tenant`'s figures.
+    pub fn sees(&self, tenant: &str) -> bool {
+        match self {
+            View::Node => true,
+            View::Tenant(own) => own == tenant,
+        }
+    }
+}
+
+/// Shortest admin token accepted: 128 bits as hex (`pagoda token` makes 52
+/// characters).
+pub const ADMIN_TOKEN_CHARS_MIN: usize = 32;
+
 /// Token hashes to callers.
 #[derive(Debug)]
 pub struct Auth {
@@ -49,6 +81,8 @@ pub struct Auth {
     open: Option<Caller>,
     /// Tenants configured here (with their secrets).
     tenants: std::collections::HashSet<String>,
+    /// BLAKE3 of the node's admin token for the HTTP port.
+    admin: Option<blake3::Hash>,
 }
 
 /// The hex BLAKE3 hash of a token, as the configuration stores it.
@@ -106,11 +140,16 @@ impl Auth {
             .iter()
             .map(|tenant| tenant.name.clone())
             .collect();
+        let admin = match &config.admin_token_file {
+            Some(path) => Some(read_admin_token(path)?),
+            None => None,
+        };
         Ok((
             Auth {
                 tokens,
                 open,
                 tenants: names,
+                admin,
             },
             tenants,
         ))
@@ -132,17 +171,42 @@ impl Auth {
         if let Some(open) = &self.open {
             return Ok(open.clone());
         }
-        let header = metadata
-            .get("authorization")
-            .ok_or_else(|| Status::unauthenticated("no authorization: send `Bearer <token>`"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
-        let hash = blake3::hash(token.trim().as_bytes());
+        let header = metadata.get("authorization").map(|value| value.to_str());
+        let hash = bearer_hash(header).map_err(Status::unauthenticated)?;
+        self.tenant_caller(&hash, cluster)
+            .ok_or_else(|| Status::unauthenticated("unknown token"))
+    }
+
+    /// What an HTTP request with this `authorization` header may see (see
+    /// the module docs); the error is the body of a 401 answer.
+    pub fn http_view(
+        &self,
+        authorization: Option<&str>,
+        cluster: Option<&pagoda_cluster::Membership>,
+    ) -> Result<View, &'static str> {
+        if self.open.is_some() {
+            return Ok(View::Node);
+        }
+        let hash = bearer_hash(authorization.map(Ok::<_, ()>))?;
+        // Constant time: `blake3::Hash`'s equality does not stop at the
+        // first differing byte.
+        if self.admin.is_some_and(|admin| admin == hash) {
+            return Ok(View::Node);
+        }
+        self.tenant_caller(&hash, cluster)
+            .map(|caller| View::Tenant(caller.tenant))
+            .ok_or("unknown token")
+    }
+
+    /// The tenant and role of a token's hash: from the configuration, else
+    /// granted cluster-wide in etcd for a tenant configured here.
+    fn tenant_caller(
+        &self,
+        hash: &blake3::Hash,
+        cluster: Option<&pagoda_cluster::Membership>,
+    ) -> Option<Caller> {
         if let Some(caller) = self.tokens.get(hash.as_bytes()) {
-            return Ok(caller.clone());
+            return Some(caller.clone());
         }
         cluster
             .and_then(|membership| membership.token(&hash.to_hex()))
@@ -158,8 +222,35 @@ impl Auth {
                     .contains(&tenant)
                     .then_some(Caller { tenant, role })
             })
-            .ok_or_else(|| Status::unauthenticated("unknown token"))
     }
+}
+
+/// The BLAKE3 hash of the token of an `authorization: Bearer <token>`
+/// header (`Err` inside: a value that is not text); the error says what is
+/// wrong, for the caller.
+fn bearer_hash<E>(header: Option<Result<&str, E>>) -> Result<blake3::Hash, &'static str> {
+    let header = header.ok_or("no authorization: send `Authorization: Bearer <token>`")?;
+    let token = header
+        .ok()
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .ok_or("authorization must be `Bearer <token>`")?;
+    Ok(blake3::hash(token.trim().as_bytes()))
+}
+
+/// The hash of the admin token in `path` (the token alone, surrounding
+/// white space ignored).
+fn read_admin_token(path: &Path) -> Result<blake3::Hash, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("admin_token_file {}: {error}", path.display()))?;
+    let token = text.trim();
+    if token.len() < ADMIN_TOKEN_CHARS_MIN || token.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "admin_token_file {}: the token must be one word of at least \
+             {ADMIN_TOKEN_CHARS_MIN} characters (`pagoda token` makes one)",
+            path.display()
+        ));
+    }
+    Ok(blake3::hash(token.as_bytes()))
 }
 
 fn default_secret(data_dir: &Path) -> Result<TenantSecret, String> {
@@ -215,5 +306,58 @@ mod tests {
             auth.authenticate(&metadata, None).unwrap_err().code(),
             tonic::Code::Unauthenticated
         );
+    }
+
+    #[test]
+    fn the_http_port_shows_the_admin_everything_and_a_tenant_its_own() {
+        let dir = std::env::temp_dir().join(format!("pagoda-auth-view-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let admin_file = dir.join("admin.token");
+        let admin = "pgd_0123456789abcdef0123456789abcdef";
+        std::fs::write(&admin_file, format!("{admin}\n")).unwrap();
+        let mut config = ServerConfig {
+            admin_token_file: Some(admin_file.clone()),
+            ..ServerConfig::default()
+        };
+        config.tenants.push(TenantConfig {
+            name: "acme".into(),
+            secret_hex: "11".repeat(16),
+            dram_quota: None,
+            ssd_quota: None,
+            tokens: vec![TokenConfig {
+                blake3: hash_token("reader-token"),
+                role: Role::Read,
+            }],
+        });
+        let (auth, _) = Auth::from_config(&config).unwrap();
+        let bearer = |token: &str| format!("Bearer {token}");
+        assert_eq!(auth.http_view(Some(&bearer(admin)), None), Ok(View::Node));
+        assert_eq!(
+            auth.http_view(Some(&bearer("reader-token")), None),
+            Ok(View::Tenant("acme".into()))
+        );
+        assert!(View::Tenant("acme".into()).sees("acme"));
+        assert!(!View::Tenant("acme".into()).sees("globex"));
+        assert_eq!(
+            auth.http_view(Some(&bearer("other")), None),
+            Err("unknown token")
+        );
+        assert!(auth.http_view(None, None).is_err());
+        assert!(
+            auth.http_view(Some(admin), None).is_err(),
+            "not a bearer header"
+        );
+        // Without tenants everything is open, as before.
+        let (open, _) = Auth::from_config(&ServerConfig {
+            data_dir: dir.join("data"),
+            ..ServerConfig::default()
+        })
+        .unwrap();
+        assert_eq!(open.http_view(None, None), Ok(View::Node));
+        // A short admin token is refused at start.
+        std::fs::write(&admin_file, "admin\n").unwrap();
+        let error = Auth::from_config(&config).unwrap_err();
+        assert!(error.contains("at least 32 characters"), "{error}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -229,6 +229,12 @@ pub struct ServerConfig {
     pub policy: String,
     /// Allow binding a non-loopback address without tenants (no auth).
     pub insecure: bool,
+    /// A file holding the node's admin token for the HTTP port (the token
+    /// itself, one line; only its BLAKE3 hash is kept in memory). With
+    /// tenants, `/metrics` and `/v1/stats` answer every tenant's numbers to
+    /// this token and a tenant's own numbers to that tenant's tokens. It
+    /// grants nothing on the gRPC port.
+    pub admin_token_file: Option<PathBuf>,
     /// Serve gRPC and HTTP over TLS.
     pub tls: Option<TlsConfig>,
     /// Tenants and their tokens. None: single-tenant, no auth, loopback only.
@@ -260,6 +266,7 @@ impl Default for ServerConfig {
             durability: "async".into(),
             policy: "prefix-lru".into(),
             insecure: false,
+            admin_token_file: None,
             tls: None,
             tenants: Vec::new(),
             limits: Limits::default(),
@@ -372,6 +379,7 @@ impl ServerConfig {
                     .into(),
             );
         }
+        self.validate_http_port()?;
         if let Some(cluster) = &self.cluster {
             pagoda_cluster::parse_endpoints(&cluster.etcd).map_err(|error| error.to_string())?;
             if cluster.node_id.is_empty()
@@ -409,6 +417,31 @@ impl ServerConfig {
         }
         Ok(())
     }
+
+    /// The HTTP port's own rule: with tenants, a non-loopback HTTP address
+    /// needs an admin token or TLS, so that nobody opens the port to the
+    /// network without having thought about who reads it (every endpoint
+    /// with tenant data needs a token either way).
+    fn validate_http_port(&self) -> Result<(), String> {
+        if let Some(path) = &self.admin_token_file
+            && !path.is_file()
+        {
+            return Err(format!(
+                "admin_token_file: {} is not a file",
+                path.display()
+            ));
+        }
+        let exposed = !self.tenants.is_empty() && !self.http_addr.ip().is_loopback();
+        if exposed && self.admin_token_file.is_none() && self.tls.is_none() {
+            return Err(format!(
+                "refusing to serve HTTP on {} with tenants but neither an admin token nor \
+                 TLS: set admin_token_file (--admin-token-file) for the operator's scraper, \
+                 configure [tls], or bind http_addr to loopback",
+                self.http_addr
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -428,6 +461,28 @@ mod tests {
         assert!(config.validate().unwrap_err().contains("--insecure"));
         config.insecure = true;
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn a_public_http_port_with_tenants_needs_an_admin_token_or_tls() {
+        let mut config = ServerConfig::from_toml(
+            "http_addr = \"0.0.0.0:7421\"\n[[tenants]]\nname = \"acme\"\nsecret_hex = \"11111111111111111111111111111111\"",
+        )
+        .unwrap();
+        let refused = config.validate().unwrap_err();
+        assert!(refused.contains("--admin-token-file"), "{refused}");
+        // A loopback HTTP port needs neither.
+        config.http_addr = HTTP_ADDR_DEFAULT.parse().unwrap();
+        config.validate().unwrap();
+        // An admin token file that is not there is named.
+        config.http_addr = "0.0.0.0:7421".parse().unwrap();
+        config.admin_token_file = Some("/nonexistent/admin.token".into());
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .contains("/nonexistent/admin.token")
+        );
     }
 
     #[test]

@@ -2,17 +2,32 @@
 //! up), `/readyz` (the engine finished its warm restart), `/v1/stats` (JSON)
 //! and `/`, a status page that charts hit ratios by tier and tenant over the
 //! last minutes from `/v1/stats` (inline script, nothing from the internet).
+//!
+//! Who sees what: on a node with tenants, `/metrics` and `/v1/stats` need
+//! `Authorization: Bearer <token>` ([`Auth::http_view`]): the node's admin
+//! token sees every tenant and the node's own figures, a tenant's token its
+//! own tenant's series only, and no token or an unknown one gets 401 with a
+//! body that says so. The status page itself is static (no figures) and
+//! asks for a token when `/v1/stats` answers 401; it takes one from the
+//! URL's fragment (`/#token=…`, which browsers never send to the server) or
+//! a form, and keeps it in the tab's session storage. `/healthz` and
+//! `/readyz` stay open: they tell nothing of any tenant. A node without
+//! tenants serves everything to everyone, on loopback only.
+//!
+//! [`Auth::http_view`]: crate::auth::Auth::http_view
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use pagoda_engine::EngineStats;
+use pagoda_engine::stats::{Counters, TenantStats};
 use serde_json::{Value, json};
 
+use crate::auth::View;
 use crate::state::Shared;
 
 /// The HTTP routes.
@@ -47,17 +62,55 @@ async fn engine_stats(shared: &Arc<Shared>) -> Option<pagoda_engine::EngineStats
         .ok()
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+/// What the caller may see, or why not (for [`unauthorized`]).
+fn view_of(shared: &Shared, headers: &HeaderMap) -> Result<View, &'static str> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(|value| value.to_str().unwrap_or_default());
+    shared
+        .auth
+        .http_view(authorization, shared.membership.get())
+}
+
+/// The 401 answer to a request of `path` refused for `reason`.
+fn unauthorized(path: &str, reason: &str) -> Response {
+    let body = format!(
+        "401 Unauthorized: {reason}\n\
+         This node serves tenants, so {path} needs `Authorization: Bearer <token>`: \
+         the node's admin token (admin_token_file) sees every tenant, a tenant's \
+         token its own tenant. /healthz and /readyz need no token.\n"
+    );
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer realm=\"pagoda\"")],
+        body,
+    )
+        .into_response()
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let view = match view_of(&shared, &headers) {
+        Ok(view) => view,
+        Err(reason) => return unauthorized("/metrics", reason),
+    };
     let stats = engine_stats(&shared).await;
-    let body = shared.metrics.render(stats.as_ref());
+    let body = shared.metrics.render_for(stats.as_ref(), &view);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
-async fn stats(State(shared): State<Arc<Shared>>) -> Response {
+async fn stats(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let view = match view_of(&shared, &headers) {
+        Ok(view) => view,
+        Err(reason) => return unauthorized("/v1/stats", reason),
+    };
+    let uptime_ms = shared.started.elapsed().as_millis();
     match engine_stats(&shared).await {
-        Some(stats) => {
-            axum::Json(stats_json(&stats, shared.started.elapsed().as_millis())).into_response()
-        }
+        Some(stats) => match &view {
+            View::Node => axum::Json(stats_json(&stats, uptime_ms)).into_response(),
+            View::Tenant(tenant) => {
+                axum::Json(tenant_stats_json(&stats, uptime_ms, tenant)).into_response()
+            }
+        },
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(json!({"ready": false})),
@@ -74,65 +127,98 @@ fn ratio(part: u64, whole: u64) -> f64 {
     }
 }
 
-/// The JSON of `/v1/stats` (also what `pagoda stats --json` prints).
-pub fn stats_json(stats: &EngineStats, uptime_ms: u128) -> Value {
-    let total = stats.total();
+/// A tenant's entry of `/v1/stats`.
+fn tenant_json(tenant: &TenantStats) -> Value {
+    let c = &tenant.counters;
+    let gets = c.hits_dram + c.hits_ssd + c.misses;
+    json!({
+        "name": tenant.name,
+        "prefix_hit_ratio": c.prefix_hit_ratio(),
+        "get_hit_ratio_dram": ratio(c.hits_dram, gets),
+        "get_hit_ratio_ssd": ratio(c.hits_ssd, gets),
+        "lookups": c.lookups,
+        "lookup_tokens": c.lookup_tokens,
+        "lookup_hit_tokens": c.lookup_hit_tokens,
+        "hits_dram": c.hits_dram,
+        "hits_ssd": c.hits_ssd,
+        "misses": c.misses,
+        "puts": c.puts,
+        "evictions_dram": c.evictions_dram,
+        "evictions_ssd": c.evictions_ssd,
+        "divergences": c.divergences,
+        "checksum_failures": c.checksum_failures,
+        "dram_bytes": tenant.dram_bytes,
+        "ssd_bytes": tenant.ssd_bytes,
+        "pinned_bytes": tenant.pinned_bytes,
+        "dram_blocks": tenant.dram_blocks,
+        "ssd_blocks": tenant.ssd_blocks,
+    })
+}
+
+/// The `overall` object of `/v1/stats`: counters summed over what the
+/// caller sees.
+fn overall_json(total: &Counters) -> Value {
     let gets = total.hits_dram + total.hits_ssd + total.misses;
-    let tenants: Vec<Value> = stats
-        .tenants
-        .iter()
-        .map(|tenant| {
-            let c = &tenant.counters;
-            let gets = c.hits_dram + c.hits_ssd + c.misses;
-            json!({
-                "name": tenant.name,
-                "prefix_hit_ratio": c.prefix_hit_ratio(),
-                "get_hit_ratio_dram": ratio(c.hits_dram, gets),
-                "get_hit_ratio_ssd": ratio(c.hits_ssd, gets),
-                "lookups": c.lookups,
-                "lookup_tokens": c.lookup_tokens,
-                "lookup_hit_tokens": c.lookup_hit_tokens,
-                "hits_dram": c.hits_dram,
-                "hits_ssd": c.hits_ssd,
-                "misses": c.misses,
-                "puts": c.puts,
-                "evictions_dram": c.evictions_dram,
-                "evictions_ssd": c.evictions_ssd,
-                "divergences": c.divergences,
-                "checksum_failures": c.checksum_failures,
-                "dram_bytes": tenant.dram_bytes,
-                "ssd_bytes": tenant.ssd_bytes,
-                "pinned_bytes": tenant.pinned_bytes,
-                "dram_blocks": tenant.dram_blocks,
-                "ssd_blocks": tenant.ssd_blocks,
-            })
-        })
-        .collect();
+    json!({
+        "prefix_hit_ratio": total.prefix_hit_ratio(),
+        "get_hit_ratio_dram": ratio(total.hits_dram, gets),
+        "get_hit_ratio_ssd": ratio(total.hits_ssd, gets),
+        "lookups": total.lookups,
+        "hits_dram": total.hits_dram,
+        "hits_ssd": total.hits_ssd,
+        "misses": total.misses,
+        "puts": total.puts,
+        "evictions_dram": total.evictions_dram,
+        "evictions_ssd": total.evictions_ssd,
+        "divergences": total.divergences,
+        "checksum_failures": total.checksum_failures,
+    })
+}
+
+/// The JSON of `/v1/stats` for the node's admin (also what `pagoda stats
+/// --json` prints): every tenant, and the node's tiers and blocks.
+pub fn stats_json(stats: &EngineStats, uptime_ms: u128) -> Value {
     json!({
         "ready": true,
+        "scope": "node",
         "uptime_ms": u64::try_from(uptime_ms).unwrap_or(u64::MAX),
         "version": env!("CARGO_PKG_VERSION"),
-        "overall": {
-            "prefix_hit_ratio": total.prefix_hit_ratio(),
-            "get_hit_ratio_dram": ratio(total.hits_dram, gets),
-            "get_hit_ratio_ssd": ratio(total.hits_ssd, gets),
-            "lookups": total.lookups,
-            "hits_dram": total.hits_dram,
-            "hits_ssd": total.hits_ssd,
-            "misses": total.misses,
-            "puts": total.puts,
-            "evictions_dram": total.evictions_dram,
-            "evictions_ssd": total.evictions_ssd,
-            "divergences": total.divergences,
-            "checksum_failures": total.checksum_failures,
-        },
+        "overall": overall_json(&stats.total()),
         "tiers": {
             "dram": {"capacity_bytes": stats.dram_capacity, "used_bytes": stats.dram_used},
             "ssd": {"capacity_bytes": stats.ssd_capacity, "used_bytes": stats.ssd_used},
         },
         "blocks": stats.blocks,
         "open_ms": stats.open_ms,
-        "tenants": tenants,
+        "tenants": stats.tenants.iter().map(tenant_json).collect::<Vec<_>>(),
+    })
+}
+
+/// The JSON of `/v1/stats` for a token of `tenant`: that tenant's counters
+/// as `overall` and its only entry of `tenants`; `tiers` gives its own bytes
+/// and, as capacity, its quota within the node's capacity. Nothing summed
+/// over other tenants (the node's used bytes and block count) is shown.
+pub fn tenant_stats_json(stats: &EngineStats, uptime_ms: u128, tenant: &str) -> Value {
+    let own = stats.tenants.iter().find(|entry| entry.name == tenant);
+    let counters = own.map(|entry| entry.counters).unwrap_or_default();
+    let tier = |capacity: u64, quota: Option<u64>, used: Option<u64>| {
+        json!({
+            "capacity_bytes": quota.map_or(capacity, |quota| quota.min(capacity)),
+            "used_bytes": used.unwrap_or(0),
+        })
+    };
+    json!({
+        "ready": true,
+        "scope": "tenant",
+        "tenant": tenant,
+        "uptime_ms": u64::try_from(uptime_ms).unwrap_or(u64::MAX),
+        "version": env!("CARGO_PKG_VERSION"),
+        "overall": overall_json(&counters),
+        "tiers": {
+            "dram": tier(stats.dram_capacity, own.map(|o| o.dram_quota), own.map(|o| o.dram_bytes)),
+            "ssd": tier(stats.ssd_capacity, own.map(|o| o.ssd_quota), own.map(|o| o.ssd_bytes)),
+        },
+        "tenants": own.map(tenant_json).into_iter().collect::<Vec<_>>(),
     })
 }
 
@@ -147,7 +233,10 @@ body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse
 td,th{padding:2px 10px;text-align:right;border-bottom:1px solid #ddd}th:first-child,td:first-child{text-align:left}
 #chart{border:1px solid #ccc;background:#fff}
 </style></head><body>
-<h1>Pagoda <small id="version"></small></h1>
+<h1>Pagoda <small id="version"></small> <small id="scope"></small></h1>
+<form id="auth" hidden><p>This node serves tenants: its numbers need a token (the node's
+admin token, or a tenant's own). <input id="token" type="password" autocomplete="off"
+aria-label="token"> <button>Show</button> <span id="auth-error"></span></p></form>
 <p>Uptime <span id="uptime">–</span> s · blocks <span id="blocks">–</span> ·
 prefix hit ratio <b id="prefix-hit-ratio">–</b></p>
 <h2>Hit ratio, last minutes</h2>
@@ -179,13 +268,27 @@ function draw(){
     const s=document.createElement("span");s.style.color=colors[i%colors.length];s.textContent=" ■ "+name+" "+pct(points[points.length-1][1]);legend.appendChild(s);i++;
   }
 }
+function token(){
+  const found=/(?:^#|&)token=([^&]*)/.exec(location.hash);
+  if(found){sessionStorage.setItem("pagoda-token",decodeURIComponent(found[1]));window.history.replaceState(null,"",location.pathname);}
+  return sessionStorage.getItem("pagoda-token");
+}
+document.getElementById("auth").addEventListener("submit",event=>{
+  event.preventDefault();sessionStorage.setItem("pagoda-token",document.getElementById("token").value);tick();
+});
 async function tick(){
   try{
-    const stats=await (await fetch("/v1/stats")).json();
+    const t=token();
+    const response=await fetch("/v1/stats",{headers:t?{"Authorization":"Bearer "+t}:{}});
+    const auth=document.getElementById("auth");
+    if(response.status===401){auth.hidden=false;document.getElementById("auth-error").textContent=t?"(token refused)":"";return;}
+    auth.hidden=true;
+    const stats=await response.json();
     if(!stats.ready){document.getElementById("uptime").textContent="starting";return;}
     document.getElementById("version").textContent=stats.version;
+    document.getElementById("scope").textContent=stats.scope==="tenant"?"tenant "+stats.tenant:"";
     document.getElementById("uptime").textContent=(stats.uptime_ms/1000).toFixed(0);
-    document.getElementById("blocks").textContent=stats.blocks;
+    document.getElementById("blocks").textContent=stats.blocks??"–";
     document.getElementById("prefix-hit-ratio").textContent=pct(stats.overall.prefix_hit_ratio);
     const values={"overall prefix":stats.overall.prefix_hit_ratio,"DRAM gets":stats.overall.get_hit_ratio_dram,"SSD gets":stats.overall.get_hit_ratio_ssd};
     for(const t of stats.tenants){values["tenant "+t.name]=t.prefix_hit_ratio;}
@@ -195,7 +298,7 @@ async function tick(){
     const tenants=document.getElementById("tenants");while(tenants.rows.length>1)tenants.deleteRow(1);
     for(const t of stats.tenants){row(tenants,[t.name,pct(t.prefix_hit_ratio),t.hits_dram,t.hits_ssd,t.misses,fmt(t.dram_bytes),fmt(t.ssd_bytes),t.evictions_dram,t.evictions_ssd,t.divergences,t.checksum_failures]);}
     draw();
-  }catch(e){document.getElementById("uptime").textContent="unreachable";}
+  }catch(e){document.getElementById("uptime").textContent="unreachable";console.error(e);}
 }
 tick();setInterval(tick,2000);
 </script></body></html>

@@ -1,5 +1,11 @@
 //! Prometheus metrics: the engine's counters with tenant labels, and the
 //! front end's request counts and latency histograms per RPC.
+//!
+//! [`Metrics::render_for`] renders what one caller may see ([`View`]): the
+//! node view has every series; a tenant's view has that tenant's labelled
+//! series and the tiers' capacities, and leaves out every series summed over
+//! tenants (used bytes, blocks, latency histograms), which would tell one
+//! tenant about the others' traffic.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -7,6 +13,8 @@ use std::sync::{Mutex, PoisonError};
 
 use pagoda_engine::EngineStats;
 use pagoda_formats::proto::v1 as pb;
+
+use crate::auth::View;
 
 /// Upper bounds of the latency buckets, seconds.
 const BUCKETS: [f64; 12] = [
@@ -85,31 +93,40 @@ impl Metrics {
 
     /// The Prometheus text exposition of everything.
     pub fn render(&self, stats: Option<&EngineStats>) -> String {
+        self.render_for(stats, &View::Node)
+    }
+
+    /// The Prometheus text exposition of what `view` may see.
+    pub fn render_for(&self, stats: Option<&EngineStats>, view: &View) -> String {
         let mut out = String::new();
         if let Some(stats) = stats {
-            render_engine(&mut out, stats);
+            render_engine(&mut out, stats, view);
         }
         let inner = self.lock();
         out.push_str("# HELP pagoda_requests_total gRPC requests by method and tenant.\n# TYPE pagoda_requests_total counter\n");
-        for ((rpc, tenant), count) in &inner.requests {
+        let seen = |tenant: &String| view.sees(tenant);
+        for ((rpc, tenant), count) in inner.requests.iter().filter(|((_, t), _)| seen(t)) {
             let _ = writeln!(
                 out,
                 "pagoda_requests_total{{method=\"{rpc}\",tenant=\"{tenant}\"}} {count}"
             );
         }
         out.push_str("# HELP pagoda_requests_rejected_total Requests refused by a tenant's in-flight limit.\n# TYPE pagoda_requests_rejected_total counter\n");
-        for ((rpc, tenant), count) in &inner.rejected {
+        for ((rpc, tenant), count) in inner.rejected.iter().filter(|((_, t), _)| seen(t)) {
             let _ = writeln!(
                 out,
                 "pagoda_requests_rejected_total{{method=\"{rpc}\",tenant=\"{tenant}\"}} {count}"
             );
         }
         out.push_str("# HELP pagoda_put_blocks_total Blocks put, by outcome.\n# TYPE pagoda_put_blocks_total counter\n");
-        for ((tenant, outcome), count) in &inner.put_outcomes {
+        for ((tenant, outcome), count) in inner.put_outcomes.iter().filter(|((t, _), _)| seen(t)) {
             let _ = writeln!(
                 out,
                 "pagoda_put_blocks_total{{tenant=\"{tenant}\",outcome=\"{outcome}\"}} {count}"
             );
+        }
+        if *view != View::Node {
+            return out;
         }
         out.push_str("# HELP pagoda_request_duration_seconds gRPC request latency.\n# TYPE pagoda_request_duration_seconds histogram\n");
         for (rpc, histogram) in &inner.latency {
@@ -150,7 +167,7 @@ type CounterOf = (
     clippy::too_many_lines,
     reason = "one line per exported metric reads best as a list"
 )]
-fn render_engine(out: &mut String, stats: &EngineStats) {
+fn render_engine(out: &mut String, stats: &EngineStats, view: &View) {
     let counters: [CounterOf; 16] = [
         ("pagoda_lookups_total", "Prefix lookups.", |c| c.lookups),
         (
@@ -225,7 +242,7 @@ fn render_engine(out: &mut String, stats: &EngineStats) {
     ];
     for (name, help, get) in counters {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for tenant in &stats.tenants {
+        for tenant in stats.tenants.iter().filter(|t| view.sees(&t.name)) {
             let _ = writeln!(
                 out,
                 "{name}{{tenant=\"{}\"}} {}",
@@ -242,7 +259,7 @@ fn render_engine(out: &mut String, stats: &EngineStats) {
     out.push_str(
         "# HELP pagoda_pinned_bytes Bytes pinned by leases.\n# TYPE pagoda_pinned_bytes gauge\n",
     );
-    for tenant in &stats.tenants {
+    for tenant in stats.tenants.iter().filter(|t| view.sees(&t.name)) {
         let name = &tenant.name;
         let c = &tenant.counters;
         let _ = writeln!(
@@ -295,23 +312,26 @@ fn render_engine(out: &mut String, stats: &EngineStats) {
         "pagoda_tier_capacity_bytes{{tier=\"ssd\"}} {}",
         stats.ssd_capacity
     );
-    let _ = writeln!(
-        out,
-        "# HELP pagoda_tier_used_bytes Bytes used in each tier.\n# TYPE pagoda_tier_used_bytes gauge"
-    );
-    let _ = writeln!(
-        out,
-        "pagoda_tier_used_bytes{{tier=\"dram\"}} {}",
-        stats.dram_used
-    );
-    let _ = writeln!(
-        out,
-        "pagoda_tier_used_bytes{{tier=\"ssd\"}} {}",
-        stats.ssd_used
-    );
-    let _ = writeln!(
-        out,
-        "# HELP pagoda_blocks Cached blocks.\n# TYPE pagoda_blocks gauge\npagoda_blocks {}",
-        stats.blocks
-    );
+    // Summed over tenants: the node's view only.
+    if *view == View::Node {
+        let _ = writeln!(
+            out,
+            "# HELP pagoda_tier_used_bytes Bytes used in each tier.\n# TYPE pagoda_tier_used_bytes gauge"
+        );
+        let _ = writeln!(
+            out,
+            "pagoda_tier_used_bytes{{tier=\"dram\"}} {}",
+            stats.dram_used
+        );
+        let _ = writeln!(
+            out,
+            "pagoda_tier_used_bytes{{tier=\"ssd\"}} {}",
+            stats.ssd_used
+        );
+        let _ = writeln!(
+            out,
+            "# HELP pagoda_blocks Cached blocks.\n# TYPE pagoda_blocks gauge\npagoda_blocks {}",
+            stats.blocks
+        );
+    }
 }

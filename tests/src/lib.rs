@@ -315,7 +315,22 @@ impl Drop for Node {
 ///
 /// Connection and protocol errors, as text.
 pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String), String> {
-    http_request(addr, "GET", path, "")
+    http_request(addr, "GET", path, "", "")
+}
+
+/// GETs `path` over HTTP/1.1 with `Authorization: Bearer <token>`; returns
+/// the status code and the body.
+///
+/// # Errors
+///
+/// Connection and protocol errors, as text.
+pub fn http_get_with_token(
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: &str,
+) -> Result<(u16, String), String> {
+    let authorization = format!("Authorization: Bearer {token}\r\n");
+    http_request(addr, "GET", path, "", &authorization)
 }
 
 /// POSTs `body` (JSON) to `path` over HTTP/1.1; returns the status code and
@@ -329,20 +344,22 @@ pub fn http_post(
     path: &str,
     body: &str,
 ) -> Result<(u16, String), String> {
-    http_request(addr, "POST", path, body)
+    http_request(addr, "POST", path, body, "")
 }
 
+/// `headers`: more header lines, each ending in CRLF.
 fn http_request(
     addr: std::net::SocketAddr,
     method: &str,
     path: &str,
     body: &str,
+    headers: &str,
 ) -> Result<(u16, String), String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).map_err(|error| error.to_string())?;
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )

@@ -16,17 +16,34 @@ use pagoda_formats::chain::ChainHash;
 use pagoda_formats::namespace::{Namespace, NamespaceId};
 use pagoda_formats::proto::v1 as pb;
 use pagoda_server::auth::hash_token;
-use pagoda_tests::{Node, http_get};
+use pagoda_tests::{Node, http_get, http_get_with_token};
 use tonic::Code;
 
 const ACME_ADMIN: &str = "acme-admin-token";
 const ACME_READER: &str = "acme-reader-token";
 const GLOBEX_ADMIN: &str = "globex-admin-token";
+/// The node's admin token for the HTTP port (every tenant's numbers).
+const NODE_ADMIN: &str = "pgd_server-e2e-node-admin-token-0123456789";
 const PAYLOAD_CAP: usize = 4 << 20;
+
+/// The file holding [`NODE_ADMIN`], written once per test process (nodes of
+/// tests running in parallel read it).
+fn admin_token_file() -> &'static std::path::Path {
+    static FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!(
+            "pagoda-server-e2e-admin-token-{}",
+            std::process::id()
+        ));
+        std::fs::write(&path, NODE_ADMIN).unwrap();
+        path
+    })
+}
 
 fn config(durability: &str) -> String {
     format!(
         r#"durability = "{durability}"
+admin_token_file = "{}"
 dram_bytes = 134217728
 ssd_bytes = 1073741824
 
@@ -44,6 +61,7 @@ name = "globex"
 secret_hex = "{}"
 tokens = [{{ blake3 = "{}", role = "admin" }}]
 "#,
+        admin_token_file().display(),
         "a1".repeat(32),
         hash_token(ACME_ADMIN),
         hash_token(ACME_READER),
@@ -201,7 +219,7 @@ async fn put_get_lookup_remove_round_trips() {
     assert_eq!(found.hashes.len(), 65_536);
 
     // The metrics, the stats JSON and `pagoda stats` agree.
-    let (status, metrics) = http_get(node.http, "/metrics").unwrap();
+    let (status, metrics) = http_get_with_token(node.http, "/metrics", NODE_ADMIN).unwrap();
     assert_eq!(status, 200);
     assert!(
         metrics.contains("pagoda_puts_total{tenant=\"acme\"} 5"),
@@ -209,7 +227,7 @@ async fn put_get_lookup_remove_round_trips() {
     );
     assert!(metrics.contains("pagoda_hits_total{tenant=\"acme\",tier=\"dram\"}"));
     assert!(metrics.contains("pagoda_request_duration_seconds_bucket{method=\"put\""));
-    let (_, stats) = http_get(node.http, "/v1/stats").unwrap();
+    let (_, stats) = http_get_with_token(node.http, "/v1/stats", NODE_ADMIN).unwrap();
     let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
     let acme = stats["tenants"]
         .as_array()
@@ -220,6 +238,7 @@ async fn put_get_lookup_remove_round_trips() {
     assert_eq!(acme["puts"], 5);
     let printed = std::process::Command::new(pagoda_tests::pagoda_binary())
         .args(["stats", "--json", "--addr", &node.http.to_string()])
+        .args(["--token", NODE_ADMIN])
         .output()
         .unwrap();
     let printed: serde_json::Value = serde_json::from_slice(&printed.stdout).unwrap();
@@ -613,7 +632,7 @@ async fn the_status_page_charts_the_numbers_of_v1_stats_in_a_headless_browser() 
     let tokens: Vec<u32> = (0..64).collect();
     put_prompt(&ns, &tokens[..32], 1000).await;
     assert_eq!(ns.lookup_tokens(&tokens).await.unwrap().matched, 2);
-    let (_, stats) = http_get(node.http, "/v1/stats").unwrap();
+    let (_, stats) = http_get_with_token(node.http, "/v1/stats", NODE_ADMIN).unwrap();
     let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
     let expected = format!(
         "{:.1} %",
@@ -621,20 +640,30 @@ async fn the_status_page_charts_the_numbers_of_v1_stats_in_a_headless_browser() 
     );
     assert_eq!(expected, "50.0 %");
     // Chromium (installed by scripts/setup.sh) runs the page's script for 5 s
-    // of virtual time (three polls of /v1/stats) and prints the DOM.
-    let output = std::process::Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--virtual-time-budget=5000",
-            "--dump-dom",
-            &format!("http://{}/", node.http),
-        ])
-        .output()
-        .expect("chromium (scripts/setup.sh installs it)");
-    let dom = String::from_utf8_lossy(&output.stdout);
+    // of virtual time (three polls of /v1/stats) and prints the DOM. The
+    // page takes the token from the URL's fragment, which is never sent.
+    let dom = |fragment: &str| {
+        let output = std::process::Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--virtual-time-budget=5000",
+                "--dump-dom",
+                &format!("http://{}/{fragment}", node.http),
+            ])
+            .output()
+            .expect("chromium (scripts/setup.sh installs it)");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    // Without a token the page asks for one and shows no tenant.
+    let refused = dom("");
+    assert!(
+        refused.contains("<form id=\"auth\">") && !refused.contains("<td>acme</td>"),
+        "{refused}"
+    );
+    let dom = dom(&format!("#token={NODE_ADMIN}"));
     assert!(
         dom.contains(&format!("id=\"prefix-hit-ratio\">{expected}<")),
         "{dom}"
@@ -732,6 +761,8 @@ async fn tls_serves_grpc_and_https_and_refuses_plaintext() {
             "--json",
             "--addr",
             &node.http.to_string(),
+            "--token",
+            NODE_ADMIN,
             "--tls-ca",
         ])
         .arg(&cert)

@@ -25,6 +25,10 @@ pub(crate) enum ClusterCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// The nodes' admin token, for their bytes and hit ratios (without
+        /// it, only their health) (env PAGODA_TOKEN).
+        #[arg(long, env = "PAGODA_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Sets the replication factor of blocks written from now on.
     SetReplication {
@@ -140,25 +144,45 @@ async fn members(client: &mut etcd_client::Client) -> Result<Vec<(NodeInfo, i64)
         .collect())
 }
 
-fn node_stats(http: &str) -> Option<Value> {
+/// GETs `path` of a node's HTTP port (with a bearer token when given);
+/// the status code and body.
+fn node_get(http: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let addr: std::net::SocketAddr = http.parse().ok()?;
     let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    let authorization = token.map_or_else(String::new, |token| {
+        format!("Authorization: Bearer {token}\r\n")
+    });
     write!(
         stream,
-        "GET /v1/stats HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {http}\r\n{authorization}Connection: close\r\n\r\n"
     )
     .ok()?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer).ok()?;
-    let (_, body) = answer.split_once("\r\n\r\n")?;
-    serde_json::from_str(body).ok()
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_owned()))
+}
+
+/// Whether a node is ready (`/readyz`, open to all), and its stats when the
+/// token lets us read them (`/v1/stats` needs one on a node with tenants).
+fn node_stats(http: &str, token: Option<&str>) -> (bool, Option<Value>) {
+    let ready = node_get(http, "/readyz", None).is_some_and(|(code, _)| code == 200);
+    let stats = node_get(http, "/v1/stats", token)
+        .filter(|(code, _)| *code == 200)
+        .and_then(|(_, body)| serde_json::from_str(&body).ok());
+    (ready, stats)
 }
 
 pub(crate) fn run(command: &ClusterCommand) -> Result<(), String> {
     match command {
-        ClusterCommand::Status { etcd: url, json } => block_on(async {
+        ClusterCommand::Status {
+            etcd: url,
+            json,
+            token,
+        } => block_on(async {
             let mut client = etcd(url).await?;
             let replication = pagoda_cluster::replication_factor(&mut client)
                 .await
@@ -167,13 +191,13 @@ pub(crate) fn run(command: &ClusterCommand) -> Result<(), String> {
             let rows: Vec<Value> = nodes
                 .iter()
                 .map(|(node, _)| {
-                    let stats = node_stats(&node.http);
+                    let (ready, stats) = node_stats(&node.http, token.as_deref());
                     let tiers = stats.as_ref().map(|stats| &stats["tiers"]);
                     json!({
                         "id": node.id,
                         "grpc": node.grpc,
                         "http": node.http,
-                        "healthy": stats.is_some(),
+                        "healthy": ready,
                         "draining": node.draining,
                         "dram_used_bytes": tiers.map(|t| t["dram"]["used_bytes"].clone()),
                         "ssd_used_bytes": tiers.map(|t| t["ssd"]["used_bytes"].clone()),
@@ -323,7 +347,7 @@ async fn revoke_token(token: &str, url: &str) -> Result<(), String> {
 
 fn status_table(report: &Value) -> String {
     let mut out = format!(
-        "replication factor {}\n{:<16} {:<28} {:<8} {:>14} {:>14} {:>10}\n",
+        "replication factor {}\n{:<16} {:<28} {:<9} {:>14} {:>14} {:>10}\n",
         report["replication_factor"],
         "node",
         "grpc",
@@ -336,11 +360,11 @@ fn status_table(report: &Value) -> String {
         let health = match (row["healthy"].as_bool(), row["draining"].as_bool()) {
             (Some(true), Some(true)) => "draining",
             (Some(true), _) => "up",
-            _ => "no stats",
+            _ => "not ready",
         };
         let _ = writeln!(
             out,
-            "{:<16} {:<28} {:<8} {:>14} {:>14} {:>10}",
+            "{:<16} {:<28} {:<9} {:>14} {:>14} {:>10}",
             row["id"].as_str().unwrap_or("?"),
             row["grpc"].as_str().unwrap_or("?"),
             health,

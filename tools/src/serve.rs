@@ -61,6 +61,11 @@ pub(crate) struct ServeArgs {
     /// Serve a non-loopback address without authentication.
     #[arg(long)]
     insecure: bool,
+    /// File holding the node's admin token for the HTTP port: with tenants,
+    /// `/metrics` and `/v1/stats` show every tenant to it (env
+    /// PAGODA_ADMIN_TOKEN_FILE).
+    #[arg(long, env = "PAGODA_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
     /// Join a cluster: `etcd://HOST:PORT[,HOST:PORT…]` (env PAGODA_CLUSTER).
     #[arg(long, env = "PAGODA_CLUSTER")]
     cluster: Option<String>,
@@ -117,6 +122,9 @@ fn effective(args: &ServeArgs) -> Result<ServerConfig, String> {
     config.insecure |= args.insecure;
     if let Some(path) = &args.master_key_file {
         config.master_key_file = Some(path.clone());
+    }
+    if let Some(path) = &args.admin_token_file {
+        config.admin_token_file = Some(path.clone());
     }
     if let Some(etcd) = &args.cluster {
         let node_id = match &args.node_id {
@@ -205,6 +213,10 @@ pub(crate) struct StatsArgs {
     /// Name the node's certificate must carry (with --tls-ca).
     #[arg(long, default_value = "localhost")]
     tls_name: String,
+    /// Token for a node with tenants: its admin token (every tenant) or a
+    /// tenant's token (that tenant only) (env PAGODA_TOKEN).
+    #[arg(long, env = "PAGODA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 /// A rustls client for `pagoda stats --tls-ca`.
@@ -236,11 +248,13 @@ trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
 /// GETs `path` from an HTTP/1.1 server (over TLS when `tls` names a CA file
-/// and a server name); returns the body of a 200 answer.
+/// and a server name, with `Authorization: Bearer` when given a token);
+/// returns the body of a 200 answer.
 pub(crate) fn http_get(
     addr: SocketAddr,
     path: &str,
     tls: Option<(&std::path::Path, &str)>,
+    token: Option<&str>,
 ) -> Result<String, String> {
     let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .map_err(|error| format!("connecting to {addr}: {error}"))?;
@@ -250,9 +264,12 @@ pub(crate) fn http_get(
         None => Box::new(tcp),
         Some((ca, name)) => Box::new(rustls::StreamOwned::new(tls_client(ca, name)?, tcp)),
     };
+    let authorization = token.map_or_else(String::new, |token| {
+        format!("Authorization: Bearer {token}\r\n")
+    });
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Connection: close\r\n\r\n"
     )
     .map_err(|error| error.to_string())?;
     let mut raw = Vec::new();
@@ -284,12 +301,15 @@ fn mib(value: &serde_json::Value) -> String {
 fn table(stats: &serde_json::Value) -> String {
     let mut out = String::new();
     let overall = &stats["overall"];
+    let scope = match stats["tenant"].as_str() {
+        Some(tenant) => format!("tenant {tenant}"),
+        None => format!("blocks {}", stats["blocks"]),
+    };
     let _ = write!(
         out,
-        "pagoda {}  uptime {} s  blocks {}\n\n",
+        "pagoda {}  uptime {} s  {scope}\n\n",
         stats["version"].as_str().unwrap_or("?"),
         stats["uptime_ms"].as_u64().unwrap_or(0) / 1000,
-        stats["blocks"]
     );
     let _ = writeln!(
         out,
@@ -343,7 +363,7 @@ pub(crate) fn stats(args: &StatsArgs) -> Result<(), String> {
         .as_deref()
         .map(|ca| (ca, args.tls_name.as_str()));
     loop {
-        let body = http_get(args.addr, "/v1/stats", tls)?;
+        let body = http_get(args.addr, "/v1/stats", tls, args.token.as_deref())?;
         let stats: serde_json::Value =
             serde_json::from_str(&body).map_err(|error| format!("/v1/stats: {error}"))?;
         if args.json {
