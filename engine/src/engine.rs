@@ -281,7 +281,6 @@ fn tampered(at: (u64, u64), reason: String) -> SsdReadError {
 fn open_record(
     data_key: &crate::keys::DataKey,
     record: &mut Vec<u8>,
-    header: &BlockHeader,
     at: (u64, u64),
 ) -> std::result::Result<usize, SsdReadError> {
     let range = crate::keys::open_block_record(data_key, record)
@@ -310,6 +309,24 @@ impl Engine {
     pub fn open(mut options: EngineOptions) -> Result<Engine> {
         let started = Instant::now();
         options.validate()?;
+        if options.dir.is_some() {
+            let lowered = options.size_log_to_tier();
+            tracing::info!(
+                segment_mib = options.wal.segment_bytes >> 20,
+                reserve_mib = options.wal.reserve_bytes >> 20,
+                payload_bytes_max = options.payload_bytes_max,
+                "value log: segments of {} MiB (at most 1/{} of the SSD tier), {} MiB of the \
+                 disk left free{}",
+                options.wal.segment_bytes >> 20,
+                crate::options::limits::SEGMENTS_PER_TIER,
+                options.wal.reserve_bytes >> 20,
+                if lowered {
+                    "; blocks are limited to what one segment holds"
+                } else {
+                    ""
+                }
+            );
+        }
         options.wal.log_kind = LogKind::Value;
         // A cache never refuses to open over a damaged record: the record is
         // skipped (reported) and its block becomes a miss.
@@ -1008,6 +1025,14 @@ impl Engine {
         self.inner.maintain()
     }
 
+    /// Whether the value log's disk is full ([`EngineStats::disk_full`]).
+    pub fn disk_full(&self) -> bool {
+        self.inner
+            .ssd
+            .as_ref()
+            .is_some_and(|ssd| ssd.wal.out_of_space())
+    }
+
     /// Makes every acknowledged put durable and writes the index checkpoint
     /// (after any reclaim in progress: see [`Inner::checkpoint`]).
     pub fn sync(&self) -> Result<()> {
@@ -1099,6 +1124,8 @@ impl Engine {
                 .cloned()
                 .collect(),
             open_ms: inner.open_ms,
+            disk_full: inner.ssd.as_ref().is_some_and(|ssd| ssd.wal.out_of_space()),
+            disk_full_refusals: inner.ssd.as_ref().map_or(0, |ssd| ssd.wal.stats().no_space),
             metadata_bytes_per_block: if blocks == 0 {
                 0.0
             } else {
@@ -1148,8 +1175,18 @@ impl Engine {
         if let Some(ssd) = &self.inner.ssd {
             ssd.wal.sync()?;
             let _serial = self.inner.maintenance_lock();
-            self.inner.checkpoint()?;
-            ssd.index.flush()?;
+            let indexed = self.inner.checkpoint().and_then(|()| ssd.index.flush());
+            match indexed {
+                // The log is synced, and it is what recovery trusts: a
+                // checkpoint the full disk refused only means the next open
+                // replays more of it.
+                Err(error) if error.is_no_space() => {
+                    tracing::warn!(%error,
+                        "the disk is full: closing without a fresh index checkpoint \
+                         (the next open replays the log from the last one)");
+                }
+                other => other?,
+            }
         }
         Ok(())
     }
@@ -1639,8 +1676,14 @@ impl Inner {
                     if let Some(counters) = &counters {
                         NsCounters::bump(&counters.ssd_write_errors);
                     }
-                    tracing::warn!(key = %hex_key(&demotion.key), %error,
-                        "writing an evicted block to SSD failed; the block is no longer cached");
+                    if error.is_no_space() {
+                        // The log said so once, when the disk filled up.
+                        tracing::debug!(key = %hex_key(&demotion.key),
+                            "the disk is full; an evicted block is no longer cached");
+                    } else {
+                        tracing::warn!(key = %hex_key(&demotion.key), %error,
+                            "writing an evicted block to SSD failed; the block is no longer cached");
+                    }
                 }
                 None => {
                     if let Some(counters) = &counters {
@@ -2044,12 +2087,16 @@ impl Inner {
                 full: wal_bytes(&ssd.wal) > self.options.ssd_bytes,
                 ..ReclaimPass::default()
             });
-            let reclaimed = ssd.wal.reclaim_oldest_with(
+            let result = ssd.wal.reclaim_oldest_with(
                 |location, kind, payload| {
                     self.reclaim_keeps(location, kind, payload, &mut pass.borrow_mut())
                 },
                 |reclaimed| self.index_moved(ssd, &pass.borrow().kept, reclaimed),
-            )?;
+            );
+            // The doomed blocks are evicted whether or not the reclaim got
+            // through: they stopped being servable when they were doomed,
+            // and a reclaim that failed after deleting the segment (its
+            // directory sync) has taken their records with it.
             let doomed = pass.into_inner().doomed;
             let mut released = Released::default();
             {
@@ -2067,6 +2114,7 @@ impl Inner {
                 ssd.index.set_liveness(liveness(&state, &ssd.wal));
             }
             self.finish_release(released);
+            let reclaimed = result?;
             tracing::debug!(
                 segment = reclaimed.segment_id,
                 moved = reclaimed.moved.len(),
@@ -2691,6 +2739,8 @@ fn link_parents(
 }
 
 fn maintenance_loop(inner: &std::sync::Weak<Inner>, stop: &Receiver<()>, period: Duration) {
+    // A full disk fails every pass until space returns: said once.
+    let mut disk_full = false;
     loop {
         match stop.recv_timeout(period) {
             Err(RecvTimeoutError::Timeout) => {}
@@ -2700,8 +2750,18 @@ fn maintenance_loop(inner: &std::sync::Weak<Inner>, stop: &Receiver<()>, period:
         if inner.closed.load(Ordering::Acquire) {
             return;
         }
-        if let Err(error) = inner.maintain() {
-            tracing::warn!(%error, "engine maintenance");
+        match inner.maintain() {
+            Err(error) if error.is_no_space() => {
+                if !std::mem::replace(&mut disk_full, true) {
+                    tracing::warn!(%error, "engine maintenance: the disk is full (said once)");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "engine maintenance"),
+            Ok(()) => {
+                if std::mem::replace(&mut disk_full, false) {
+                    tracing::info!("engine maintenance: the disk has space again");
+                }
+            }
         }
     }
 }

@@ -55,6 +55,13 @@ pub struct Limits {
     /// Milliseconds shutdown waits for Put and Get streams to finish before
     /// it cancels them (`UNAVAILABLE`); Watch streams end at once, cleanly.
     pub shutdown_grace_ms: u64,
+    /// Connections open at once on the gRPC port; a connection beyond it is
+    /// closed as soon as it is accepted. The process's file descriptor limit
+    /// may lower it at start (`crate::listen`).
+    pub grpc_connections: usize,
+    /// Connections open at once on the HTTP port, counted apart from gRPC's
+    /// so that a flood of one port never takes the other's descriptors.
+    pub http_connections: usize,
 }
 
 /// Default of [`Limits::stream_idle_timeout_ms`]: 30 s, far longer than a
@@ -70,6 +77,11 @@ pub const WATCH_DEADLINE_MS_DEFAULT: u64 = 3_600_000;
 pub const SHUTDOWN_GRACE_MS_DEFAULT: u64 = 10_000;
 /// Largest [`Limits::shutdown_grace_ms`]: 10 minutes.
 pub const SHUTDOWN_GRACE_MS_MAX: u64 = 600_000;
+/// Default of [`Limits::grpc_connections`]: clients keep a few long-lived
+/// HTTP/2 connections each, so 4096 serves hundreds of workers.
+pub const GRPC_CONNECTIONS_DEFAULT: usize = 4096;
+/// Default of [`Limits::http_connections`]: scrapers, probes and browsers.
+pub const HTTP_CONNECTIONS_DEFAULT: usize = 256;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -86,6 +98,8 @@ impl Default for Limits {
             stream_deadline_ms: STREAM_DEADLINE_MS_DEFAULT,
             watch_deadline_ms: WATCH_DEADLINE_MS_DEFAULT,
             shutdown_grace_ms: SHUTDOWN_GRACE_MS_DEFAULT,
+            grpc_connections: GRPC_CONNECTIONS_DEFAULT,
+            http_connections: HTTP_CONNECTIONS_DEFAULT,
         }
     }
 }
@@ -103,6 +117,8 @@ impl Limits {
             ("stream_idle_timeout_ms", self.stream_idle_timeout_ms),
             ("stream_deadline_ms", self.stream_deadline_ms),
             ("watch_deadline_ms", self.watch_deadline_ms),
+            ("grpc_connections", self.grpc_connections as u64),
+            ("http_connections", self.http_connections as u64),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(format!("limits.{name} must be at least 1"));
@@ -483,6 +499,14 @@ mod tests {
                 .unwrap_err()
                 .contains("/nonexistent/admin.token")
         );
+    }
+
+    #[test]
+    fn connection_limits_of_zero_are_refused() {
+        for key in ["grpc_connections", "http_connections"] {
+            let config = ServerConfig::from_toml(&format!("[limits]\n{key} = 0")).unwrap();
+            assert!(config.validate().unwrap_err().contains(key), "{key}");
+        }
     }
 
     #[test]

@@ -19,6 +19,11 @@
 //! port the system picked) and when the engine is open; `pagoda serve`
 //! prints them on stdout. Everything else the node has to say goes to
 //! `tracing` (the binary installs the subscriber).
+//!
+//! Both ports accept through [`listen`]: a connection limit per port,
+//! fitted to the process's descriptor limit, and a short back-off when
+//! accepting fails (out of descriptors), so a connection flood neither
+//! spins a core nor takes the HTTP port's `/healthz` down with gRPC.
 #![forbid(unsafe_code)]
 #![expect(
     clippy::cast_precision_loss,
@@ -30,6 +35,7 @@ mod cluster;
 pub mod config;
 pub mod grpc;
 pub mod http;
+pub mod listen;
 pub mod metrics;
 pub mod state;
 mod streams;
@@ -104,7 +110,7 @@ fn watch_feed(shared: &Arc<Shared>) -> pagoda_engine::EventSink {
 fn spawn_http(
     config: &ServerConfig,
     shared: &Arc<Shared>,
-    listener: tokio::net::TcpListener,
+    listener: listen::Listener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<Result<(), String>>, String> {
     let router = http::router(Arc::clone(shared));
@@ -170,6 +176,9 @@ pub async fn serve_announcing(
         .map_err(|error| format!("binding HTTP on {}: {error}", config.http_addr))?;
     let grpc_addr = grpc_listener.local_addr().map_err(|e| e.to_string())?;
     let http_addr = http_listener.local_addr().map_err(|e| e.to_string())?;
+    let connections = connection_limits(&config.limits);
+    let grpc_listener = listen::Listener::new(grpc_listener, "gRPC", connections.grpc);
+    let http_listener = listen::Listener::new(http_listener, "HTTP", connections.http);
     let scheme = if config.tls.is_some() {
         "https"
     } else {
@@ -257,11 +266,7 @@ pub async fn serve_announcing(
         .http2_max_header_list_size(Some(pagoda_formats::limits::METADATA_BYTES_MAX))
         .add_service(store)
         .add_service(admin)
-        .serve_with_incoming_shutdown(
-            // No Nagle: a small response must not wait for a delayed ACK.
-            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-            wait(stopped.clone()),
-        );
+        .serve_with_incoming_shutdown(grpc_listener.incoming(), wait(stopped.clone()));
     let opened = opened
         .await
         .map_err(|error| format!("engine open task: {error}"))?;
@@ -287,6 +292,30 @@ pub async fn serve_announcing(
         tracing::warn!("HTTP connections still open after the grace period: closing");
     }
     close(shared).await
+}
+
+/// The connection limits of both ports, fitted to the descriptor limit;
+/// logged, with a warning when the descriptor limit lowered them.
+fn connection_limits(limits: &config::Limits) -> listen::ConnectionLimits {
+    let fd_limit = listen::fd_limit();
+    let fitted = listen::connection_limits(limits, fd_limit);
+    if fitted.grpc < limits.grpc_connections || fitted.http < limits.http_connections {
+        tracing::warn!(
+            fd_limit,
+            grpc_connections = fitted.grpc,
+            http_connections = fitted.http,
+            configured_grpc = limits.grpc_connections,
+            configured_http = limits.http_connections,
+            "the file descriptor limit (ulimit -n) lowers the connection limits"
+        );
+    } else {
+        tracing::info!(
+            grpc_connections = fitted.grpc,
+            http_connections = fitted.http,
+            "connection limits"
+        );
+    }
+    fitted
 }
 
 /// Closes the engine (syncing the log) once the listeners stopped.

@@ -44,18 +44,17 @@ pub(crate) fn acceptor(settings: &TlsConfig) -> Result<TlsAcceptor, String> {
 
 /// Serves `router` over TLS until `shutdown` resolves.
 pub(crate) async fn serve_https(
-    listener: tokio::net::TcpListener,
+    mut listener: crate::listen::Listener,
     acceptor: TlsAcceptor,
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     tokio::pin!(shutdown);
     loop {
-        let accepted = tokio::select! {
+        let (tcp, _) = tokio::select! {
             () = &mut shutdown => return Ok(()),
             accepted = listener.accept() => accepted,
         };
-        let Ok((tcp, _)) = accepted else { continue };
         let acceptor = acceptor.clone();
         let router = router.clone();
         tokio::spawn(async move {

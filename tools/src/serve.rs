@@ -66,6 +66,14 @@ pub(crate) struct ServeArgs {
     /// PAGODA_ADMIN_TOKEN_FILE).
     #[arg(long, env = "PAGODA_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
+    /// Connections open at once on the gRPC port (default 4096; lowered to
+    /// fit `ulimit -n`).
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Connections open at once on the HTTP port (default 256; lowered to
+    /// fit `ulimit -n`).
+    #[arg(long)]
+    max_http_connections: Option<usize>,
     /// Join a cluster: `etcd://HOST:PORT[,HOST:PORT…]` (env PAGODA_CLUSTER).
     #[arg(long, env = "PAGODA_CLUSTER")]
     cluster: Option<String>,
@@ -126,6 +134,12 @@ fn effective(args: &ServeArgs) -> Result<ServerConfig, String> {
     if let Some(path) = &args.admin_token_file {
         config.admin_token_file = Some(path.clone());
     }
+    if let Some(count) = args.max_connections {
+        config.limits.grpc_connections = count;
+    }
+    if let Some(count) = args.max_http_connections {
+        config.limits.http_connections = count;
+    }
     if let Some(etcd) = &args.cluster {
         let node_id = match &args.node_id {
             Some(id) => id.clone(),
@@ -167,13 +181,19 @@ pub(crate) fn run(args: &ServeArgs) -> Result<(), String> {
         print!("{}", config.to_toml_redacted());
         return Ok(());
     }
+    // Before any thread starts: the connection limits fit this limit.
+    let fd_limit = pagoda_server::listen::raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|error| format!("starting the runtime: {error}"))?;
     runtime.block_on(async move {
         let shutdown = crate::serving::stop_signal();
-        tracing::info!(pid = std::process::id(), "stop with Ctrl-C or SIGTERM");
+        tracing::info!(
+            pid = std::process::id(),
+            fd_limit,
+            "stop with Ctrl-C or SIGTERM"
+        );
         pagoda_server::serve_announcing(config, shutdown, announce).await
     })
 }
