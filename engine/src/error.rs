@@ -134,9 +134,24 @@ impl Error {
             Error::ResourceExhausted(_) | Error::Wal(pagoda_wal::Error::QueueFull { .. }) => {
                 ErrorClass::ResourceExhausted
             }
+            // A full disk is a resource, not a bug: the caller may retry
+            // once space returns (the log recovers by itself).
+            error if error.is_no_space() => ErrorClass::ResourceExhausted,
             // Bytes that do not match their checksum: `DATA_LOSS` (SPEC §11).
             Error::BadIndexEntry { .. } | Error::ChecksumMismatch { .. } => ErrorClass::DataLoss,
             _ => ErrorClass::Internal,
+        }
+    }
+
+    /// Whether the disk is full (`ENOSPC`/`EDQUOT` from the log, a file, or
+    /// RocksDB, which reports it only in its message).
+    pub fn is_no_space(&self) -> bool {
+        let os = |source: &std::io::Error| matches!(source.raw_os_error(), Some(code) if code == libc_enospc() || code == libc_edquot());
+        match self {
+            Error::Wal(error) => error.is_no_space(),
+            Error::Io { source, .. } => os(source),
+            Error::Index(error) => error.as_ref().contains("No space left on device"),
+            _ => false,
         }
     }
 
@@ -150,6 +165,14 @@ impl From<pagoda_formats::Error> for Error {
     fn from(error: pagoda_formats::Error) -> Self {
         Error::Format(error)
     }
+}
+
+fn libc_enospc() -> i32 {
+    rustix::io::Errno::NOSPC.raw_os_error()
+}
+
+fn libc_edquot() -> i32 {
+    rustix::io::Errno::DQUOT.raw_os_error()
 }
 
 /// Result with this crate's [`Error`].

@@ -149,6 +149,9 @@ impl Liveness {
     }
 }
 
+/// Bytes of each RocksDB memtable of the index (see `Index::open`).
+const INDEX_WRITE_BUFFER_BYTES: usize = 4 << 20;
+
 /// The RocksDB index.
 pub struct Index {
     db: DB,
@@ -263,12 +266,20 @@ impl Index {
                 }
             },
         );
+        // Small memtables: the index is ~100 bytes a block, and after a full
+        // disk RocksDB resumes writing by itself only once a memtable's worth
+        // of space is free (its SstFileManager polls every 5 s): 64 MiB, the
+        // default, would wedge a small disk's index until restart.
+        blocks.set_write_buffer_size(INDEX_WRITE_BUFFER_BYTES);
+        let mut meta = Options::default();
+        meta.set_write_buffer_size(INDEX_WRITE_BUFFER_BYTES);
         let mut db_options = Options::default();
         db_options.create_if_missing(true);
         db_options.create_missing_column_families(true);
+        db_options.set_write_buffer_size(INDEX_WRITE_BUFFER_BYTES);
         let families = vec![
             ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, blocks),
-            ColumnFamilyDescriptor::new(META_CF, Options::default()),
+            ColumnFamilyDescriptor::new(META_CF, meta),
         ];
         let db = DB::open_cf_descriptors(&db_options, path, families)?;
         Ok(Index {

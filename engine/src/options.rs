@@ -47,6 +47,17 @@ pub mod limits {
     pub const SSD_READ_ATTEMPTS_MAX: usize = 8;
     /// Corruption reports kept for `stats`.
     pub const CORRUPTION_REPORTS_KEPT: usize = 64;
+    /// Value-log segments per SSD tier: a segment is at most this share of
+    /// `ssd_bytes` (and at most the log's default), so a small tier on a
+    /// small disk is never asked for one segment larger than itself.
+    pub const SEGMENTS_PER_TIER: u64 = 8;
+    /// Smallest value-log segment the sizing picks.
+    pub const SEGMENT_BYTES_MIN: u64 = 1 << 20;
+    /// Most free bytes the value log leaves on its filesystem for the
+    /// index, its write-ahead log and compactions: half a segment, at most
+    /// this (a new segment is not started when fewer would be left; puts
+    /// then get `RESOURCE_EXHAUSTED`).
+    pub const DISK_RESERVE_BYTES_MAX: u64 = 8 << 20;
 }
 
 /// When a put is acknowledged, and what survives a crash.
@@ -281,6 +292,32 @@ impl EngineOptions {
             dir: Some(dir.into()),
             ..EngineOptions::default()
         }
+    }
+
+    /// Sizes the value log to the SSD tier: segments of at most
+    /// `ssd_bytes / SEGMENTS_PER_TIER` (whole MiB, at least
+    /// `SEGMENT_BYTES_MIN`, never larger than asked), a payload limit that
+    /// fits one segment, and the disk reserve (when none was set). Returns
+    /// whether the payload limit was lowered.
+    pub(crate) fn size_log_to_tier(&mut self) -> bool {
+        const MIB: u64 = 1 << 20;
+        let share = (self.ssd_bytes / limits::SEGMENTS_PER_TIER) & !(MIB - 1);
+        let sized = share.max(limits::SEGMENT_BYTES_MIN);
+        self.wal.segment_bytes = self.wal.segment_bytes.min(sized);
+        if self.wal.reserve_bytes == 0 {
+            self.wal.reserve_bytes =
+                (self.wal.segment_bytes / 2).min(limits::DISK_RESERVE_BYTES_MAX);
+        }
+        // A block record carries its header, parent hash and (encrypted)
+        // nonce and tag on top of the payload (`formats/SPEC.md` §10): a
+        // few hundred bytes, 4 KiB of room is plenty.
+        let fits = self.wal.payload_bytes_max().saturating_sub(4096);
+        let fits = u32::try_from(fits).unwrap_or(u32::MAX);
+        if fits < self.payload_bytes_max {
+            self.payload_bytes_max = fits;
+            return true;
+        }
+        false
     }
 
     pub(crate) fn page_count(&self) -> Result<usize> {

@@ -595,6 +595,14 @@ impl Sim {
             let Some(&ns) = self.ns_index.get(&event.key.namespace) else {
                 continue;
             };
+            tracing::trace!(
+                step = self.step,
+                ns,
+                block = %short(&event.key.chain),
+                kind = ?event.kind,
+                tier = ?event.tier,
+                "sim event"
+            );
             let known = self.known.entry((ns, event.key.chain)).or_default();
             match (event.kind, event.tier) {
                 // A put: written through (and synced) per the durability.
@@ -822,8 +830,15 @@ impl Sim {
     }
 }
 
+/// A block's name in a failure: its chain and position (see [`hash`]).
 fn short(hash: &ChainHash) -> String {
-    pagoda_formats::hex::encode(hash.0.get(..6).unwrap_or_default())
+    let word = |at: usize| {
+        hash.0
+            .get(at..at + 8)
+            .and_then(|bytes| bytes.try_into().ok())
+            .map_or(0, u64::from_le_bytes)
+    };
+    format!("chain {} block {}", word(0), word(8))
 }
 
 /// A scratch directory for seed `seed` under `root`.

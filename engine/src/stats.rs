@@ -195,6 +195,12 @@ pub struct EngineStats {
     pub recent_corruptions: Vec<CorruptionReport>,
     /// Milliseconds the last open took to become ready.
     pub open_ms: u64,
+    /// The value log's disk is full: puts that need the SSD (write-through
+    /// durability) get `ResourceExhausted`, demotions are dropped, reads go
+    /// on; it clears by itself once a write finds space again.
+    pub disk_full: bool,
+    /// Times a value-log write found the disk full.
+    pub disk_full_refusals: u64,
     /// Bytes of DRAM used per cached block for metadata (block table, tree
     /// links, policy and SSD FIFO entries), excluding payload pages and
     /// RocksDB's block cache.

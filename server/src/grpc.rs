@@ -735,10 +735,13 @@ impl StoreService {
         if header.extra.len() > format_limits::EXTRA_BYTES_MAX as usize {
             return Err(Status::invalid_argument("extra is over its limit"));
         }
-        if header.payload_len > u64::from(limits.payload_bytes) {
+        // The engine may hold a lower limit: what one value-log segment of
+        // a small SSD tier can carry (it says so at start).
+        let payload_max = limits.payload_bytes.min(engine.options().payload_bytes_max);
+        if header.payload_len > u64::from(payload_max) {
             return Err(Status::invalid_argument(format!(
-                "payload_len {} is over the limit of {} bytes",
-                header.payload_len, limits.payload_bytes
+                "payload_len {} is over the limit of {payload_max} bytes",
+                header.payload_len
             )));
         }
         let parent = hash_of(&header.parent_hash, "parent_hash")?;

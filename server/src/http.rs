@@ -42,7 +42,16 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    if shared.is_ready() {
+    if let Some(engine) = shared.engine_if_ready() {
+        // Still ready (reads and DRAM-only puts are served), but degraded.
+        if engine.disk_full() {
+            return (
+                StatusCode::OK,
+                "degraded: the SSD tier's disk is full; puts that need the SSD get \
+                 RESOURCE_EXHAUSTED until space returns\n",
+            )
+                .into_response();
+        }
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (

@@ -334,4 +334,17 @@ fn render_engine(out: &mut String, stats: &EngineStats, view: &View) {
             stats.blocks
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP pagoda_disk_full 1 while the value log's disk is full (puts that need the \
+         SSD are refused; reads go on).\n# TYPE pagoda_disk_full gauge\npagoda_disk_full {}",
+        u8::from(stats.disk_full)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP pagoda_disk_full_refusals_total Value-log writes that found the disk \
+         full.\n# TYPE pagoda_disk_full_refusals_total counter\n\
+         pagoda_disk_full_refusals_total {}",
+        stats.disk_full_refusals
+    );
 }

@@ -18,6 +18,8 @@
 //! at once with its exit status and the tail of its stderr.
 #![forbid(unsafe_code)]
 
+pub mod small_fs;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;

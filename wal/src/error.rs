@@ -121,11 +121,14 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether the storage is full (`ENOSPC`), classified by OS error code.
+    /// Whether the storage is full (`ENOSPC`, or `EDQUOT` for a quota, or
+    /// the log's own free-space reserve), classified by OS error code.
     pub fn is_no_space(&self) -> bool {
         match self {
             Error::Io { source, .. } => {
-                source.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error())
+                let code = source.raw_os_error();
+                code == Some(rustix::io::Errno::NOSPC.raw_os_error())
+                    || code == Some(rustix::io::Errno::DQUOT.raw_os_error())
             }
             _ => false,
         }

@@ -22,10 +22,15 @@
 //! - **Storage.** Everything goes through the [`Disk`] trait: io_uring by
 //!   default, `std::fs` where io_uring is unavailable, and `sim::SimDisk`
 //!   (feature `sim`) for deterministic crash and fault tests.
-//! - **Failure.** After any failed write or sync the log is *poisoned*: it
-//!   refuses writes with [`Error::Poisoned`] until reopened (recovery then
-//!   decides what survived); reads keep working. Full disks report
-//!   [`Error::is_no_space`].
+//! - **Failure.** A full disk ([`Error::is_no_space`]: `ENOSPC`, `EDQUOT`,
+//!   or fewer than [`WalOptions::reserve_bytes`] left for a new segment) is
+//!   recoverable: the writer seals the active segment at its last
+//!   acknowledged record, refuses the appends that did not fit, and starts a
+//!   new segment with the next append that finds space again
+//!   ([`Wal::out_of_space`] says which state it is in). After any other
+//!   failed write or sync the log is *poisoned*: it refuses writes with
+//!   [`Error::Poisoned`] until reopened (recovery then decides what
+//!   survived); reads keep working.
 //!
 //! Limits: records up to the segment size (a 256 MiB segment holds a payload
 //! of 256 MiB − 4144 bytes), [`limits`] for batches and queues.

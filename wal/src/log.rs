@@ -78,6 +78,10 @@ pub struct WalOptions {
     pub recovery: Recovery,
     /// Most bytes framed into one write.
     pub batch_bytes_max: u64,
+    /// Free bytes the log leaves on its filesystem: a new segment is not
+    /// created when fewer than its size plus this would be left (for the
+    /// index and anything else sharing the disk). 0 leaves nothing.
+    pub reserve_bytes: u64,
     /// Most append requests waiting for the writer.
     pub queued_appends_max: usize,
     /// Most payload bytes waiting for the writer.
@@ -104,6 +108,7 @@ impl Default for WalOptions {
             queued_bytes_max: limits::QUEUED_BYTES_MAX_DEFAULT,
             preallocate: true,
             direct_io: false,
+            reserve_bytes: 0,
         }
     }
 }
@@ -201,6 +206,9 @@ pub struct WalStats {
     pub syncs: u64,
     /// Bytes written.
     pub bytes_written: u64,
+    /// Times a write found the disk full (each refused the appends of one
+    /// batch; the log recovered by itself).
+    pub no_space: u64,
 }
 
 #[derive(Debug, Default)]
@@ -210,6 +218,7 @@ struct Counters {
     batches: AtomicU64,
     syncs: AtomicU64,
     bytes_written: AtomicU64,
+    no_space: AtomicU64,
 }
 
 /// A segment as the log knows it.
@@ -242,6 +251,9 @@ struct Shared {
     options: WalOptions,
     segments: RwLock<BTreeMap<u64, Arc<SegmentEntry>>>,
     poisoned: Mutex<Option<String>>,
+    /// The last write found the disk full (cleared by the next segment
+    /// the writer manages to create).
+    out_of_space: AtomicBool,
     queued_bytes: AtomicU64,
     counters: Counters,
 }
@@ -369,6 +381,7 @@ impl Wal {
             options,
             segments: RwLock::new(segments),
             poisoned: Mutex::new(None),
+            out_of_space: AtomicBool::new(false),
             queued_bytes: AtomicU64::new(0),
             counters: Counters::default(),
         });
@@ -747,6 +760,12 @@ impl Wal {
         Ok(reclaimed)
     }
 
+    /// Whether the last write found the disk full: appends are refused
+    /// (with [`Error::is_no_space`]) until one finds space for a new segment.
+    pub fn out_of_space(&self) -> bool {
+        self.shared.out_of_space.load(Ordering::Acquire)
+    }
+
     /// Counters of the writer.
     pub fn stats(&self) -> WalStats {
         let counters = &self.shared.counters;
@@ -756,6 +775,7 @@ impl Wal {
             batches: counters.batches.load(Ordering::Relaxed),
             syncs: counters.syncs.load(Ordering::Relaxed),
             bytes_written: counters.bytes_written.load(Ordering::Relaxed),
+            no_space: counters.no_space.load(Ordering::Relaxed),
         }
     }
 
@@ -941,8 +961,47 @@ impl Writer {
 
     fn timed_sync(&mut self) {
         if let Err(error) = self.flush(&mut Batch::default(), true) {
-            self.poison(&error);
+            self.fail(&error);
         }
+    }
+
+    /// A failed write, sync or segment creation. A full disk is recoverable
+    /// when the active segment can be sealed at its last acknowledged record
+    /// (truncated there and synced: whatever the failed write left past it
+    /// is gone, and everything acknowledged before it is durable); the next
+    /// append then starts a new segment. Anything else poisons the log.
+    fn fail(&mut self, error: &Error) {
+        if error.is_no_space() {
+            let sealed = match self.active.as_mut() {
+                Some(active) => {
+                    // Nothing past the acknowledged end survives the seal.
+                    active.synced = active.offset;
+                    self.dirty_since = None;
+                    self.seal()
+                }
+                None => Ok(()),
+            };
+            match sealed {
+                Ok(()) => {
+                    self.shared
+                        .counters
+                        .no_space
+                        .fetch_add(1, Ordering::Relaxed);
+                    if !self.shared.out_of_space.swap(true, Ordering::AcqRel) {
+                        tracing::warn!(
+                            %error,
+                            "the log's disk is full: appends are refused until space returns \
+                             (reads go on)"
+                        );
+                    }
+                    return;
+                }
+                Err(seal_error) => {
+                    tracing::error!(%error, %seal_error, "sealing the log after a full disk failed");
+                }
+            }
+        }
+        self.poison(error);
     }
 
     /// Records the first failure; from now on the log refuses writes.
@@ -982,7 +1041,7 @@ impl Writer {
                     match self.place(records, &mut buffer) {
                         Ok(locations) => replies.push(Reply::Append(reply, locations, count)),
                         Err(error) => {
-                            self.poison(&error);
+                            self.fail(&error);
                             failure = Some(error);
                             replies.push(Reply::Append(reply, Vec::new(), 0));
                         }
@@ -1013,7 +1072,7 @@ impl Writer {
                 }
             });
             if let Err(error) = sealed {
-                self.poison(&error);
+                self.fail(&error);
                 failure = Some(error);
             }
         }
@@ -1210,17 +1269,39 @@ impl Writer {
         };
         let disk = &self.shared.disk;
         let segment = Some(id);
-        let file = disk
-            .open(&segment_file_name(id), true)
-            .map_err(io_error("create segment", segment))?;
-        if self.shared.options.preallocate {
-            file.allocate(self.shared.options.segment_bytes)
-                .map_err(io_error("preallocate segment", segment))?;
+        let options = &self.shared.options;
+        if options.reserve_bytes > 0
+            && let Ok(Some(available)) = disk.available_bytes()
+            && available < options.segment_bytes.saturating_add(options.reserve_bytes)
+        {
+            return Err(Error::Io {
+                operation: "create segment (it would leave less than the reserve free)",
+                segment,
+                source: std::io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error()),
+            });
         }
-        file.write_and_sync(&header.encode(), 0)
-            .map_err(io_error("write segment header", segment))?;
-        disk.sync_dir()
-            .map_err(io_error("sync directory", segment))?;
+        let name = segment_file_name(id);
+        let file = disk
+            .open(&name, true)
+            .map_err(io_error("create segment", segment))?;
+        let made = (|| {
+            if options.preallocate {
+                file.allocate(options.segment_bytes)
+                    .map_err(io_error("preallocate segment", segment))?;
+            }
+            file.write_and_sync(&header.encode(), 0)
+                .map_err(io_error("write segment header", segment))?;
+            disk.sync_dir().map_err(io_error("sync directory", segment))
+        })();
+        if let Err(error) = made {
+            // Nothing was written to it: take it away again (a leftover
+            // without a valid header is also removed by recovery).
+            drop(file);
+            let _ = disk.remove(&name);
+            let _ = disk.sync_dir();
+            return Err(error);
+        }
+        self.shared.out_of_space.store(false, Ordering::Release);
         let entry = Arc::new(SegmentEntry {
             file,
             header,

@@ -213,50 +213,66 @@ fn mid_log_corruption_is_refused_with_its_place_or_skipped_on_request() {
 }
 
 #[test]
-fn a_full_disk_is_a_typed_error_and_loses_nothing_acknowledged() {
-    let disk = SimDisk::new(5);
-    let wal = Wal::open(
-        Arc::new(disk.clone()),
-        WalOptions {
-            preallocate: false,
-            ..options()
-        },
-    )
-    .unwrap();
-    let written = fill(&wal, 5, 1000, Durability::SyncData);
-    let used: u64 = disk.counts().writes;
-    assert!(used > 0);
-    disk.set_plan(FaultPlan {
-        capacity_bytes: Some(12_000),
-        ..FaultPlan::default()
-    });
-    let error = (0..20)
-        .find_map(|index| {
-            wal.append(
-                RecordKind::Block,
-                &payload(index, 1000),
-                Durability::SyncData,
-            )
-            .err()
-        })
-        .expect("the disk fills up");
-    assert!(error.is_no_space(), "{error}");
-    // Poisoned: further appends are refused clearly; reads still work.
-    assert!(matches!(
-        wal.append(RecordKind::Block, b"x", Durability::SyncData),
-        Err(Error::Poisoned { .. })
-    ));
-    for (location, bytes) in &written {
-        assert_eq!(&wal.read(location).unwrap(), bytes);
-    }
-    drop(wal);
-    disk.set_plan(FaultPlan::default());
-    let wal = open(&disk);
-    for (location, bytes) in &written {
-        assert_eq!(&wal.read(location).unwrap(), bytes);
-    }
-    wal.append(RecordKind::Block, b"space again", Durability::SyncData)
+fn a_full_disk_is_a_typed_error_loses_nothing_acknowledged_and_recovers_by_itself() {
+    for preallocate in [false, true] {
+        let disk = SimDisk::new(5);
+        let wal = Wal::open(
+            Arc::new(disk.clone()),
+            WalOptions {
+                preallocate,
+                ..options()
+            },
+        )
         .unwrap();
+        let mut written = fill(&wal, 5, 1000, Durability::SyncData);
+        assert!(disk.counts().writes > 0);
+        disk.set_plan(FaultPlan {
+            capacity_bytes: Some(12_000),
+            ..FaultPlan::default()
+        });
+        // Past the active segment's preallocated bytes, at the latest.
+        let error = (0..400)
+            .find_map(|index| {
+                match wal.append(
+                    RecordKind::Block,
+                    &payload(index, 1000),
+                    Durability::SyncData,
+                ) {
+                    Ok(location) => {
+                        written.push((location, payload(index, 1000)));
+                        None
+                    }
+                    Err(error) => Some(error),
+                }
+            })
+            .expect("the disk fills up");
+        assert!(error.is_no_space(), "preallocate {preallocate}: {error}");
+        assert!(wal.out_of_space());
+        // Still full: refused as full again, not poisoned.
+        let again = wal
+            .append(RecordKind::Block, b"x", Durability::SyncData)
+            .unwrap_err();
+        assert!(again.is_no_space(), "preallocate {preallocate}: {again}");
+        for (location, bytes) in &written {
+            assert_eq!(&wal.read(location).unwrap(), bytes);
+        }
+        // Space returns: the same log takes appends again, no reopen.
+        disk.set_plan(FaultPlan::default());
+        let location = wal
+            .append(RecordKind::Block, b"space again", Durability::SyncData)
+            .unwrap();
+        written.push((location, b"space again".to_vec()));
+        assert!(!wal.out_of_space());
+        assert!(wal.stats().no_space >= 2);
+        for (location, bytes) in &written {
+            assert_eq!(&wal.read(location).unwrap(), bytes);
+        }
+        drop(wal);
+        let wal = open(&disk);
+        for (location, bytes) in &written {
+            assert_eq!(&wal.read(location).unwrap(), bytes);
+        }
+    }
 }
 
 #[test]

@@ -107,6 +107,12 @@ pub trait Disk: Send + Sync + fmt::Debug {
     fn remove(&self, name: &str) -> io::Result<()>;
     /// Makes creations and removals of names durable.
     fn sync_dir(&self) -> io::Result<()>;
+    /// Bytes an unprivileged writer may still allocate on the filesystem
+    /// that holds the directory (`statvfs`: `f_bavail * f_frsize`), or
+    /// `None` where the backend cannot tell.
+    fn available_bytes(&self) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
     /// Which implementation this is, for logs and reports.
     fn backend(&self) -> Backend;
 }

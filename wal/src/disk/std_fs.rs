@@ -58,6 +58,11 @@ pub(crate) fn sync_directory(root: &Path) -> io::Result<()> {
     File::open(root)?.sync_all()
 }
 
+pub(crate) fn available_bytes(root: &Path) -> io::Result<Option<u64>> {
+    let stat = rustix::fs::statvfs(root).map_err(io::Error::from)?;
+    Ok(Some(stat.f_bavail.saturating_mul(stat.f_frsize)))
+}
+
 pub(crate) fn list_dir(root: &Path) -> io::Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(root)? {
@@ -140,6 +145,10 @@ impl Disk for StdDisk {
 
     fn sync_dir(&self) -> io::Result<()> {
         sync_directory(&self.root)
+    }
+
+    fn available_bytes(&self) -> io::Result<Option<u64>> {
+        available_bytes(&self.root)
     }
 
     fn backend(&self) -> Backend {

@@ -18,7 +18,9 @@ use std::sync::{Arc, Mutex};
 
 use io_uring::{IoUring, opcode, squeue, types};
 
-use super::std_fs::{allocate, list_dir, open_direct_file, open_file, remove_file, sync_directory};
+use super::std_fs::{
+    allocate, available_bytes, list_dir, open_direct_file, open_file, remove_file, sync_directory,
+};
 use super::{Backend, Disk, DiskFile};
 
 /// Rings kept for reuse; callers beyond this many at once get a fresh ring
@@ -359,6 +361,10 @@ impl Disk for UringDisk {
 
     fn sync_dir(&self) -> io::Result<()> {
         sync_directory(&self.root)
+    }
+
+    fn available_bytes(&self) -> io::Result<Option<u64>> {
+        available_bytes(&self.root)
     }
 
     fn backend(&self) -> Backend {
