@@ -4,7 +4,7 @@
 //! An `accept` that fails with `EMFILE` or `ENFILE` leaves the connection in
 //! the kernel's backlog, so the next `accept` fails at once again: a loop
 //! that only logs and retries (tonic's own) spins a core and serves nobody.
-//! [`Listener::accept`] sleeps [`ACCEPT_BACKOFF`] after such an error, and
+//! `Listener::accept` sleeps [`ACCEPT_BACKOFF`] after such an error, and
 //! after any other error that is not about one connection alone; errors
 //! that consumed a single connection (`ECONNABORTED`, `ECONNRESET`) are
 //! skipped at once, since the next connection may be fine. Each episode of
@@ -15,7 +15,7 @@
 //! `grpc_connections` and `http_connections`): a connection accepted past
 //! it is closed at once, so its client fails fast and can go elsewhere,
 //! rather than wait in the backlog. A slot is a semaphore permit inside the
-//! [`Connection`], given back when the connection is dropped, on every path.
+//! `Connection`, given back when the connection is dropped, on every path.
 //! At start, [`connection_limits`] lowers both limits to fit the process's
 //! descriptor limit (`RLIMIT_NOFILE`): descriptors are kept back for the
 //! engine's own files, and the HTTP port gets its share apart from gRPC, so
