@@ -16,7 +16,9 @@
 //!   key, or nothing. Payload CRC-32Cs are verified when bytes enter
 //!   ([`Engine::put`] checks the caller's checksum), when they leave DRAM for
 //!   SSD, and when they leave SSD (record checksum, block header, key,
-//!   generation and payload checksum). A mismatch is a miss, counted in
+//!   generation and payload checksum; for an encrypted block its AEAD tag,
+//!   which covers all of those bytes, counted in `tag_failures` when it
+//!   fails). A mismatch is a miss, counted in
 //!   `checksum_failures`, reported in [`EngineStats::recent_corruptions`]
 //!   and logged with the key, segment and offset, and the entry is dropped.
 //!   An I/O error is not corruption: a failed SSD read is returned as an

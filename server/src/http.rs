@@ -156,6 +156,7 @@ fn tenant_json(tenant: &TenantStats) -> Value {
         "evictions_ssd": c.evictions_ssd,
         "divergences": c.divergences,
         "checksum_failures": c.checksum_failures,
+        "tag_failures": c.tag_failures,
         "dram_bytes": tenant.dram_bytes,
         "ssd_bytes": tenant.ssd_bytes,
         "pinned_bytes": tenant.pinned_bytes,
@@ -181,6 +182,7 @@ fn overall_json(total: &Counters) -> Value {
         "evictions_ssd": total.evictions_ssd,
         "divergences": total.divergences,
         "checksum_failures": total.checksum_failures,
+        "tag_failures": total.tag_failures,
     })
 }
 

@@ -168,7 +168,7 @@ type CounterOf = (
     reason = "one line per exported metric reads best as a list"
 )]
 fn render_engine(out: &mut String, stats: &EngineStats, view: &View) {
-    let counters: [CounterOf; 16] = [
+    let counters: [CounterOf; 17] = [
         ("pagoda_lookups_total", "Prefix lookups.", |c| c.lookups),
         (
             "pagoda_lookup_blocks_total",
@@ -203,6 +203,11 @@ fn render_engine(out: &mut String, stats: &EngineStats, view: &View) {
             "pagoda_checksum_failures_total",
             "Checksum failures at a tier transition.",
             |c| c.checksum_failures,
+        ),
+        (
+            "pagoda_tag_failures_total",
+            "Encrypted SSD blocks whose AEAD tag failed: tampering or corruption.",
+            |c| c.tag_failures,
         ),
         (
             "pagoda_ssd_read_errors_total",

@@ -137,6 +137,9 @@ fn a_node_with_a_master_key_keeps_no_plaintext_and_rotates_without_rewriting() {
         }
         (*ns.id(), hashes)
     });
+    let (status, metrics) = pagoda_tests::http_get(node.http, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(metrics.contains("pagoda_tag_failures_total"), "{metrics}");
     let dir: PathBuf = node.stop();
     let data = dir.join("data");
     for index in 0..BLOCKS {

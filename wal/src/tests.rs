@@ -313,6 +313,51 @@ fn write_and_sync_errors_poison_the_log_and_lose_nothing_acknowledged() {
     }
 }
 
+/// `read_sealed` is for payloads that carry their own check (an AEAD tag):
+/// it skips the payload's CRC, and only that. A damaged payload comes back
+/// as read, for the caller's check to refuse; a damaged header, or a
+/// location naming another record, is refused as by `read`.
+#[test]
+fn a_sealed_read_skips_the_payload_crc_and_nothing_else() {
+    let disk = SimDisk::new(5);
+    let wal = open(&disk);
+    let written = fill(&wal, 4, 1000, Durability::SyncData);
+    for (location, bytes) in &written {
+        assert_eq!(&wal.read_sealed(location).unwrap(), bytes);
+    }
+    drop(wal);
+    let (payload_damaged, header_damaged) = (written[1].0, written[2].0);
+    let name = segment_file_name(payload_damaged.segment_id);
+    disk.corrupt(&name, payload_damaged.offset + 60, 0x40)
+        .unwrap();
+    disk.corrupt(&name, header_damaged.offset + 20, 0x01)
+        .unwrap();
+    let salvage = WalOptions {
+        recovery: Recovery::SkipCorruption,
+        ..options()
+    };
+    let wal = Wal::open(Arc::new(disk.clone()), salvage).unwrap();
+    assert!(matches!(
+        wal.read(&payload_damaged),
+        Err(Error::BadRecord { .. })
+    ));
+    let read = wal.read_sealed(&payload_damaged).unwrap();
+    assert_eq!(read.len(), written[1].1.len());
+    assert_ne!(read, written[1].1);
+    assert!(matches!(
+        wal.read_sealed(&header_damaged),
+        Err(Error::BadRecord { .. })
+    ));
+    let elsewhere = Location {
+        sequence: written[3].0.sequence + 1,
+        ..written[3].0
+    };
+    assert!(matches!(
+        wal.read_sealed(&elsewhere),
+        Err(Error::BadRecord { .. })
+    ));
+}
+
 #[test]
 fn bit_flips_on_read_are_never_returned_as_data() {
     let disk = SimDisk::new(7);
