@@ -9,9 +9,15 @@
 //! 2. **SSD get**, 1 MiB blocks, page cache dropped (`POSIX_FADV_DONTNEED`)
 //!    before each pass: engine gets (index lookup, read, record and block
 //!    checksums) against `pread` of the same record ranges. Goal ≥ 0.8.
-//! 3. **Lookup of a 1,048,576-token prompt**, fully cached, 16-token blocks:
+//! 3. **Encryption at rest**, 1 MiB blocks: SSD gets of a namespace
+//!    encrypted at rest (AES-256-GCM, `formats/SPEC.md` §10.1) against the
+//!    same gets of a plaintext one, in the same run, rounds interleaved;
+//!    with the page cache dropped before each pass (the disk's view) and
+//!    with the records in the page cache (the CPU's view, the harder case).
+//!    Goal ≥ 0.8.
+//! 4. **Lookup of a 1,048,576-token prompt**, fully cached, 16-token blocks:
 //!    tokens in, against BLAKE3-hashing the chain alone (the floor). Goal ≤ 3×.
-//! 4. **Warm restart and memory per block**, `--restart-blocks` (default 1M)
+//! 5. **Warm restart and memory per block**, `--restart-blocks` (default 1M)
 //!    SSD-resident blocks: seconds from open to ready against iterating the
 //!    raw RocksDB index, and DRAM metadata bytes per block (block table,
 //!    tree links and SSD FIFO; payload pages and RocksDB's block cache
@@ -33,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use pagoda_engine::trace::{belady, parse_trace, replay};
-use pagoda_engine::{Durability, Engine, EngineOptions, PolicyKind, TenantConfig};
+use pagoda_engine::{Durability, Engine, EngineOptions, MasterKey, PolicyKind, TenantConfig};
 use pagoda_formats::chain::{ChainHash, TenantSecret};
 use pagoda_formats::namespace::{Dtype, KvKind, KvLayout, Namespace, NamespaceId};
 
@@ -54,6 +60,24 @@ pub(crate) struct EngineBenchArgs {
     /// SSD-resident blocks for the warm-restart and memory figures.
     #[arg(long, default_value_t = 1 << 20)]
     restart_blocks: u64,
+    /// Only these figures (comma-separated; default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Figure>,
+}
+
+/// The figures of `pagoda bench engine`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Figure {
+    /// DRAM put+get against memcpy.
+    Dram,
+    /// SSD get against pread.
+    Ssd,
+    /// SSD get, encrypted against plaintext.
+    Encryption,
+    /// A 1M-token lookup against hashing it.
+    Lookup,
+    /// Warm restart and memory per block.
+    Restart,
 }
 
 /// Flags of `pagoda bench policies`.
@@ -113,8 +137,12 @@ fn payload(seed: usize) -> Vec<u8> {
 }
 
 pub(crate) fn run_engine(args: &EngineBenchArgs) -> Result<(), String> {
+    let wanted = |figure: Figure| args.only.is_empty() || args.only.contains(&figure);
     let mut rows: Vec<(String, String, String, f64, String)> = Vec::new();
     for threads in [1usize, 2] {
+        if !wanted(Figure::Dram) {
+            break;
+        }
         let (engine, memcpy) = dram_put_get(args, threads)?;
         rows.push((
             format!("DRAM put+get 1 MiB, {threads} thread(s)"),
@@ -124,14 +152,51 @@ pub(crate) fn run_engine(args: &EngineBenchArgs) -> Result<(), String> {
             "≥ 0.5".into(),
         ));
     }
-    let (engine, raw) = ssd_get(args)?;
-    rows.push((
-        "SSD get 1 MiB, cold cache".into(),
-        format!("{:.2} GB/s", engine / 1e9),
-        format!("pread {:.2} GB/s", raw / 1e9),
-        engine / raw,
-        "≥ 0.8".into(),
-    ));
+    if wanted(Figure::Ssd) {
+        let (engine, raw) = ssd_get(args)?;
+        rows.push((
+            "SSD get 1 MiB, cold cache".into(),
+            format!("{:.2} GB/s", engine / 1e9),
+            format!("pread {:.2} GB/s", raw / 1e9),
+            engine / raw,
+            "≥ 0.8".into(),
+        ));
+    }
+    if wanted(Figure::Encryption) {
+        for cold in [true, false] {
+            let (encrypted, plain) = encrypted_ssd_get(args, cold)?;
+            let cache = if cold { "cold cache" } else { "page cache" };
+            rows.push((
+                format!("SSD get 1 MiB encrypted (AES-256-GCM), {cache}"),
+                format!("{:.2} GB/s", encrypted / 1e9),
+                format!("plaintext {:.2} GB/s", plain / 1e9),
+                encrypted / plain,
+                "≥ 0.8".into(),
+            ));
+        }
+    }
+    if wanted(Figure::Lookup) || wanted(Figure::Restart) {
+        more_rows(args, &wanted, &mut rows)?;
+    }
+    println!();
+    println!("| figure | pagoda | baseline | ratio | goal |");
+    println!("|---|---|---|---|---|");
+    for (name, ours, baseline, ratio, goal) in rows {
+        println!("| {name} | {ours} | {baseline} | {ratio:.2} | {goal} |");
+    }
+    let _ = std::fs::remove_dir_all(&args.dir);
+    Ok(())
+}
+
+/// The lookup, warm-restart and memory rows.
+fn more_rows(
+    args: &EngineBenchArgs,
+    wanted: &dyn Fn(Figure) -> bool,
+    rows: &mut Vec<(String, String, String, f64, String)>,
+) -> Result<(), String> {
+    if !wanted(Figure::Lookup) {
+        return restart_rows(args, rows);
+    }
     let (lookup, hashing) = lookup_million(args)?;
     rows.push((
         "lookup 1,048,576 tokens (65,536 blocks)".into(),
@@ -140,6 +205,17 @@ pub(crate) fn run_engine(args: &EngineBenchArgs) -> Result<(), String> {
         lookup / hashing,
         "≤ 3 (time ratio)".into(),
     ));
+    if wanted(Figure::Restart) {
+        restart_rows(args, rows)?;
+    }
+    Ok(())
+}
+
+/// The warm-restart and memory rows.
+fn restart_rows(
+    args: &EngineBenchArgs,
+    rows: &mut Vec<(String, String, String, f64, String)>,
+) -> Result<(), String> {
     let restart = warm_restart(args)?;
     rows.push((
         format!("warm restart, {} blocks", restart.blocks),
@@ -155,13 +231,6 @@ pub(crate) fn run_engine(args: &EngineBenchArgs) -> Result<(), String> {
         restart.bytes_per_block / 128.0,
         "≤ 1 (of 128 B)".into(),
     ));
-    println!();
-    println!("| figure | pagoda | baseline | ratio | goal |");
-    println!("|---|---|---|---|---|");
-    for (name, ours, baseline, ratio, goal) in rows {
-        println!("| {name} | {ours} | {baseline} | {ratio:.2} | {goal} |");
-    }
-    let _ = std::fs::remove_dir_all(&args.dir);
     Ok(())
 }
 
@@ -363,6 +432,107 @@ fn ssd_get(args: &EngineBenchArgs) -> Result<(f64, f64), String> {
         eprintln!(
             "  round {}: engine {:.2} GB/s, pread {:.2} GB/s",
             round + 1,
+            ours.last().copied().unwrap_or(0.0) / 1e9,
+            baseline.last().copied().unwrap_or(0.0) / 1e9
+        );
+    }
+    Ok((median(ours), median(baseline)))
+}
+
+/// An engine over `dir` for the SSD figures, encrypted at rest with `key`.
+fn ssd_options(dir: &Path, key: Option<MasterKey>) -> Result<EngineOptions, String> {
+    let mut options = EngineOptions::on_disk(dir);
+    options.tenants = vec![tenant()?];
+    options.dram_bytes = 64 * MIB as u64;
+    options.promote_on_ssd_hit = false;
+    options.maintenance_interval = None;
+    options.durability = Durability::Async;
+    options.master_key = key;
+    Ok(options)
+}
+
+/// Writes `args.blocks` 1 MiB blocks into a new engine over `options`.
+fn fill_ssd(args: &EngineBenchArgs, options: &EngineOptions) -> Result<NamespaceId, String> {
+    let bytes = payload(7);
+    let crc = crc32c::crc32c(&bytes);
+    let engine = Engine::open(options.clone()).map_err(error("open"))?;
+    let ns = engine
+        .create_namespace(&bench_namespace(16)?)
+        .map_err(error("namespace"))?;
+    for index in 0..args.blocks {
+        engine
+            .put(&ns, &ChainHash::ROOT, &block_hash(0, index), &bytes, crc)
+            .map_err(error("put"))?;
+    }
+    engine.close().map_err(error("close"))?;
+    Ok(ns)
+}
+
+/// Bytes per second of one pass of SSD gets over every block (DRAM holds
+/// none of them: promotion is off and the engine was just opened).
+fn get_pass(
+    args: &EngineBenchArgs,
+    options: &EngineOptions,
+    ns: &NamespaceId,
+    cold: bool,
+) -> Result<f64, String> {
+    let engine = Engine::open(options.clone()).map_err(error("reopen"))?;
+    let log = options.dir.as_ref().ok_or("an on-disk engine")?.join("log");
+    if cold {
+        drop_cache(&log);
+    } else {
+        // Warm the page cache with one untimed pass.
+        for index in 0..args.blocks {
+            std::hint::black_box(
+                engine
+                    .get(ns, &block_hash(0, index))
+                    .map_err(error("get"))?,
+            );
+        }
+    }
+    let started = Instant::now();
+    let mut out = vec![0u8; MIB];
+    for index in 0..args.blocks {
+        let block = engine
+            .get(ns, &block_hash(0, index))
+            .map_err(error("get"))?
+            .ok_or("an SSD block is missing")?;
+        if block.tier() != pagoda_engine::Tier::Ssd {
+            return Err("a block was served from DRAM".into());
+        }
+        block.copy_to(&mut out);
+    }
+    let rate = (args.blocks * MIB) as f64 / started.elapsed().as_secs_f64();
+    std::hint::black_box(&out);
+    Ok(rate)
+}
+
+/// Bytes per second of SSD gets of encrypted blocks and of the same gets
+/// of plaintext ones, rounds interleaved (median of `args.rounds`).
+fn encrypted_ssd_get(args: &EngineBenchArgs, cold: bool) -> Result<(f64, f64), String> {
+    let key = MasterKey::generate().map_err(error("master key"))?;
+    let plain = ssd_options(&args.dir.join("plaintext"), None)?;
+    let sealed = ssd_options(&args.dir.join("encrypted"), Some(key))?;
+    for options in [&plain, &sealed] {
+        if let Some(dir) = &options.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    eprintln!(
+        "encryption: writing {} × 1 MiB, plaintext and encrypted",
+        args.blocks
+    );
+    let plain_ns = fill_ssd(args, &plain)?;
+    let sealed_ns = fill_ssd(args, &sealed)?;
+    let mut ours = Vec::new();
+    let mut baseline = Vec::new();
+    for round in 0..args.rounds {
+        baseline.push(get_pass(args, &plain, &plain_ns, cold)?);
+        ours.push(get_pass(args, &sealed, &sealed_ns, cold)?);
+        eprintln!(
+            "  round {} ({}): encrypted {:.2} GB/s, plaintext {:.2} GB/s",
+            round + 1,
+            if cold { "cold" } else { "page cache" },
             ours.last().copied().unwrap_or(0.0) / 1e9,
             baseline.last().copied().unwrap_or(0.0) / 1e9
         );
