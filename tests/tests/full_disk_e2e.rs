@@ -75,11 +75,6 @@ async fn a_full_disk_refuses_puts_clearly_recovers_by_itself_and_loses_nothing()
     let data = dir.join("data");
     let fs = SmallFs::mount(&data, "64m");
     let node = Node::start_in(dir.clone(), CONFIG);
-    assert!(
-        node.log().contains("value log: segments of 6 MiB"),
-        "segments are not sized to the tier:\n{}",
-        node.log()
-    );
     let (client, ns) = pagoda_tests::default_namespace(&node).await;
     let mut acked: Vec<(ChainHash, u32)> = Vec::new();
 
@@ -91,6 +86,11 @@ async fn a_full_disk_refuses_puts_clearly_recovers_by_itself_and_loses_nothing()
             .unwrap_or_else(|error| panic!("put {index} on an empty disk: {error}"));
         acked.push((hash, index));
     }
+    assert!(
+        node.log().contains("value log: segments of 6 MiB"),
+        "segments are not sized to the tier:\n{}",
+        node.log()
+    );
 
     // The disk fills from outside: puts are refused as RESOURCE_EXHAUSTED
     // (a few may still fit in the active segment first).

@@ -145,6 +145,36 @@ fn submit(ring: &mut Ring, entries: &[squeue::Entry]) -> io::Result<Vec<i32>> {
     wait_all(&mut ring.ring, tag, entries.len())
 }
 
+/// Most times one call re-issues operations a signal interrupted.
+const INTERRUPTED_ATTEMPTS_MAX: usize = 64;
+
+/// Whether an operation's own result says a signal (or a passing shortage)
+/// stopped it before it did anything it reports: `EINTR`, `EAGAIN`, or
+/// `ECANCELED` (a linked operation whose predecessor was interrupted). It
+/// may simply be issued again: every operation here is positional, so a
+/// repeat writes or reads the same bytes at the same place, and a
+/// cancelled sync never ran.
+fn interrupted(result: i32) -> bool {
+    result < 0
+        && matches!(
+            rustix::io::Errno::from_raw_os_error(-result),
+            rustix::io::Errno::INTR | rustix::io::Errno::AGAIN | rustix::io::Errno::CANCELED
+        )
+}
+
+/// [`submit`], issued again while an operation's result says it was
+/// interrupted ([`interrupted`]), up to [`INTERRUPTED_ATTEMPTS_MAX`] times.
+fn submit_retrying(ring: &mut Ring, entries: &[squeue::Entry]) -> io::Result<Vec<i32>> {
+    let mut attempts = 1;
+    loop {
+        let results = submit(ring, entries)?;
+        if attempts >= INTERRUPTED_ATTEMPTS_MAX || !results.iter().copied().any(interrupted) {
+            return Ok(results);
+        }
+        attempts += 1;
+    }
+}
+
 /// Waits until the `count` entries tagged `tag` have completed.
 fn wait_all(ring: &mut IoUring, tag: u64, count: usize) -> io::Result<Vec<i32>> {
     let mut results: Vec<Option<i32>> = vec![None; count];
@@ -237,7 +267,7 @@ impl DiskFile for UringFile {
                 let len = u32::try_from(rest.len().min(IO_BYTES_MAX)).unwrap_or(u32::MAX);
                 let at = offset + done as u64;
                 let read = opcode::Read::new(self.fd(), rest.as_mut_ptr(), len).offset(at);
-                let count = check(first(&submit(ring, &[read.build()])?))?;
+                let count = check(first(&submit_retrying(ring, &[read.build()])?))?;
                 if count == 0 {
                     return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
                 }
@@ -252,7 +282,7 @@ impl DiskFile for UringFile {
             let mut done = 0usize;
             while let Some(rest) = buf.get(done..).filter(|rest| !rest.is_empty()) {
                 let entry = self.write_entry(rest, offset + done as u64);
-                let count = check(first(&submit(ring, &[entry])?))?;
+                let count = check(first(&submit_retrying(ring, &[entry])?))?;
                 if count == 0 {
                     return Err(io::Error::from(io::ErrorKind::WriteZero));
                 }
@@ -264,7 +294,7 @@ impl DiskFile for UringFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.pool
-            .with_ring(|ring| check(first(&submit(ring, &[self.sync_entry()])?)).map(drop))
+            .with_ring(|ring| check(first(&submit_retrying(ring, &[self.sync_entry()])?)).map(drop))
     }
 
     fn write_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
@@ -274,7 +304,7 @@ impl DiskFile for UringFile {
                 // `IoSlice` is ABI-compatible with `struct iovec` on Unix.
                 let entry =
                     opcode::Writev::new(self.fd(), slices.as_ptr().cast(), count).offset(at);
-                check(first(&submit(ring, &[entry.build()])?))
+                check(first(&submit_retrying(ring, &[entry.build()])?))
             })
         })
     }
@@ -293,7 +323,7 @@ impl DiskFile for UringFile {
             .flags(squeue::Flags::IO_LINK);
         let results = self
             .pool
-            .with_ring(|ring| submit(ring, &[linked, self.sync_entry()]))?;
+            .with_ring(|ring| submit_retrying(ring, &[linked, self.sync_entry()]))?;
         let written = check(first(&results))?;
         if written == total {
             return check(results.get(1).copied().unwrap_or(-libc_eio())).map(drop);
@@ -308,7 +338,7 @@ impl DiskFile for UringFile {
         let linked = self.write_entry(buf, offset).flags(squeue::Flags::IO_LINK);
         let results = self
             .pool
-            .with_ring(|ring| submit(ring, &[linked, self.sync_entry()]))?;
+            .with_ring(|ring| submit_retrying(ring, &[linked, self.sync_entry()]))?;
         let written = check(first(&results))?;
         if written == buf.len() {
             return check(results.get(1).copied().unwrap_or(-libc_eio())).map(drop);
