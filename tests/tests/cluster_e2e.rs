@@ -410,7 +410,16 @@ fn an_etcd_outage_keeps_the_cluster_serving_and_never_makes_two_planners() {
         let id = client.create_namespace(&namespace()).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(ns) = client.namespace(id).await
+            // Every node has the namespace: a put (acknowledged by all)
+            // would otherwise find a node that has not learned it yet.
+            let mut everywhere = true;
+            for node in &nodes {
+                everywhere &= Client::connect_namespace(&node.url(), Some(TOKEN), id)
+                    .await
+                    .is_ok();
+            }
+            if everywhere
+                && let Ok(ns) = client.namespace(id).await
                 && ns.lookup_tokens(&tokens(0, 0)).await.is_ok()
             {
                 break (client, ns);
