@@ -872,8 +872,8 @@ impl Engine {
                 .layout()
                 .block_tokens,
         );
-        let mut ids = Vec::new();
-        let mut tiers = Vec::new();
+        let mut ids = Vec::with_capacity(hashes.len());
+        let mut tiers = Vec::with_capacity(hashes.len());
         for hash in &hashes {
             let Some(block_id) = state.find_servable(slot, hash) else {
                 break;

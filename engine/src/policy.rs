@@ -23,7 +23,13 @@
 //!   which is what makes it scan-resistant. Blocks with cached children are
 //!   hot by construction and go to main.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+/// Maps and sets keyed by the engine's block ids (or fingerprints): foldhash,
+/// seeded per process, instead of SipHash (policy calls sit on the lookup
+/// path, one per block).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// Which policy a tenant's DRAM tier uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -113,10 +119,10 @@ pub struct Lru {
 impl Default for Lru {
     fn default() -> Self {
         Lru {
-            links: HashMap::new(),
+            links: HashMap::default(),
             newest: NIL,
             oldest: NIL,
-            parked: HashSet::new(),
+            parked: HashSet::default(),
         }
     }
 }
