@@ -18,8 +18,9 @@ pub enum Error {
     /// The server answered with an error status.
     #[error("{}: {}", .0.code(), .0.message())]
     Status(#[from] Status),
-    /// The connection could not be made.
-    #[error("connecting: {0}")]
+    /// The connection could not be made (the message names the cause:
+    /// refused, TLS, not an HTTP/2 server, …).
+    #[error("connecting: {}", causes(.0))]
     Connect(#[from] tonic::transport::Error),
     /// The bytes received do not match their checksum (never returned).
     #[error("received bytes fail their checksum: expected {expected:#010x}, got {got:#010x}")]
@@ -35,6 +36,36 @@ pub enum Error {
     /// A local argument is invalid.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+}
+
+/// An error and its sources, as one line (tonic's transport error alone
+/// says only "transport error").
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    if line.contains("Connection refused") {
+        line.push_str(" (is a node listening there? its gRPC port is 7420 unless configured)");
+    }
+    line
+}
+
+/// The URL of a node's gRPC port from what users write: `host:port`, or
+/// `http://host:port` / `https://host:port` as they are.
+pub fn endpoint_url(addr: &str) -> String {
+    let addr = addr.trim();
+    if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    }
 }
 
 impl Error {
@@ -146,7 +177,13 @@ impl Client {
         tls: Option<tonic::transport::ClientTlsConfig>,
         connections: usize,
     ) -> Result<Client> {
-        let mut endpoint = Endpoint::from_shared(addr.to_owned())?;
+        let url = endpoint_url(addr);
+        let mut endpoint = Endpoint::from_shared(url).map_err(|error| {
+            Error::InvalidArgument(format!(
+                "{addr:?} is not a node address (host:port or http(s)://host:port): {}",
+                causes(&error)
+            ))
+        })?;
         if let Some(tls) = tls {
             endpoint = endpoint.tls_config(tls)?;
         }
@@ -647,5 +684,46 @@ impl NamespaceHandle {
             .watch(self.client.request(message))
             .await?
             .into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_taken_as_users_write_them() {
+        assert_eq!(endpoint_url("127.0.0.1:7420"), "http://127.0.0.1:7420");
+        assert_eq!(endpoint_url(" node:7420 "), "http://node:7420");
+        assert_eq!(endpoint_url("http://node:7420"), "http://node:7420");
+        assert_eq!(endpoint_url("https://node:7420"), "https://node:7420");
+    }
+
+    #[tokio::test]
+    async fn a_failed_connection_says_why() {
+        // A port nobody listens on: bound, then closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        for addr in [
+            format!("127.0.0.1:{port}"),
+            format!("http://127.0.0.1:{port}"),
+        ] {
+            let error = Client::connect(&addr, None)
+                .await
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(error.contains("Connection refused"), "{addr}: {error}");
+            assert!(error.contains("7420"), "{addr}: no hint in {error}");
+        }
+        let error = Client::connect("http://no spaces:1", None)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("not a node address"), "{error}");
     }
 }

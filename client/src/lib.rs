@@ -7,9 +7,11 @@
 //! `formats` alone, never on the engine or the server: every service, the
 //! Conductor and the workers included, reaches the store through this API.
 //!
-//! [`cluster::ClusterClient`] routes the same calls over a cluster whose
-//! membership it follows in etcd (rendezvous placement, R replicas,
-//! failover to the next replica).
+//! With the `cluster` feature, `cluster::ClusterClient` routes the same calls
+//! over a cluster whose membership it follows in etcd (rendezvous placement,
+//! R replicas, failover to the next replica); without it the crate does not
+//! depend on `pagoda-cluster` or etcd. [`KvNamespace`] is either, for
+//! services that run on one node or a cluster alike.
 //!
 //! Transport: gRPC over TCP by default; the optional `rdma` feature (module
 //! `rdma`) finds verbs devices for an RDMA data path and compiles out of the
@@ -35,10 +37,12 @@
 #![forbid(unsafe_code)]
 
 mod api;
+#[cfg(feature = "cluster")]
 pub mod cluster;
+mod kv;
 
-pub use api::{Client, Error, Lookup, NamespaceHandle, PutOutcome, Result, Tier};
-pub use cluster::KvNamespace;
+pub use api::{Client, Error, Lookup, NamespaceHandle, PutOutcome, Result, Tier, endpoint_url};
+pub use kv::KvNamespace;
 
 #[cfg(feature = "rdma")]
 pub mod rdma;

@@ -12,7 +12,7 @@
 //! more source: any instance can load it at the link's cost.
 //! The baselines place every request (they have no early rejection).
 
-use pagoda_worker::cost::Preset;
+use pagoda_cost::Preset;
 
 /// Which scheduler to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -261,7 +261,7 @@ mod tests {
     use super::*;
 
     fn model() -> Preset {
-        pagoda_worker::cost::preset("llama2-70b-a800").unwrap_or_else(|error| panic!("{error}"))
+        pagoda_cost::preset("llama2-70b-a800").unwrap_or_else(|error| panic!("{error}"))
     }
 
     const LOOSE: Slo = Slo {

@@ -50,10 +50,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use pagoda_client::KvNamespace;
+use pagoda_cost::Preset;
 use pagoda_formats::chain::ChainHash;
 use pagoda_formats::namespace::NamespaceId;
 use pagoda_formats::proto::v1 as pb;
-use pagoda_worker::cost::Preset;
 use pb::conductor_server::ConductorServer;
 use pb::worker_client::WorkerClient;
 use serde_json::{Value, json};
@@ -932,15 +932,10 @@ pub struct Listening {
     pub grpc: SocketAddr,
 }
 
-/// Runs a Conductor until `shutdown` resolves; calls `on_listening` once
-/// both listeners are bound, before requests are served.
-pub async fn run(
-    config: ConductorConfig,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    on_listening: impl FnOnce(Listening) + Send,
-) -> Result<(), String> {
-    let namespace =
-        KvNamespace::open(&config.store, config.token.as_deref(), config.namespace).await?;
+/// Binds the HTTP and gRPC listeners.
+async fn bind(
+    config: &ConductorConfig,
+) -> Result<(tokio::net::TcpListener, tokio::net::TcpListener, Listening), String> {
     let http = tokio::net::TcpListener::bind(config.http)
         .await
         .map_err(|error| format!("listening on {}: {error}", config.http))?;
@@ -951,6 +946,36 @@ pub async fn run(
         http: http.local_addr().map_err(|error| error.to_string())?,
         grpc: grpc.local_addr().map_err(|error| error.to_string())?,
     };
+    Ok((http, grpc, listening))
+}
+
+/// The HTTP routes: requests, status and health.
+fn router(shared: &Arc<Shared>) -> axum::Router {
+    let status_state = Arc::clone(shared);
+    axum::Router::new()
+        .route("/v1/generate", post(generate))
+        .route(
+            "/v1/status",
+            get(move || {
+                let shared = Arc::clone(&status_state);
+                async move { json_response(StatusCode::OK, &shared.status()) }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .layer(axum::extract::DefaultBodyLimit::max(limits::BODY_BYTES))
+        .with_state(Arc::clone(shared))
+}
+
+/// Runs a Conductor until `shutdown` resolves; calls `on_listening` once
+/// both listeners are bound, before requests are served.
+pub async fn run(
+    config: ConductorConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_listening: impl FnOnce(Listening) + Send,
+) -> Result<(), String> {
+    let namespace =
+        KvNamespace::open(&config.store, config.token.as_deref(), config.namespace).await?;
+    let (http, grpc, listening) = bind(&config).await?;
     let planner = match &config.cluster {
         Some(url) => Some(pagoda_cluster::Singleton::campaign(
             pagoda_cluster::parse_endpoints(url).map_err(|error| error.to_string())?,
@@ -973,19 +998,7 @@ pub async fn run(
         tokio::spawn(follow_store(Arc::clone(&shared))),
         tokio::spawn(expire_workers(Arc::clone(&shared))),
     ];
-    let status_state = Arc::clone(&shared);
-    let router = axum::Router::new()
-        .route("/v1/generate", post(generate))
-        .route(
-            "/v1/status",
-            get(move || {
-                let shared = Arc::clone(&status_state);
-                async move { json_response(StatusCode::OK, &shared.status()) }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok\n" }))
-        .layer(axum::extract::DefaultBodyLimit::max(limits::BODY_BYTES))
-        .with_state(Arc::clone(&shared));
+    let router = router(&shared);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut http_stopped = stopped.clone();
     let mut grpc_stopped = stopped;

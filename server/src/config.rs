@@ -8,6 +8,80 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// Parses a size as users write it: a plain byte count (`4096`), or a
+/// number with a unit, case-insensitive, spaces allowed between them:
+/// `K`/`KiB`, `M`/`MiB`, `G`/`GiB`, `T`/`TiB` are powers of 1024 (as in
+/// `dd`, Docker or `-Xmx`); `KB`, `MB`, `GB`, `TB` are powers of 1000 (SI);
+/// `B` is bytes. Fractions are allowed with a unit (`1.5GiB`) and rounded
+/// down to a byte.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '_'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number = number.replace('_', "");
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, TiB, K, M, G, T, KB, MB, GB or TB)"
+            ));
+        }
+    };
+    let invalid = || format!("{text:?} is not a size (e.g. 4096, 512MiB, 16G)");
+    if let Ok(whole) = number.parse::<u64>() {
+        return whole
+            .checked_mul(scale)
+            .ok_or_else(|| format!("{text:?} is over 2^64 bytes"));
+    }
+    let value: f64 = number.parse().map_err(|_| invalid())?;
+    if scale == 1 || !value.is_finite() {
+        return Err(invalid());
+    }
+    #[expect(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a fraction of a unit, checked against the range first"
+    )]
+    let bytes = {
+        let bytes = value * scale as f64;
+        if bytes >= u64::MAX as f64 {
+            return Err(format!("{text:?} is over 2^64 bytes"));
+        }
+        bytes as u64
+    };
+    Ok(bytes)
+}
+
+/// Serde for a size field: an integer, or a string [`parse_bytes`] reads.
+mod size {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        match Size::deserialize(deserializer)? {
+            Size::Bytes(bytes) => Ok(bytes),
+            Size::Text(text) => super::parse_bytes(&text).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 /// Default gRPC address.
 pub const GRPC_ADDR_DEFAULT: &str = "127.0.0.1:7420";
 /// Default HTTP address.
@@ -231,9 +305,12 @@ pub struct ServerConfig {
     pub http_addr: SocketAddr,
     /// Data directory.
     pub data_dir: PathBuf,
-    /// DRAM tier capacity in bytes.
+    /// DRAM tier capacity in bytes (a number, or a string with a unit:
+    /// `"8GiB"`, see [`parse_bytes`]).
+    #[serde(deserialize_with = "size::deserialize")]
     pub dram_bytes: u64,
-    /// SSD tier capacity in bytes.
+    /// SSD tier capacity in bytes (as `dram_bytes`).
+    #[serde(deserialize_with = "size::deserialize")]
     pub ssd_bytes: u64,
     /// DRAM page size.
     pub page_bytes: usize,
@@ -329,14 +406,12 @@ impl ServerConfig {
             self.data_dir = value.into();
         }
         if let Some(value) = get("PAGODA_DRAM_BYTES") {
-            self.dram_bytes = value
-                .parse()
-                .map_err(|_| parse("PAGODA_DRAM_BYTES", &value))?;
+            self.dram_bytes =
+                parse_bytes(&value).map_err(|error| format!("PAGODA_DRAM_BYTES: {error}"))?;
         }
         if let Some(value) = get("PAGODA_SSD_BYTES") {
-            self.ssd_bytes = value
-                .parse()
-                .map_err(|_| parse("PAGODA_SSD_BYTES", &value))?;
+            self.ssd_bytes =
+                parse_bytes(&value).map_err(|error| format!("PAGODA_SSD_BYTES: {error}"))?;
         }
         if let Some(value) = get("PAGODA_DURABILITY") {
             self.durability = value;
@@ -518,6 +593,44 @@ mod tests {
         let env = |name: &str| (name == "PAGODA_DRAM_BYTES").then(|| "4096".to_string());
         config.apply_env(env).unwrap();
         assert_eq!(config.dram_bytes, 4096);
+        let env = |name: &str| (name == "PAGODA_SSD_BYTES").then(|| "16G".to_string());
+        config.apply_env(env).unwrap();
+        assert_eq!(config.ssd_bytes, 16 << 30);
+    }
+
+    #[test]
+    fn sizes_take_the_units_users_write() {
+        for (text, bytes) in [
+            ("4096", 4096),
+            ("1_000", 1000),
+            ("512MiB", 512 << 20),
+            ("512 mib", 512 << 20),
+            ("16G", 16 << 30),
+            ("1GiB", 1 << 30),
+            ("1GB", 1_000_000_000),
+            ("2k", 2048),
+            ("1.5GiB", 3 << 29),
+            ("7b", 7),
+            ("1TiB", 1 << 40),
+        ] {
+            assert_eq!(parse_bytes(text), Ok(bytes), "{text}");
+        }
+        for bad in [
+            "",
+            "lots",
+            "1.5",
+            "12 parsecs",
+            "-1G",
+            "99999999999T",
+            "nanGiB",
+            "1e400G",
+        ] {
+            assert!(parse_bytes(bad).is_err(), "{bad:?} parsed");
+        }
+        let config = ServerConfig::from_toml("dram_bytes = \"8GiB\"\nssd_bytes = 1024").unwrap();
+        assert_eq!((config.dram_bytes, config.ssd_bytes), (8 << 30, 1024));
+        let error = ServerConfig::from_toml("dram_bytes = \"8 parsecs\"").unwrap_err();
+        assert!(error.contains("parsecs"), "{error}");
     }
 
     #[test]

@@ -30,8 +30,8 @@ use pagoda_formats::namespace::{Dtype, KvKind, KvLayout, Namespace};
 /// Flags of `pagoda bench` without a subcommand.
 #[derive(Debug, Args)]
 pub(crate) struct NetBenchArgs {
-    /// gRPC address of the node (`host:port`); without it a node is started
-    /// in this process on a free loopback port.
+    /// gRPC address of the node (`host:port` or `http(s)://host:port`);
+    /// without it a node is started in this process on a free loopback port.
     #[arg(long)]
     addr: Option<String>,
     /// API token (when the node has tenants).
@@ -40,11 +40,12 @@ pub(crate) struct NetBenchArgs {
     /// Tenant of the bench namespace.
     #[arg(long, default_value = "default")]
     tenant: String,
-    /// Payload bytes per block (several: one row each).
-    #[arg(long, value_delimiter = ',', default_values_t = [65_536usize, 1 << 20, 4 << 20])]
+    /// Payload bytes per block; several (`65536,1048576` or `65536 1048576`)
+    /// give one row each.
+    #[arg(long, value_delimiter = ',', num_args = 1.., default_values_t = [65_536usize, 1 << 20, 4 << 20])]
     block_bytes: Vec<usize>,
-    /// Connections (several: one row each).
-    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 16])]
+    /// Connections; several (`1,4` or `1 4`) give one row each.
+    #[arg(long, value_delimiter = ',', num_args = 1.., default_values_t = [1usize, 16])]
     concurrency: Vec<usize>,
     /// Seconds per row.
     #[arg(long, default_value_t = 5.0)]
@@ -544,7 +545,7 @@ pub(crate) fn run(args: &NetBenchArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let scratch = std::env::temp_dir().join(format!("pagoda-bench-node-{}", std::process::id()));
     let url = match &args.addr {
-        Some(addr) => format!("http://{addr}"),
+        Some(addr) => pagoda_client::endpoint_url(addr),
         None => start_node(&runtime, &scratch)?,
     };
     let redis = match &args.compare {

@@ -21,10 +21,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 use pagoda_conductor::schedule::{DecodeView, Policy, PrefillView, Request, Slo, place};
+use pagoda_cost::{Preset, preset};
 use pagoda_engine::PolicyKind;
 use pagoda_engine::trace::{BlockCache, trace_hash};
 use pagoda_formats::chain::ChainHash;
-use pagoda_worker::cost::{Preset, preset};
 
 use crate::trace_cmd::{TraceRequest, read_trace};
 

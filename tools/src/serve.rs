@@ -46,11 +46,12 @@ pub(crate) struct ServeArgs {
     /// Data directory (default ./pagoda-data).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// DRAM tier capacity in bytes.
-    #[arg(long)]
+    /// DRAM tier capacity: bytes, or with a unit (512MiB, 8GiB, 16G; KiB/K
+    /// and the like are powers of 1024, KB/MB/GB powers of 1000).
+    #[arg(long, value_parser = pagoda_server::config::parse_bytes)]
     dram_bytes: Option<u64>,
-    /// SSD tier capacity in bytes.
-    #[arg(long)]
+    /// SSD tier capacity, as --dram-bytes.
+    #[arg(long, value_parser = pagoda_server::config::parse_bytes)]
     ssd_bytes: Option<u64>,
     /// memory, async or sync.
     #[arg(long)]

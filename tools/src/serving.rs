@@ -23,8 +23,8 @@ use std::net::SocketAddr;
 use clap::Args;
 use pagoda_conductor::schedule::{Policy, Slo};
 use pagoda_conductor::service::ConductorConfig;
+use pagoda_cost::{Preset, preset};
 use pagoda_formats::namespace::{Dtype, KvKind, KvLayout, Namespace, NamespaceId};
-use pagoda_worker::cost::{Preset, preset};
 use pagoda_worker::service::{Backend, Role, WorkerConfig};
 
 /// Store and namespace flags shared by the conductor and the workers.

@@ -9,15 +9,14 @@
 //! build needs no GPU, driver or CUDA toolkit; with `cuda` the driver library
 //! is loaded at run time and its absence is an error, not a panic.
 //!
-//! Modules: [`cost`] (the cost model of simulated GPU time, presets with
-//! sources in `worker/presets/presets.toml`), [`kv`] (the `cpu` backend's
+//! Modules: [`kv`] (the `cpu` backend's
 //! deterministic KV bytes), [`service`] (the worker process: gRPC service,
-//! registration with Conductors) and `gpu` (feature `cuda`).
+//! registration with Conductors) and `gpu` (feature `cuda`). The cost model
+//! of simulated GPU time is `pagoda-cost` (shared with the Conductor).
 //!
 //! `unsafe` is denied (workspace lint) except at the one marked call that
 //! probes for the CUDA driver library in `gpu`.
 
-pub mod cost;
 #[cfg(feature = "cuda")]
 pub mod gpu;
 pub mod kv;

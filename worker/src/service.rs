@@ -34,8 +34,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::cost::Preset;
 use crate::kv;
+use pagoda_cost::Preset;
 
 /// Named limits of a worker.
 pub mod limits {

@@ -1,4 +1,4 @@
-//! The cost model of simulated GPU time: what prefill, decode and KV
+//! `pagoda-cost`: the cost model of simulated GPU time: what prefill, decode and KV
 //! transfers cost on a given model and machine, from first principles.
 //!
 //! - **KV bytes per token** = 2 (K and V) × layers × KV heads × head dim ×
@@ -15,7 +15,10 @@
 //!   (GPUs × HBM bandwidth × efficiency).
 //! - **Transfer** of `b` bytes = latency + b / link bandwidth.
 //!
-//! Presets are in `worker/presets/presets.toml`, each constant with its
+//! Used by the workers (simulated backend), the Conductor (its TTFT and
+//! TBT estimates) and `pagoda replay`; it depends on no other Pagoda crate.
+//!
+//! Presets are in `cost/presets/presets.toml`, each constant with its
 //! source: LLaMA2-70B on 8×A800 (the Mooncake paper's setup), Llama 3.1 8B on
 //! one H100 over 100 GbE TCP, and a tiny model for tests.
 
