@@ -1,6 +1,7 @@
 //! The portable backend: `std::fs` with positional reads and writes
 //! (`pread`/`pwrite`), `fdatasync`, and `fallocate` through rustix.
 
+use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -122,36 +123,59 @@ impl DiskFile for StdFile {
     }
 }
 
-impl Disk for StdDisk {
+/// A backend on a directory of the local filesystem. Both real backends
+/// open, list, remove and sync names with the same `std::fs` calls (the
+/// functions above); they differ only in how an open file does its I/O
+/// (`wrap`) and in their name, so their [`Disk`] is this one impl.
+pub(crate) trait LocalDir: Send + Sync + fmt::Debug {
+    /// The directory.
+    fn root(&self) -> &Path;
+    /// An open file of the directory, as this backend reads and writes it.
+    fn wrap(&self, file: File) -> Arc<dyn DiskFile>;
+    /// Which backend this is.
+    fn kind(&self) -> Backend;
+}
+
+impl<T: LocalDir> Disk for T {
     fn open(&self, name: &str, create: bool) -> io::Result<Arc<dyn DiskFile>> {
-        Ok(Arc::new(StdFile {
-            file: open_file(&self.root, name, create)?,
-        }))
+        Ok(self.wrap(open_file(self.root(), name, create)?))
     }
 
     fn open_direct(&self, name: &str) -> io::Result<Arc<dyn DiskFile>> {
-        Ok(Arc::new(StdFile {
-            file: open_direct_file(&self.root, name)?,
-        }))
+        Ok(self.wrap(open_direct_file(self.root(), name)?))
     }
 
     fn list(&self) -> io::Result<Vec<String>> {
-        list_dir(&self.root)
+        list_dir(self.root())
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
-        remove_file(&self.root, name)
+        remove_file(self.root(), name)
     }
 
     fn sync_dir(&self) -> io::Result<()> {
-        sync_directory(&self.root)
+        sync_directory(self.root())
     }
 
     fn available_bytes(&self) -> io::Result<Option<u64>> {
-        available_bytes(&self.root)
+        available_bytes(self.root())
     }
 
     fn backend(&self) -> Backend {
+        self.kind()
+    }
+}
+
+impl LocalDir for StdDisk {
+    fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn wrap(&self, file: File) -> Arc<dyn DiskFile> {
+        Arc::new(StdFile { file })
+    }
+
+    fn kind(&self) -> Backend {
         Backend::Std
     }
 }

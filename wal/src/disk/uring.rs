@@ -18,10 +18,8 @@ use std::sync::{Arc, Mutex};
 
 use io_uring::{IoUring, opcode, squeue, types};
 
-use super::std_fs::{
-    allocate, available_bytes, list_dir, open_direct_file, open_file, remove_file, sync_directory,
-};
-use super::{Backend, Disk, DiskFile};
+use super::std_fs::{LocalDir, allocate};
+use super::{Backend, DiskFile};
 
 /// Rings kept for reuse; callers beyond this many at once get a fresh ring
 /// that is dropped afterwards.
@@ -364,40 +362,19 @@ impl DiskFile for UringFile {
     }
 }
 
-impl Disk for UringDisk {
-    fn open(&self, name: &str, create: bool) -> io::Result<Arc<dyn DiskFile>> {
-        let file = open_file(&self.root, name, create)?;
-        Ok(Arc::new(UringFile {
+impl LocalDir for UringDisk {
+    fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn wrap(&self, file: File) -> Arc<dyn DiskFile> {
+        Arc::new(UringFile {
             file,
             pool: Arc::clone(&self.pool),
-        }))
+        })
     }
 
-    fn open_direct(&self, name: &str) -> io::Result<Arc<dyn DiskFile>> {
-        let file = open_direct_file(&self.root, name)?;
-        Ok(Arc::new(UringFile {
-            file,
-            pool: Arc::clone(&self.pool),
-        }))
-    }
-
-    fn list(&self) -> io::Result<Vec<String>> {
-        list_dir(&self.root)
-    }
-
-    fn remove(&self, name: &str) -> io::Result<()> {
-        remove_file(&self.root, name)
-    }
-
-    fn sync_dir(&self) -> io::Result<()> {
-        sync_directory(&self.root)
-    }
-
-    fn available_bytes(&self) -> io::Result<Option<u64>> {
-        available_bytes(&self.root)
-    }
-
-    fn backend(&self) -> Backend {
+    fn kind(&self) -> Backend {
         Backend::IoUring
     }
 }
