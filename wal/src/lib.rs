@@ -3,8 +3,10 @@
 //! An append-only, segmented log of checksummed records (framing and segment
 //! header in `formats/SPEC.md`): block payloads are appended to fixed-size
 //! segments, the engine's RocksDB index points into them, and space comes back
-//! a whole segment at a time ([`Wal::reclaim_oldest`]). The same crate carries
-//! the engine's metadata log (a [`Wal`] with [`LogKind::Meta`]).
+//! a whole segment at a time ([`Wal::reclaim_oldest`]). Each segment's header
+//! names its [`LogKind`]; the engine opens one log, of kind `Value`. The kind
+//! `Meta` is reserved by the format and unused: the index and the namespace
+//! records live in RocksDB.
 //!
 //! - **Group commit.** Appenders on many threads are batched by one writer
 //!   thread into one write and at most one `fdatasync` per batch. Each append
