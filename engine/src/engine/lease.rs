@@ -1,0 +1,147 @@
+//! Pins and leases.
+//!
+//! A pin holds the cached leading blocks of a chain against eviction (from
+//! DRAM and, by the SSD quota, from SSD) and removal until its lease is
+//! released ([`Engine::unpin`]) or expires. Invariants:
+//! - A lease names its blocks by id and epoch: a slot freed and reused is
+//!   never unpinned by an old lease.
+//! - Pinned bytes count against the tenant's DRAM quota (`pinned_bytes`);
+//!   a pin that would exceed it is refused, and so is one past
+//!   `LEASES_MAX` leases or `PINS_PER_BLOCK_MAX` pins of a block.
+//! - Leases expire by the engine's [`Clock`](crate::Clock), checked before
+//!   every pin and in every maintenance pass.
+//!
+//! May touch: the state's leases and deadlines, the blocks' pin counts, the
+//! tenants' `pinned_bytes` and their policies (a block unpinned in DRAM is
+//! evictable again).
+
+use std::time::Duration;
+
+use pagoda_formats::chain::ChainHash;
+use pagoda_formats::namespace::NamespaceId;
+
+use super::catalog::live_slot;
+use super::{Engine, Inner, LeaseInfo};
+use crate::error::{Error, Result};
+use crate::options::limits;
+use crate::state::{Lease, State};
+
+impl Engine {
+    /// Pins the cached leading blocks of `hashes` against eviction until
+    /// `ttl` passes or [`Engine::unpin`]; their bytes count against the
+    /// tenant's DRAM quota while pinned.
+    pub fn pin(&self, id: &NamespaceId, hashes: &[ChainHash], ttl: Duration) -> Result<LeaseInfo> {
+        let min_ttl = Duration::from_millis(pagoda_formats::limits::PIN_DURATION_MS_MIN);
+        let max_ttl = Duration::from_millis(pagoda_formats::limits::PIN_DURATION_MS_MAX);
+        if ttl < min_ttl || ttl > max_ttl {
+            return Err(Error::InvalidArgument(format!(
+                "a pin lasts {} to {} ms, not {} ms",
+                min_ttl.as_millis(),
+                max_ttl.as_millis(),
+                ttl.as_millis()
+            )));
+        }
+        let max = pagoda_formats::limits::KEYS_PER_REQUEST_MAX as usize;
+        if hashes.len() > max {
+            return Err(Error::InvalidArgument(format!(
+                "{} blocks in one pin, over the limit of {max}",
+                hashes.len()
+            )));
+        }
+        self.inner.expire_leases();
+        let mut state = self.inner.lock();
+        let slot = live_slot(&state, id)?;
+        if state.leases.len() >= limits::LEASES_MAX {
+            return Err(Error::ResourceExhausted(format!(
+                "{} leases are held, the limit",
+                limits::LEASES_MAX
+            )));
+        }
+        let tenant = state.namespaces[slot as usize].tenant;
+        let mut blocks = Vec::new();
+        let mut bytes = 0u64;
+        for hash in hashes {
+            let Some(block_id) = state.find_servable(slot, hash) else {
+                break;
+            };
+            let meta = state.meta(block_id);
+            if meta.pins >= limits::PINS_PER_BLOCK_MAX {
+                return Err(Error::ResourceExhausted(
+                    "a block is pinned too often".into(),
+                ));
+            }
+            bytes += u64::from(meta.payload_len);
+            blocks.push((block_id, meta.epoch));
+        }
+        let tenant_state = &state.tenants[tenant as usize];
+        if tenant_state.pinned_bytes + bytes > tenant_state.config.dram_quota {
+            return Err(Error::ResourceExhausted(format!(
+                "pinning {bytes} more bytes would exceed the tenant's DRAM quota"
+            )));
+        }
+        for (block_id, _) in &blocks {
+            state.meta_mut(*block_id).pins += 1;
+        }
+        state.tenants[tenant as usize].pinned_bytes += bytes;
+        let lease_id = state.next_lease;
+        state.next_lease += 1;
+        let pinned = blocks.len();
+        state.leases.insert(
+            lease_id,
+            Lease {
+                tenant,
+                blocks,
+                bytes,
+            },
+        );
+        state.deadlines.push(std::cmp::Reverse((
+            self.inner.options.clock.now() + ttl,
+            lease_id,
+        )));
+        Ok(LeaseInfo {
+            id: lease_id,
+            pinned,
+            bytes,
+        })
+    }
+
+    /// Releases a lease early; false when it was unknown or had expired.
+    pub fn unpin(&self, lease: u64) -> bool {
+        let mut state = self.inner.lock();
+        release_lease(&mut state, lease)
+    }
+}
+
+impl Inner {
+    pub(super) fn expire_leases(&self) {
+        let now = self.options.clock.now();
+        let mut state = self.lock();
+        while let Some(std::cmp::Reverse((deadline, lease))) = state.deadlines.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            state.deadlines.pop();
+            release_lease(&mut state, lease);
+        }
+    }
+}
+
+fn release_lease(state: &mut State, lease: u64) -> bool {
+    let Some(lease) = state.leases.remove(&lease) else {
+        return false;
+    };
+    for (id, epoch) in lease.blocks {
+        let meta = state.meta_mut(id);
+        if meta.epoch == epoch && meta.pins > 0 {
+            meta.pins -= 1;
+            if meta.pins == 0 && meta.dram.is_some() {
+                let tenant = state.tenant_of(id) as usize;
+                state.tenants[tenant].policy.unblocked(id);
+            }
+            state.free_if_unused(id);
+        }
+    }
+    let tenant = &mut state.tenants[lease.tenant as usize];
+    tenant.pinned_bytes = tenant.pinned_bytes.saturating_sub(lease.bytes);
+    true
+}
