@@ -184,22 +184,7 @@ pub fn replay(requests: &[Request], capacity: Option<u64>, policy: PolicyKind) -
 /// missing blocks are inserted, and while over capacity the cached leaf whose
 /// next use is furthest in the future is evicted.
 pub fn belady(requests: &[Request], capacity: u64) -> HitCount {
-    // Next use of each (request, position) occurrence.
-    let mut next_use: Vec<Vec<u64>> = requests.iter().map(|r| vec![u64::MAX; r.len()]).collect();
-    let mut last_seen: HashMap<u64, u64> = HashMap::new();
-    for (index, request) in requests.iter().enumerate().rev() {
-        for (position, id) in request.iter().enumerate() {
-            if let Some(slot) = next_use
-                .get_mut(index)
-                .and_then(|row| row.get_mut(position))
-            {
-                *slot = last_seen.get(id).copied().unwrap_or(u64::MAX);
-            }
-        }
-        for id in request {
-            last_seen.insert(*id, index as u64);
-        }
-    }
+    let next_use = next_uses(requests);
     let mut parent: HashMap<u64, Option<u64>> = HashMap::new();
     let mut children: HashMap<u64, u32> = HashMap::new();
     let mut next_of: HashMap<u64, u64> = HashMap::new();
@@ -251,26 +236,67 @@ pub fn belady(requests: &[Request], capacity: u64) -> HitCount {
             parent.insert(*id, up);
             next_of.insert(*id, next);
             leaves.insert((next, *id));
-            while next_of.len() as u64 > capacity {
-                let Some(&(victim_next, victim)) = leaves.iter().next_back() else {
-                    break;
-                };
-                leaves.remove(&(victim_next, victim));
-                next_of.remove(&victim);
-                if let Some(Some(up)) = parent.remove(&victim)
-                    && let Some(entry) = children.get_mut(&up)
-                {
-                    *entry -= 1;
-                    if *entry == 0
-                        && let Some(up_next) = next_of.get(&up)
-                    {
-                        leaves.insert((*up_next, up));
-                    }
-                }
-            }
+            evict_furthest(
+                capacity,
+                &mut leaves,
+                &mut next_of,
+                &mut parent,
+                &mut children,
+            );
         }
     }
     count
+}
+
+/// Next use of each (request, position) occurrence: the index of the next
+/// request holding the same block, `u64::MAX` when none does.
+fn next_uses(requests: &[Request]) -> Vec<Vec<u64>> {
+    // Next use of each (request, position) occurrence.
+    let mut next_use: Vec<Vec<u64>> = requests.iter().map(|r| vec![u64::MAX; r.len()]).collect();
+    let mut last_seen: HashMap<u64, u64> = HashMap::new();
+    for (index, request) in requests.iter().enumerate().rev() {
+        for (position, id) in request.iter().enumerate() {
+            if let Some(slot) = next_use
+                .get_mut(index)
+                .and_then(|row| row.get_mut(position))
+            {
+                *slot = last_seen.get(id).copied().unwrap_or(u64::MAX);
+            }
+        }
+        for id in request {
+            last_seen.insert(*id, index as u64);
+        }
+    }
+    next_use
+}
+
+/// [`belady`]'s eviction: while more than `capacity` blocks are cached, the
+/// cached leaf whose next use is furthest goes; a parent whose last cached
+/// child went becomes a leaf.
+fn evict_furthest(
+    capacity: u64,
+    leaves: &mut BTreeSet<(u64, u64)>,
+    next_of: &mut HashMap<u64, u64>,
+    parent: &mut HashMap<u64, Option<u64>>,
+    children: &mut HashMap<u64, u32>,
+) {
+    while next_of.len() as u64 > capacity {
+        let Some(&(victim_next, victim)) = leaves.iter().next_back() else {
+            break;
+        };
+        leaves.remove(&(victim_next, victim));
+        next_of.remove(&victim);
+        if let Some(Some(up)) = parent.remove(&victim)
+            && let Some(entry) = children.get_mut(&up)
+        {
+            *entry -= 1;
+            if *entry == 0
+                && let Some(up_next) = next_of.get(&up)
+            {
+                leaves.insert((*up_next, up));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
