@@ -32,7 +32,6 @@
     reason = "rates are reported to three digits"
 )]
 
-use std::fmt::Write as _;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -42,6 +41,10 @@ use pagoda_engine::trace::{belady, parse_trace, replay};
 use pagoda_engine::{Durability, Engine, EngineOptions, MasterKey, PolicyKind, TenantConfig};
 use pagoda_formats::chain::{ChainHash, TenantSecret};
 use pagoda_formats::namespace::{Dtype, KvKind, KvLayout, Namespace, NamespaceId};
+
+mod chart;
+
+pub(crate) use chart::{Axes, chart};
 
 const MIB: usize = 1 << 20;
 
@@ -267,56 +270,9 @@ fn dram_put_get(args: &EngineBenchArgs, threads: usize) -> Result<(f64, f64), St
     let ns = engine
         .create_namespace(&bench_namespace(16)?)
         .map_err(error("namespace"))?;
-    let engine_round = |round: usize| -> Result<f64, String> {
-        let started = Instant::now();
-        std::thread::scope(|scope| -> Result<(), String> {
-            let handles: Vec<_> = payloads
-                .iter()
-                .enumerate()
-                .map(|(thread, (bytes, crc))| {
-                    let engine = &engine;
-                    scope.spawn(move || -> Result<(), String> {
-                        let mut out = vec![0u8; MIB];
-                        for index in 0..blocks {
-                            let hash = block_hash(thread, round * blocks + index);
-                            engine
-                                .put(&ns, &ChainHash::ROOT, &hash, bytes, *crc)
-                                .map_err(error("put"))?;
-                            let block = engine
-                                .get(&ns, &hash)
-                                .map_err(error("get"))?
-                                .ok_or("a block just put is missing")?;
-                            block.copy_to(&mut out);
-                        }
-                        std::hint::black_box(&out);
-                        Ok(())
-                    })
-                })
-                .collect();
-            for handle in handles {
-                handle.join().map_err(|_| "bench thread panicked")??;
-            }
-            Ok(())
-        })?;
-        Ok((2 * blocks * threads * MIB) as f64 / started.elapsed().as_secs_f64())
-    };
+    let engine_round = |round: usize| dram_pass(&engine, &ns, &payloads, blocks, round);
     let mut pools: Vec<Vec<u8>> = (0..threads).map(|_| vec![1u8; blocks * MIB]).collect();
-    let memcpy_round = |pools: &mut Vec<Vec<u8>>| -> f64 {
-        let started = Instant::now();
-        std::thread::scope(|scope| {
-            for ((bytes, _), pool) in payloads.iter().zip(pools.iter_mut()) {
-                scope.spawn(move || {
-                    let mut out = vec![0u8; MIB];
-                    for chunk in pool.chunks_exact_mut(MIB) {
-                        chunk.copy_from_slice(bytes);
-                        out.copy_from_slice(std::hint::black_box(chunk));
-                    }
-                    std::hint::black_box(&out);
-                });
-            }
-        });
-        (2 * blocks * threads * MIB) as f64 / started.elapsed().as_secs_f64()
-    };
+    let memcpy_round = |pools: &mut Vec<Vec<u8>>| memcpy_pass(&payloads, pools, blocks);
     engine_round(0)?;
     memcpy_round(&mut pools);
     let mut ours = Vec::new();
@@ -331,6 +287,68 @@ fn dram_put_get(args: &EngineBenchArgs, threads: usize) -> Result<(f64, f64), St
         );
     }
     Ok((median(ours), median(baseline)))
+}
+
+/// Bytes per second of one DRAM round: each thread (one per payload) puts
+/// `blocks` blocks of its payload and gets each back into a buffer.
+fn dram_pass(
+    engine: &Engine,
+    ns: &NamespaceId,
+    payloads: &[(Vec<u8>, u32)],
+    blocks: usize,
+    round: usize,
+) -> Result<f64, String> {
+    let threads = payloads.len();
+    let started = Instant::now();
+    std::thread::scope(|scope| -> Result<(), String> {
+        let handles: Vec<_> = payloads
+            .iter()
+            .enumerate()
+            .map(|(thread, (bytes, crc))| {
+                scope.spawn(move || -> Result<(), String> {
+                    let mut out = vec![0u8; MIB];
+                    for index in 0..blocks {
+                        let hash = block_hash(thread, round * blocks + index);
+                        engine
+                            .put(ns, &ChainHash::ROOT, &hash, bytes, *crc)
+                            .map_err(error("put"))?;
+                        let block = engine
+                            .get(ns, &hash)
+                            .map_err(error("get"))?
+                            .ok_or("a block just put is missing")?;
+                        block.copy_to(&mut out);
+                    }
+                    std::hint::black_box(&out);
+                    Ok(())
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().map_err(|_| "bench thread panicked")??;
+        }
+        Ok(())
+    })?;
+    Ok((2 * blocks * threads * MIB) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Bytes per second of the DRAM baseline: each thread copies its payload
+/// into every block of its pool and back out (two copies per block).
+fn memcpy_pass(payloads: &[(Vec<u8>, u32)], pools: &mut [Vec<u8>], blocks: usize) -> f64 {
+    let threads = payloads.len();
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for ((bytes, _), pool) in payloads.iter().zip(pools.iter_mut()) {
+            scope.spawn(move || {
+                let mut out = vec![0u8; MIB];
+                for chunk in pool.chunks_exact_mut(MIB) {
+                    chunk.copy_from_slice(bytes);
+                    out.copy_from_slice(std::hint::black_box(chunk));
+                }
+                std::hint::black_box(&out);
+            });
+        }
+    });
+    (2 * blocks * threads * MIB) as f64 / started.elapsed().as_secs_f64()
 }
 
 fn drop_cache(dir: &Path) {
@@ -372,7 +390,43 @@ fn ssd_get(args: &EngineBenchArgs) -> Result<(f64, f64), String> {
         engine.close().map_err(error("close"))?;
         ns
     };
-    // The record ranges, for the baseline.
+    let ranges = record_ranges(&dir, ns, blocks)?;
+    let log = dir.join("log");
+    let mut ours = Vec::new();
+    let mut baseline = Vec::new();
+    for round in 0..args.rounds {
+        let engine = Engine::open(options.clone()).map_err(error("reopen"))?;
+        drop_cache(&log);
+        let started = Instant::now();
+        let mut out = vec![0u8; MIB];
+        for index in 0..blocks {
+            let block = engine
+                .get(&ns, &block_hash(0, index))
+                .map_err(error("get"))?
+                .ok_or("an SSD block is missing")?;
+            block.copy_to(&mut out);
+        }
+        ours.push((blocks * MIB) as f64 / started.elapsed().as_secs_f64());
+        drop(engine);
+        drop_cache(&log);
+        baseline.push(pread_pass(&log, &ranges, blocks)?);
+        eprintln!(
+            "  round {}: engine {:.2} GB/s, pread {:.2} GB/s",
+            round + 1,
+            ours.last().copied().unwrap_or(0.0) / 1e9,
+            baseline.last().copied().unwrap_or(0.0) / 1e9
+        );
+    }
+    Ok((median(ours), median(baseline)))
+}
+
+/// The (segment, offset, length) of each block's record, read from the
+/// index of the engine in `dir`: what the SSD baseline reads.
+fn record_ranges(
+    dir: &Path,
+    ns: NamespaceId,
+    blocks: usize,
+) -> Result<Vec<(u64, u64, u64)>, String> {
     let index = pagoda_engine::index::Index::open(&dir.join("index")).map_err(error("index"))?;
     let ranges: Vec<(u64, u64, u64)> = (0..blocks)
         .filter_map(|i| {
@@ -393,50 +447,30 @@ fn ssd_get(args: &EngineBenchArgs) -> Result<(f64, f64), String> {
         })
         .collect();
     drop(index);
-    let log = dir.join("log");
-    let mut ours = Vec::new();
-    let mut baseline = Vec::new();
-    for round in 0..args.rounds {
-        let engine = Engine::open(options.clone()).map_err(error("reopen"))?;
-        drop_cache(&log);
-        let started = Instant::now();
+    Ok(ranges)
+}
+
+/// Bytes per second of the SSD baseline: `pread` of every record range
+/// from the segment files in `log`, each copied into a 1 MiB buffer.
+fn pread_pass(log: &Path, ranges: &[(u64, u64, u64)], blocks: usize) -> Result<f64, String> {
+    let started = Instant::now();
+    let mut files = std::collections::HashMap::new();
+    for (segment, offset, len) in ranges {
+        if !files.contains_key(segment) {
+            let path = log.join(pagoda_formats::segment::segment_file_name(*segment));
+            let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+            files.insert(*segment, file);
+        }
+        let file = files.get(segment).ok_or("segment file")?;
+        let mut buf = vec![0u8; usize::try_from(*len).unwrap_or(MIB)];
+        file.read_exact_at(&mut buf, *offset)
+            .map_err(|e| e.to_string())?;
         let mut out = vec![0u8; MIB];
-        for index in 0..blocks {
-            let block = engine
-                .get(&ns, &block_hash(0, index))
-                .map_err(error("get"))?
-                .ok_or("an SSD block is missing")?;
-            block.copy_to(&mut out);
-        }
-        ours.push((blocks * MIB) as f64 / started.elapsed().as_secs_f64());
-        drop(engine);
-        drop_cache(&log);
-        let started = Instant::now();
-        let mut files = std::collections::HashMap::new();
-        for (segment, offset, len) in &ranges {
-            if !files.contains_key(segment) {
-                let path = log.join(pagoda_formats::segment::segment_file_name(*segment));
-                let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
-                files.insert(*segment, file);
-            }
-            let file = files.get(segment).ok_or("segment file")?;
-            let mut buf = vec![0u8; usize::try_from(*len).unwrap_or(MIB)];
-            file.read_exact_at(&mut buf, *offset)
-                .map_err(|e| e.to_string())?;
-            let mut out = vec![0u8; MIB];
-            let end = (buf.len()).min(MIB);
-            out[..end].copy_from_slice(&buf[..end]);
-            std::hint::black_box(&out);
-        }
-        baseline.push((blocks * MIB) as f64 / started.elapsed().as_secs_f64());
-        eprintln!(
-            "  round {}: engine {:.2} GB/s, pread {:.2} GB/s",
-            round + 1,
-            ours.last().copied().unwrap_or(0.0) / 1e9,
-            baseline.last().copied().unwrap_or(0.0) / 1e9
-        );
+        let end = (buf.len()).min(MIB);
+        out[..end].copy_from_slice(&buf[..end]);
+        std::hint::black_box(&out);
     }
-    Ok((median(ours), median(baseline)))
+    Ok((blocks * MIB) as f64 / started.elapsed().as_secs_f64())
 }
 
 /// An engine over `dir` for the SSD figures, encrypted at rest with `key`.
@@ -715,116 +749,9 @@ pub(crate) fn run_policies(args: &PolicyBenchArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// How a chart's axes read.
-pub(crate) struct Axes<'a> {
-    /// Caption under the plot.
-    pub(crate) caption: &'a str,
-    /// Logarithmic x axis.
-    pub(crate) log_x: bool,
-    /// Y values are ratios shown as percentages.
-    pub(crate) percent: bool,
-}
-
 /// Hit ratio against capacity (log scale), for `bench policies`.
 const HIT_RATIO_AXES: Axes<'static> = Axes {
     caption: "capacity (blocks, log scale) — prefix hit ratio",
     log_x: true,
     percent: true,
 };
-
-/// A line chart of several series as SVG.
-pub(crate) fn chart(series: &[(String, Vec<(u64, f64)>)], axes: &Axes<'_>) -> String {
-    const W: f64 = 760.0;
-    const H: f64 = 420.0;
-    const LEFT: f64 = 60.0;
-    const TOP: f64 = 20.0;
-    const PLOT_W: f64 = 460.0;
-    const PLOT_H: f64 = 340.0;
-    let colors = [
-        "#1f77b4", "#2ca02c", "#ff7f0e", "#7f7f7f", "#17becf", "#98df8a", "#ffbb78", "#c7c7c7",
-    ];
-    let (min_x, max_x) = series
-        .iter()
-        .flat_map(|(_, line)| line.iter().map(|(x, _)| *x as f64))
-        .fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
-    let max_y = series
-        .iter()
-        .flat_map(|(_, line)| line.iter().map(|(_, y)| *y))
-        .fold(0.1f64, f64::max);
-    let scale = |x: f64| if axes.log_x { x.max(1e-9).ln() } else { x };
-    let x_of = |x: f64| {
-        LEFT + (scale(x) - scale(min_x)) / (scale(max_x) - scale(min_x)).max(1e-9) * PLOT_W
-    };
-    let y_of = |y: f64| TOP + PLOT_H - y / max_y * PLOT_H;
-    let mut out = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-    );
-    let _ = writeln!(
-        out,
-        "<line x1=\"{LEFT}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/><line x1=\"{LEFT}\" y1=\"{TOP}\" x2=\"{LEFT}\" y2=\"{}\" stroke=\"black\"/>",
-        TOP + PLOT_H,
-        LEFT + PLOT_W,
-        TOP + PLOT_H,
-        TOP + PLOT_H
-    );
-    for step in 0..=5 {
-        let y = max_y * f64::from(step) / 5.0;
-        let label = if axes.percent {
-            format!("{:.0} %", y * 100.0)
-        } else {
-            format!("{y:.1}")
-        };
-        let _ = writeln!(
-            out,
-            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{label}</text>",
-            LEFT - 6.0,
-            y_of(y) + 4.0
-        );
-    }
-    if let Some((_, line)) = series.first() {
-        let every = line.len().div_ceil(10).max(1);
-        for (x, _) in line.iter().step_by(every) {
-            let _ = writeln!(
-                out,
-                "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{x}</text>",
-                x_of(*x as f64),
-                TOP + PLOT_H + 16.0
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
-        LEFT + PLOT_W / 2.0,
-        H - 12.0,
-        axes.caption
-    );
-    for (index, (label, line)) in series.iter().enumerate() {
-        let color = colors[index % colors.len()];
-        let dash = if index / 4 % 2 == 1 {
-            " stroke-dasharray=\"5,3\""
-        } else {
-            ""
-        };
-        let points: Vec<String> = line
-            .iter()
-            .map(|(x, y)| format!("{:.1},{:.1}", x_of(*x as f64), y_of(*y)))
-            .collect();
-        let _ = writeln!(
-            out,
-            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{dash} points=\"{}\"/>",
-            points.join(" ")
-        );
-        let y = TOP + 14.0 * index as f64;
-        let _ = writeln!(
-            out,
-            "<line x1=\"{}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"{color}\" stroke-width=\"2\"{dash}/><text x=\"{}\" y=\"{}\">{label}</text>",
-            LEFT + PLOT_W + 20.0,
-            LEFT + PLOT_W + 40.0,
-            LEFT + PLOT_W + 46.0,
-            y + 4.0
-        );
-    }
-    out.push_str("</svg>\n");
-    out
-}

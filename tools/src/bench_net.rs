@@ -228,49 +228,9 @@ async fn pagoda_row(
         let ns = client.namespace(id).await.map_err(|e| e.to_string())?;
         let ops = Arc::clone(&ops);
         let bytes = bytes::Bytes::from(payload(block_bytes, connection));
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut moved = 0u64;
-            let mut stored: Vec<(ChainHash, Vec<u32>)> = Vec::new();
-            let mut buffer = Vec::new();
-            let mut step = 0u64;
-            while Instant::now() < deadline {
-                let op = if stored.is_empty() { 0 } else { mix.op(step) };
-                let at = Instant::now();
-                match op {
-                    0 => {
-                        let base = u32::try_from(connection).unwrap_or(0) << 24
-                            | u32::try_from(step).unwrap_or(0) << 4;
-                        let tokens: Vec<u32> = (base..base + 16).collect();
-                        let (hash, _) = ns
-                            .put(&ChainHash::ROOT, &tokens, &bytes)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        moved += bytes.len() as u64;
-                        stored.push((hash, tokens));
-                    }
-                    1 => {
-                        let (hash, _) = &stored[usize::try_from(step).unwrap_or(0) % stored.len()];
-                        if ns
-                            .get_range_into(hash, 0, 0, &mut buffer)
-                            .await
-                            .map_err(|e| e.to_string())?
-                        {
-                            moved += buffer.len() as u64;
-                        }
-                    }
-                    _ => {
-                        let (_, tokens) =
-                            &stored[usize::try_from(step).unwrap_or(0) % stored.len()];
-                        ns.lookup_tokens(tokens).await.map_err(|e| e.to_string())?;
-                    }
-                }
-                latencies.push(u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX));
-                ops.fetch_add(1, Ordering::Relaxed);
-                step += 1;
-            }
-            Ok::<_, String>((latencies, moved))
-        }));
+        tasks.push(tokio::spawn(pagoda_connection(
+            ns, mix, connection, bytes, deadline, ops,
+        )));
     }
     let mut latencies = Vec::new();
     let mut moved = 0;
@@ -283,6 +243,58 @@ async fn pagoda_row(
     done.store(true, Ordering::Release);
     let _ = bar.join();
     Ok(Row::from_latencies(latencies, moved, seconds))
+}
+
+/// One connection's loop of the Pagoda rows: puts, gets and lookups as
+/// `mix` says (a put first) until `deadline`, counting each in `ops`.
+async fn pagoda_connection(
+    ns: pagoda_client::NamespaceHandle,
+    mix: Mix,
+    connection: usize,
+    bytes: bytes::Bytes,
+    deadline: Instant,
+    ops: Arc<AtomicU64>,
+) -> Measured {
+    let mut latencies = Vec::new();
+    let mut moved = 0u64;
+    let mut stored: Vec<(ChainHash, Vec<u32>)> = Vec::new();
+    let mut buffer = Vec::new();
+    let mut step = 0u64;
+    while Instant::now() < deadline {
+        let op = if stored.is_empty() { 0 } else { mix.op(step) };
+        let at = Instant::now();
+        match op {
+            0 => {
+                let base = u32::try_from(connection).unwrap_or(0) << 24
+                    | u32::try_from(step).unwrap_or(0) << 4;
+                let tokens: Vec<u32> = (base..base + 16).collect();
+                let (hash, _) = ns
+                    .put(&ChainHash::ROOT, &tokens, &bytes)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                moved += bytes.len() as u64;
+                stored.push((hash, tokens));
+            }
+            1 => {
+                let (hash, _) = &stored[usize::try_from(step).unwrap_or(0) % stored.len()];
+                if ns
+                    .get_range_into(hash, 0, 0, &mut buffer)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    moved += buffer.len() as u64;
+                }
+            }
+            _ => {
+                let (_, tokens) = &stored[usize::try_from(step).unwrap_or(0) % stored.len()];
+                ns.lookup_tokens(tokens).await.map_err(|e| e.to_string())?;
+            }
+        }
+        latencies.push(u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX));
+        ops.fetch_add(1, Ordering::Relaxed);
+        step += 1;
+    }
+    Ok((latencies, moved))
 }
 
 /// Latencies and bytes of one connection's loop.
@@ -564,6 +576,16 @@ pub(crate) fn run(args: &NetBenchArgs) -> Result<(), String> {
             rows.push((block_bytes, connections, ours, theirs, ceiling));
         }
     }
+    print_table(args, &rows);
+    drop(redis);
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+/// The report: one table row per system and measurement, Pagoda's with its
+/// ratio to Redis (when compared) and to the loopback ceiling.
+fn print_table(args: &NetBenchArgs, rows: &[(usize, usize, Row, Option<Row>, Row)]) {
     println!();
     println!(
         "mix put:get:lookup = {}, {} s per row; GB/s counts payload bytes put and got",
@@ -572,7 +594,7 @@ pub(crate) fn run(args: &NetBenchArgs) -> Result<(), String> {
     println!();
     println!("| system | block | connections | ops/s | GB/s | p50 µs | p99 µs | p999 µs | ratio |");
     println!("|---|---|---|---|---|---|---|---|---|");
-    for (block_bytes, connections, ours, theirs, ceiling) in &rows {
+    for (block_bytes, connections, ours, theirs, ceiling) in rows {
         let versus_loopback = ours.gb_per_second() / ceiling.gb_per_second();
         match theirs {
             Some(theirs) => {
@@ -611,8 +633,4 @@ pub(crate) fn run(args: &NetBenchArgs) -> Result<(), String> {
             "ceiling",
         );
     }
-    drop(redis);
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    let _ = std::fs::remove_dir_all(&scratch);
-    Ok(())
 }

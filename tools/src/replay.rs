@@ -184,6 +184,41 @@ fn prefill_instance(cache_blocks: u64) -> Result<PrefillInstance, String> {
     })
 }
 
+/// What the scheduler sees of the instances at `now`: each prefill
+/// instance's queue and how much of `hashes` it holds (at most the full
+/// blocks), each decode instance's load.
+fn instance_views(
+    prefill: &[PrefillInstance],
+    decode: &[DecodeInstance],
+    hashes: &[ChainHash],
+    full_blocks: u64,
+    now: f64,
+    max_sequences: u32,
+) -> (Vec<PrefillView>, Vec<DecodeView>) {
+    let prefill_views: Vec<PrefillView> = prefill
+        .iter()
+        .map(|instance| {
+            let matched = instance
+                .cache
+                .matched(hashes)
+                .map_or(0, |matched| matched as u64);
+            PrefillView {
+                queue_seconds: (instance.busy_until - now).max(0.0),
+                prefix_blocks: matched.min(full_blocks),
+            }
+        })
+        .collect();
+    let decode_views: Vec<DecodeView> = decode
+        .iter()
+        .map(|instance| DecodeView {
+            context_tokens: instance.running.iter().map(|(_, tokens)| tokens).sum(),
+            sequences: u32::try_from(instance.running.len()).unwrap_or(u32::MAX),
+            max_sequences,
+        })
+        .collect();
+    (prefill_views, decode_views)
+}
+
 #[expect(
     clippy::cast_precision_loss,
     reason = "times in seconds from millisecond timestamps"
@@ -221,27 +256,8 @@ fn replay_once(
         for instance in &mut decode {
             instance.running.retain(|(end, _)| *end > now);
         }
-        let prefill_views: Vec<PrefillView> = prefill
-            .iter()
-            .map(|instance| {
-                let matched = instance
-                    .cache
-                    .matched(&hashes)
-                    .map_or(0, |matched| matched as u64);
-                PrefillView {
-                    queue_seconds: (instance.busy_until - now).max(0.0),
-                    prefix_blocks: matched.min(full_blocks),
-                }
-            })
-            .collect();
-        let decode_views: Vec<DecodeView> = decode
-            .iter()
-            .map(|instance| DecodeView {
-                context_tokens: instance.running.iter().map(|(_, tokens)| tokens).sum(),
-                sequences: u32::try_from(instance.running.len()).unwrap_or(u32::MAX),
-                max_sequences: args.max_batch,
-            })
-            .collect();
+        let (prefill_views, decode_views) =
+            instance_views(&prefill, &decode, &hashes, full_blocks, now, args.max_batch);
         let shape = Request {
             prompt_tokens: request.input_length(),
             block_tokens: 512,
