@@ -36,6 +36,9 @@ pub enum Error {
     /// A local argument is invalid.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// An exchange with an HTTP port failed (module `http`).
+    #[error("{0}")]
+    Http(String),
 }
 
 /// An error and its sources, as one line (tonic's transport error alone

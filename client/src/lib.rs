@@ -39,6 +39,8 @@
 mod api;
 #[cfg(feature = "cluster")]
 pub mod cluster;
+#[cfg(feature = "http")]
+pub mod http;
 mod kv;
 
 pub use api::{Client, Error, Lookup, NamespaceHandle, PutOutcome, Result, Tier, endpoint_url};

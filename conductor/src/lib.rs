@@ -15,3 +15,31 @@
 
 pub mod schedule;
 pub mod service;
+
+/// Errors of a Conductor's start and run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The store (a node or a cluster) or its namespace could not be opened.
+    #[error("store: {0}")]
+    Store(String),
+    /// A listener could not be bound.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The cluster settings are wrong.
+    #[error("cluster: {0}")]
+    Cluster(String),
+    /// A port's server failed.
+    #[error("{port} server: {reason}")]
+    Serve {
+        /// `http` or `grpc`.
+        port: &'static str,
+        /// Why.
+        reason: String,
+    },
+}

@@ -61,6 +61,7 @@ use tokio::sync::mpsc;
 use tonic::Code;
 use tonic::transport::Channel;
 
+use crate::Error;
 use crate::schedule::{self, DecodeView, Policy, PrefillView, Rejection, Slo};
 
 /// Named limits of a Conductor.
@@ -935,16 +936,17 @@ pub struct Listening {
 /// Binds the HTTP and gRPC listeners.
 async fn bind(
     config: &ConductorConfig,
-) -> Result<(tokio::net::TcpListener, tokio::net::TcpListener, Listening), String> {
+) -> Result<(tokio::net::TcpListener, tokio::net::TcpListener, Listening), Error> {
+    let listen = |addr| move |source| Error::Listen { addr, source };
     let http = tokio::net::TcpListener::bind(config.http)
         .await
-        .map_err(|error| format!("listening on {}: {error}", config.http))?;
+        .map_err(listen(config.http))?;
     let grpc = tokio::net::TcpListener::bind(config.grpc)
         .await
-        .map_err(|error| format!("listening on {}: {error}", config.grpc))?;
+        .map_err(listen(config.grpc))?;
     let listening = Listening {
-        http: http.local_addr().map_err(|error| error.to_string())?,
-        grpc: grpc.local_addr().map_err(|error| error.to_string())?,
+        http: http.local_addr().map_err(listen(config.http))?,
+        grpc: grpc.local_addr().map_err(listen(config.grpc))?,
     };
     Ok((http, grpc, listening))
 }
@@ -972,13 +974,15 @@ pub async fn run(
     config: ConductorConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     on_listening: impl FnOnce(Listening) + Send,
-) -> Result<(), String> {
-    let namespace =
-        KvNamespace::open(&config.store, config.token.as_deref(), config.namespace).await?;
+) -> Result<(), Error> {
+    let namespace = KvNamespace::open(&config.store, config.token.as_deref(), config.namespace)
+        .await
+        .map_err(Error::Store)?;
     let (http, grpc, listening) = bind(&config).await?;
     let planner = match &config.cluster {
         Some(url) => Some(pagoda_cluster::Singleton::campaign(
-            pagoda_cluster::parse_endpoints(url).map_err(|error| error.to_string())?,
+            pagoda_cluster::parse_endpoints(url)
+                .map_err(|error| Error::Cluster(error.to_string()))?,
             "hot-block-planner",
             format!("conductor-{}-{}", listening.http, std::process::id()),
         )),
@@ -1031,8 +1035,14 @@ pub async fn run(
     for task in background {
         task.abort();
     }
-    let http_result = http_task.await.map_err(|error| error.to_string())?;
-    let grpc_result = grpc_task.await.map_err(|error| error.to_string())?;
-    http_result.map_err(|error| format!("http: {error}"))?;
-    grpc_result.map_err(|error| format!("grpc: {error}"))
+    let serve = |port: &'static str| {
+        move |error: &dyn std::fmt::Display| Error::Serve {
+            port,
+            reason: error.to_string(),
+        }
+    };
+    let http_result = http_task.await.map_err(|error| serve("http")(&error))?;
+    let grpc_result = grpc_task.await.map_err(|error| serve("grpc")(&error))?;
+    http_result.map_err(|error| serve("http")(&error))?;
+    grpc_result.map_err(|error| serve("grpc")(&error))
 }

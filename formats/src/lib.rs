@@ -5,7 +5,8 @@
 //! hashing of token blocks ([`chain`]), block keys ([`key`]), the record
 //! framing of the logs ([`record`]) and their segment files ([`segment`]),
 //! the block payload header ([`block`]),
-//! the gRPC API (`proto`, with the `grpc` feature) and every limit
+//! the gRPC API (`proto`, with the `grpc` feature), the Mooncake trace
+//! format (`trace`, with the `trace` feature) and every limit
 //! ([`limits`]). `formats/SPEC.md` is the normative specification; this crate
 //! follows it, and its golden vectors (`formats/tests/vectors/`) pin it.
 //!
@@ -46,6 +47,8 @@ pub mod record;
 pub mod segment;
 #[cfg(test)]
 mod strategies;
+#[cfg(feature = "trace")]
+pub mod trace;
 
 pub use codec::{FormatVersion, align_up};
 pub use error::{Error, NameField, Result, Structure};

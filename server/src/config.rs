@@ -386,48 +386,6 @@ impl ServerConfig {
         toml::to_string_pretty(&shown).unwrap_or_else(|error| format!("# cannot print: {error}"))
     }
 
-    /// Applies `PAGODA_*` environment variables (`PAGODA_GRPC_ADDR`,
-    /// `PAGODA_HTTP_ADDR`, `PAGODA_DATA_DIR`, `PAGODA_DRAM_BYTES`,
-    /// `PAGODA_SSD_BYTES`, `PAGODA_DURABILITY`, `PAGODA_POLICY`,
-    /// `PAGODA_MASTER_KEY_FILE`, `PAGODA_MASTER_KEY`).
-    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), String> {
-        let parse = |name: &str, value: &str| format!("{name}={value:?} does not parse");
-        if let Some(value) = get("PAGODA_GRPC_ADDR") {
-            self.grpc_addr = value
-                .parse()
-                .map_err(|_| parse("PAGODA_GRPC_ADDR", &value))?;
-        }
-        if let Some(value) = get("PAGODA_HTTP_ADDR") {
-            self.http_addr = value
-                .parse()
-                .map_err(|_| parse("PAGODA_HTTP_ADDR", &value))?;
-        }
-        if let Some(value) = get("PAGODA_DATA_DIR") {
-            self.data_dir = value.into();
-        }
-        if let Some(value) = get("PAGODA_DRAM_BYTES") {
-            self.dram_bytes =
-                parse_bytes(&value).map_err(|error| format!("PAGODA_DRAM_BYTES: {error}"))?;
-        }
-        if let Some(value) = get("PAGODA_SSD_BYTES") {
-            self.ssd_bytes =
-                parse_bytes(&value).map_err(|error| format!("PAGODA_SSD_BYTES: {error}"))?;
-        }
-        if let Some(value) = get("PAGODA_DURABILITY") {
-            self.durability = value;
-        }
-        if let Some(value) = get("PAGODA_POLICY") {
-            self.policy = value;
-        }
-        if let Some(value) = get("PAGODA_MASTER_KEY_FILE") {
-            self.master_key_file = Some(value.into());
-        }
-        if let Some(value) = get("PAGODA_MASTER_KEY") {
-            self.master_key_hex = Some(value);
-        }
-        Ok(())
-    }
-
     /// The master key of encryption at rest, read from `master_key_file`
     /// (or `PAGODA_MASTER_KEY`); `None` when neither is given (encryption
     /// off).
@@ -585,17 +543,8 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_and_bad_env_are_errors() {
+    fn unknown_keys_are_errors() {
         assert!(ServerConfig::from_toml("grpc_adr = \"x\"").is_err());
-        let mut config = ServerConfig::default();
-        let env = |name: &str| (name == "PAGODA_DRAM_BYTES").then(|| "lots".to_string());
-        assert!(config.apply_env(env).is_err());
-        let env = |name: &str| (name == "PAGODA_DRAM_BYTES").then(|| "4096".to_string());
-        config.apply_env(env).unwrap();
-        assert_eq!(config.dram_bytes, 4096);
-        let env = |name: &str| (name == "PAGODA_SSD_BYTES").then(|| "16G".to_string());
-        config.apply_env(env).unwrap();
-        assert_eq!(config.ssd_bytes, 16 << 30);
     }
 
     #[test]

@@ -317,7 +317,7 @@ impl Drop for Node {
 ///
 /// Connection and protocol errors, as text.
 pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String), String> {
-    http_request(addr, "GET", path, "", "")
+    http_request(addr, "GET", path, "", None)
 }
 
 /// GETs `path` over HTTP/1.1 with `Authorization: Bearer <token>`; returns
@@ -331,8 +331,7 @@ pub fn http_get_with_token(
     path: &str,
     token: &str,
 ) -> Result<(u16, String), String> {
-    let authorization = format!("Authorization: Bearer {token}\r\n");
-    http_request(addr, "GET", path, "", &authorization)
+    http_request(addr, "GET", path, "", Some(token))
 }
 
 /// POSTs `body` (JSON) to `path` over HTTP/1.1; returns the status code and
@@ -346,62 +345,25 @@ pub fn http_post(
     path: &str,
     body: &str,
 ) -> Result<(u16, String), String> {
-    http_request(addr, "POST", path, body, "")
+    http_request(addr, "POST", path, body, None)
 }
 
-/// `headers`: more header lines, each ending in CRLF.
 fn http_request(
     addr: std::net::SocketAddr,
     method: &str,
     path: &str,
     body: &str,
-    headers: &str,
+    token: Option<&str>,
 ) -> Result<(u16, String), String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).map_err(|error| error.to_string())?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .map_err(|error| error.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|error| error.to_string())?;
-    let (head, body) = response.split_once("\r\n\r\n").ok_or("no HTTP answer")?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or("no status code")?;
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    Ok((
-        status,
-        if chunked {
-            dechunk(body)?
-        } else {
-            body.to_owned()
-        },
-    ))
-}
-
-/// The body of a `Transfer-Encoding: chunked` answer.
-fn dechunk(mut rest: &str) -> Result<String, String> {
-    let mut body = String::new();
-    loop {
-        let (size, after) = rest.split_once("\r\n").ok_or("truncated chunk size")?;
-        let size = usize::from_str_radix(size.trim(), 16).map_err(|error| error.to_string())?;
-        if size == 0 {
-            return Ok(body);
-        }
-        let chunk = after.get(..size).ok_or("truncated chunk")?;
-        body.push_str(chunk);
-        rest = after.get(size + 2..).ok_or("truncated chunk end")?;
-    }
+    let addr = addr.to_string();
+    let request = match method {
+        "POST" => pagoda_client::http::Request::post(&addr, path, body),
+        _ => pagoda_client::http::Request::get(&addr, path),
+    };
+    request
+        .token(token)
+        .send_blocking()
+        .map_err(|error| error.to_string())
 }
 
 /// A `pagoda` process other than a node (a conductor, a worker), its stdout

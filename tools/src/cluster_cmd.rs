@@ -146,31 +146,24 @@ async fn members(client: &mut etcd_client::Client) -> Result<Vec<(NodeInfo, i64)
 
 /// GETs `path` of a node's HTTP port (with a bearer token when given);
 /// the status code and body.
-fn node_get(http: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let addr: std::net::SocketAddr = http.parse().ok()?;
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    let authorization = token.map_or_else(String::new, |token| {
-        format!("Authorization: Bearer {token}\r\n")
-    });
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {http}\r\n{authorization}Connection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, body.to_owned()))
+async fn node_get(http: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    pagoda_client::http::Request {
+        timeout: Duration::from_secs(3),
+        ..pagoda_client::http::Request::get(http, path).token(token)
+    }
+    .send()
+    .await
+    .ok()
 }
 
 /// Whether a node is ready (`/readyz`, open to all), and its stats when the
 /// token lets us read them (`/v1/stats` needs one on a node with tenants).
-fn node_stats(http: &str, token: Option<&str>) -> (bool, Option<Value>) {
-    let ready = node_get(http, "/readyz", None).is_some_and(|(code, _)| code == 200);
+async fn node_stats(http: &str, token: Option<&str>) -> (bool, Option<Value>) {
+    let ready = node_get(http, "/readyz", None)
+        .await
+        .is_some_and(|(code, _)| code == 200);
     let stats = node_get(http, "/v1/stats", token)
+        .await
         .filter(|(code, _)| *code == 200)
         .and_then(|(_, body)| serde_json::from_str(&body).ok());
     (ready, stats)
@@ -188,24 +181,22 @@ pub(crate) fn run(command: &ClusterCommand) -> Result<(), String> {
                 .await
                 .map_err(|error| error.to_string())?;
             let nodes = members(&mut client).await?;
-            let rows: Vec<Value> = nodes
-                .iter()
-                .map(|(node, _)| {
-                    let (ready, stats) = node_stats(&node.http, token.as_deref());
-                    let tiers = stats.as_ref().map(|stats| &stats["tiers"]);
-                    json!({
-                        "id": node.id,
-                        "grpc": node.grpc,
-                        "http": node.http,
-                        "healthy": ready,
-                        "draining": node.draining,
-                        "dram_used_bytes": tiers.map(|t| t["dram"]["used_bytes"].clone()),
-                        "ssd_used_bytes": tiers.map(|t| t["ssd"]["used_bytes"].clone()),
-                        "prefix_hit_ratio": stats.as_ref().map(|s| s["overall"]["prefix_hit_ratio"].clone()),
-                        "uptime_ms": stats.as_ref().map(|s| s["uptime_ms"].clone()),
-                    })
-                })
-                .collect();
+            let mut rows: Vec<Value> = Vec::with_capacity(nodes.len());
+            for (node, _) in &nodes {
+                let (ready, stats) = node_stats(&node.http, token.as_deref()).await;
+                let tiers = stats.as_ref().map(|stats| &stats["tiers"]);
+                rows.push(json!({
+                    "id": node.id,
+                    "grpc": node.grpc,
+                    "http": node.http,
+                    "healthy": ready,
+                    "draining": node.draining,
+                    "dram_used_bytes": tiers.map(|t| t["dram"]["used_bytes"].clone()),
+                    "ssd_used_bytes": tiers.map(|t| t["ssd"]["used_bytes"].clone()),
+                    "prefix_hit_ratio": stats.as_ref().map(|s| s["overall"]["prefix_hit_ratio"].clone()),
+                    "uptime_ms": stats.as_ref().map(|s| s["uptime_ms"].clone()),
+                }));
+            }
             let report = json!({ "replication_factor": replication, "members": rows });
             if *json {
                 println!("{report}");

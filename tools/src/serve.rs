@@ -24,7 +24,7 @@
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -38,26 +38,26 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// gRPC listen address (default 127.0.0.1:7420).
-    #[arg(long)]
+    #[arg(long, env = "PAGODA_GRPC_ADDR")]
     grpc_addr: Option<SocketAddr>,
     /// HTTP listen address (default 127.0.0.1:7421).
-    #[arg(long)]
+    #[arg(long, env = "PAGODA_HTTP_ADDR")]
     http_addr: Option<SocketAddr>,
     /// Data directory (default ./pagoda-data).
-    #[arg(long)]
+    #[arg(long, env = "PAGODA_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// DRAM tier capacity: bytes, or with a unit (512MiB, 8GiB, 16G; KiB/K
     /// and the like are powers of 1024, KB/MB/GB powers of 1000).
-    #[arg(long, value_parser = pagoda_server::config::parse_bytes)]
+    #[arg(long, env = "PAGODA_DRAM_BYTES", value_parser = pagoda_server::config::parse_bytes)]
     dram_bytes: Option<u64>,
     /// SSD tier capacity, as --dram-bytes.
-    #[arg(long, value_parser = pagoda_server::config::parse_bytes)]
+    #[arg(long, env = "PAGODA_SSD_BYTES", value_parser = pagoda_server::config::parse_bytes)]
     ssd_bytes: Option<u64>,
     /// memory, async or sync.
-    #[arg(long)]
+    #[arg(long, env = "PAGODA_DURABILITY")]
     durability: Option<String>,
     /// prefix-lru, lru or s3fifo.
-    #[arg(long)]
+    #[arg(long, env = "PAGODA_POLICY")]
     policy: Option<String>,
     /// Serve a non-loopback address without authentication.
     #[arg(long)]
@@ -89,7 +89,7 @@ pub(crate) struct ServeArgs {
     advertise_http: Option<String>,
     /// The node's master key file (32 raw bytes or 64 hex digits; env
     /// PAGODA_MASTER_KEY_FILE): the SSD tier is encrypted at rest.
-    #[arg(long)]
+    #[arg(long, env = "PAGODA_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
     /// Print the effective configuration and exit.
     #[arg(long)]
@@ -106,7 +106,12 @@ fn effective(args: &ServeArgs) -> Result<ServerConfig, String> {
         }
         None => ServerConfig::default(),
     };
-    config.apply_env(|name| std::env::var(name).ok())?;
+    // Environment variables are read by clap with their flags (a flag wins
+    // over its variable, both over the file), except the master key itself,
+    // which has no flag so that it never shows in a process list.
+    if let Ok(hex) = std::env::var("PAGODA_MASTER_KEY") {
+        config.master_key_hex = Some(hex);
+    }
     if let Some(addr) = args.grpc_addr {
         config.grpc_addr = addr;
     }
@@ -241,34 +246,7 @@ pub(crate) struct StatsArgs {
 }
 
 /// A rustls client for `pagoda stats --tls-ca`.
-fn tls_client(ca: &std::path::Path, name: &str) -> Result<rustls::ClientConnection, String> {
-    use rustls::pki_types::pem::PemObject;
-    let pem = std::fs::read(ca).map_err(|error| format!("{}: {error}", ca.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|error| format!("{}: {error}", ca.display()))?;
-        roots
-            .add(cert)
-            .map_err(|error| format!("{}: {error}", ca.display()))?;
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|error| error.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from(name.to_owned())
-        .map_err(|error| error.to_string())?;
-    rustls::ClientConnection::new(std::sync::Arc::new(config), name)
-        .map_err(|error| error.to_string())
-}
-
-/// A byte stream: TCP, or TLS over TCP.
-trait ReadWrite: Read + Write {}
-
-impl<T: Read + Write> ReadWrite for T {}
-
-/// GETs `path` from an HTTP/1.1 server (over TLS when `tls` names a CA file
+/// GETs `path` from a node's HTTP port (over TLS when `tls` names a CA file
 /// and a server name, with `Authorization: Bearer` when given a token);
 /// returns the body of a 200 answer.
 pub(crate) fn http_get(
@@ -277,38 +255,20 @@ pub(crate) fn http_get(
     tls: Option<(&std::path::Path, &str)>,
     token: Option<&str>,
 ) -> Result<String, String> {
-    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|error| format!("connecting to {addr}: {error}"))?;
-    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+    let tls = tls
+        .map(|(ca, name)| pagoda_client::http::Tls::from_ca_file(ca, name))
+        .transpose()
         .map_err(|error| error.to_string())?;
-    let mut stream: Box<dyn ReadWrite> = match tls {
-        None => Box::new(tcp),
-        Some((ca, name)) => Box::new(rustls::StreamOwned::new(tls_client(ca, name)?, tcp)),
-    };
-    let authorization = token.map_or_else(String::new, |token| {
-        format!("Authorization: Bearer {token}\r\n")
-    });
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Connection: close\r\n\r\n"
-    )
-    .map_err(|error| error.to_string())?;
-    let mut raw = Vec::new();
-    // A TLS peer may close without close_notify after the body: keep what came.
-    if let Err(error) = stream.read_to_end(&mut raw)
-        && raw.is_empty()
-    {
-        return Err(format!("reading from {addr}: {error}"));
-    }
-    let response = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("{addr} answered no HTTP"))?;
-    let status = head.lines().next().unwrap_or_default();
-    if !status.contains(" 200 ") {
+    let addr = addr.to_string();
+    let (status, body) = pagoda_client::http::Request::get(&addr, path)
+        .token(token)
+        .tls(tls.as_ref())
+        .send_blocking()
+        .map_err(|error| error.to_string())?;
+    if status != 200 {
         return Err(format!("{addr}{path}: {status}: {body}"));
     }
-    Ok(body.to_owned())
+    Ok(body)
 }
 
 fn percent(value: &serde_json::Value) -> String {

@@ -226,6 +226,7 @@ pub(crate) fn conductor(args: &ConductorArgs) -> Result<(), String> {
             .and_then(|()| stdout.flush());
         })
         .await
+        .map_err(|error| error.to_string())
     })
 }
 

@@ -474,18 +474,29 @@ pub(crate) fn run(command: &TraceCommand) -> Result<(), String> {
     }
 }
 
-/// The deterministic generator of `synth` (the simulated disk's SplitMix64).
-struct Rng(pagoda_wal::sim::SimRng);
+/// The deterministic generator of `synth`: SplitMix64 (Steele, Lea and
+/// Flood), seeded by `--seed`. A trace is a function of its flags; changing
+/// this generator changes every synthesized trace.
+struct Rng(u64);
 
 impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
     /// Uniform in `[0, 1)`.
     #[expect(clippy::cast_precision_loss, reason = "53 random bits")]
     fn unit(&mut self) -> f64 {
-        (self.0.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
+    /// In `0..n` (`0` when `n` is 0).
     fn below(&mut self, n: u64) -> u64 {
-        self.0.below(n.max(1))
+        self.next_u64() % n.max(1)
     }
 }
 
@@ -503,7 +514,7 @@ fn synth(args: &SynthArgs) -> Result<(), String> {
     if args.rate <= 0.0 || args.burst < 1.0 || args.tenants == 0 {
         return Err("--rate must be positive, --burst at least 1, --tenants at least 1".into());
     }
-    let mut rng = Rng(pagoda_wal::sim::SimRng::new(args.seed));
+    let mut rng = Rng(args.seed);
     // Prefix-chained ids: (parent id, content) → dense id.
     let mut ids: HashMap<(u64, u64), u64> = HashMap::new();
     let mut chain_id = |parent: u64, content: u64| {
