@@ -9,6 +9,7 @@
 //! flood of 10,000 concurrent requests.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pagoda_client::{Client, PutOutcome, Tier};
@@ -687,11 +688,9 @@ async fn the_status_page_charts_the_numbers_of_v1_stats_in_a_headless_browser() 
     assert!(dom.contains("<td>acme</td><td>50.0 %</td>"), "{dom}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn tls_serves_grpc_and_https_and_refuses_plaintext() {
-    let dir = std::env::temp_dir().join(format!("pagoda-node-tls-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+/// A self-signed certificate for `localhost` and its key, made by
+/// `openssl` in `dir`: (certificate, key).
+fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let made = std::process::Command::new("openssl")
         .args([
@@ -723,6 +722,15 @@ async fn tls_serves_grpc_and_https_and_refuses_plaintext() {
         "{}",
         String::from_utf8_lossy(&made.stderr)
     );
+    (cert, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_serves_grpc_and_https_and_refuses_plaintext() {
+    let dir = std::env::temp_dir().join(format!("pagoda-node-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = self_signed_cert(&dir);
     let tls = format!(
         "\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
         cert.display(),

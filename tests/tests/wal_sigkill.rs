@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use pagoda_formats::segment::segment_file_name;
 use pagoda_tests::{binary, pagoda_binary, writer_payload};
@@ -83,23 +83,7 @@ fn acknowledged_records_survive_sigkill() {
         .and_then(|text| text.parse().ok())
         .unwrap_or(7u64);
     println!("sigkill test seed {seed} (PAGODA_SIGKILL_SEED replays it)");
-    let mut rng = seed;
-    let mut acknowledged: BTreeMap<u64, Location> = BTreeMap::new();
-    let mut next = 0;
-    for kill in 0..KILLS {
-        rng = rng
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        let wanted = 1 + (rng >> 33) % 40;
-        for (index, location) in run_and_kill(&dir.0, next, wanted) {
-            acknowledged.insert(index, location);
-            next = next.max(index + 1);
-        }
-        println!(
-            "kill {kill}: {} records acknowledged so far",
-            acknowledged.len()
-        );
-    }
+    let acknowledged = kill_repeatedly(&dir.0, seed);
     assert!(acknowledged.len() as u64 >= KILLS);
 
     let disk = disk::open_dir(&dir.0, BackendChoice::Auto).unwrap();
@@ -116,13 +100,6 @@ fn acknowledged_records_survive_sigkill() {
     }
     wal.close().unwrap();
 
-    let verify = |dir: &Path| {
-        Command::new(pagoda_binary())
-            .args(["wal", "verify"])
-            .arg(dir)
-            .output()
-            .unwrap()
-    };
     let output = verify(&dir.0);
     assert!(
         output.status.success(),
@@ -142,18 +119,55 @@ fn acknowledged_records_survive_sigkill() {
         "{listing}"
     );
     assert!(listing.contains(&some.offset.to_string()), "{listing}");
+    damage_is_found(&dir.0, &acknowledged);
+}
 
+/// Runs the writer `KILLS` times, each asking for a number of records
+/// drawn from `seed` and killed part way; returns every record a writer
+/// acknowledged, by index.
+fn kill_repeatedly(dir: &Path, seed: u64) -> BTreeMap<u64, Location> {
+    let mut rng = seed;
+    let mut acknowledged: BTreeMap<u64, Location> = BTreeMap::new();
+    let mut next = 0;
+    for kill in 0..KILLS {
+        rng = rng
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let wanted = 1 + (rng >> 33) % 40;
+        for (index, location) in run_and_kill(dir, next, wanted) {
+            acknowledged.insert(index, location);
+            next = next.max(index + 1);
+        }
+        println!(
+            "kill {kill}: {} records acknowledged so far",
+            acknowledged.len()
+        );
+    }
+    acknowledged
+}
+
+fn verify(dir: &Path) -> Output {
+    Command::new(pagoda_binary())
+        .args(["wal", "verify"])
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
+/// `pagoda wal verify` fails on a byte flipped in the first record and
+/// names where.
+fn damage_is_found(dir: &Path, acknowledged: &BTreeMap<u64, Location>) {
     // Flip a byte of the first record: a later record vouches for it, so it is damage.
     let first = acknowledged
         .values()
         .min_by_key(|location| location.sequence)
         .unwrap();
-    let path = dir.0.join(segment_file_name(first.segment_id));
+    let path = dir.join(segment_file_name(first.segment_id));
     let mut bytes = std::fs::read(&path).unwrap();
     let at = usize::try_from(first.offset).unwrap() + 20;
     bytes[at] ^= 0x01;
     std::fs::write(&path, &bytes).unwrap();
-    let output = verify(&dir.0);
+    let output = verify(dir);
     let report = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{report}");
     assert!(
