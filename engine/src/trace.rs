@@ -23,40 +23,17 @@ use crate::policy::PolicyKind;
 /// One request of a trace: its block ids in prefix order.
 pub type Request = Vec<u64>;
 
-/// Reads the `hash_ids` of every line of a Mooncake-format trace.
+/// The `hash_ids` of every request of a Mooncake-format trace (read by
+/// [`pagoda_formats::trace::parse_trace`], the one reader of the format).
 pub fn parse_trace(text: &str) -> Result<Vec<Request>> {
-    let mut requests = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let bad =
-            |reason: &str| Error::InvalidArgument(format!("trace line {}: {reason}", number + 1));
-        let start = line
-            .find("\"hash_ids\"")
-            .ok_or_else(|| bad("no hash_ids"))?;
-        let rest = line.get(start..).unwrap_or_default();
-        let open = rest
-            .find('[')
-            .ok_or_else(|| bad("hash_ids is not a list"))?;
-        let close = rest
-            .find(']')
-            .ok_or_else(|| bad("hash_ids is not closed"))?;
-        let list = rest
-            .get(open + 1..close)
-            .ok_or_else(|| bad("hash_ids is malformed"))?;
-        let ids = list
-            .split(',')
-            .map(str::trim)
-            .filter(|item| !item.is_empty())
-            .map(|item| {
-                item.parse::<u64>()
-                    .map_err(|_| bad("a hash id is not an integer"))
-            })
-            .collect::<Result<Vec<u64>>>()?;
-        requests.push(ids);
-    }
-    Ok(requests)
+    pagoda_formats::trace::parse_trace(text)
+        .map(|requests| {
+            requests
+                .into_iter()
+                .map(|request| request.hash_ids)
+                .collect()
+        })
+        .map_err(|error| Error::InvalidArgument(error.to_string()))
 }
 
 /// Hits and lookups of a replay.
@@ -305,9 +282,15 @@ mod tests {
 
     #[test]
     fn traces_parse_and_bad_lines_are_errors() {
-        let text = "{\"timestamp\": 0, \"hash_ids\": [0, 1, 2]}\n\n{\"hash_ids\": []}\n";
+        let line = |ids: &str| {
+            format!(
+                "{{\"timestamp\": 0, \"input_length\": 1, \"output_length\": 1, \"hash_ids\": [{ids}]}}\n"
+            )
+        };
+        let text = format!("{}\n{}", line("0, 1, 2"), line(""));
+        let text = text.as_str();
         assert_eq!(parse_trace(text).unwrap(), vec![vec![0, 1, 2], vec![]]);
-        assert!(parse_trace("{\"hash_ids\": [1, x]}").is_err());
+        assert!(parse_trace(&line("1, x")).is_err());
         assert!(parse_trace("{\"timestamp\": 1}").is_err());
     }
 

@@ -34,23 +34,16 @@ struct TraceRequest {
 
 fn trace() -> Vec<TraceRequest> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../traces/conversation_trace.jsonl");
-    std::fs::read_to_string(path)
+    let text = std::fs::read_to_string(path).unwrap();
+    pagoda_formats::trace::parse_trace(&text)
         .unwrap()
-        .lines()
+        .into_iter()
         .take(REQUESTS)
-        .map(|line| {
-            let value: Value = serde_json::from_str(line).unwrap();
-            TraceRequest {
-                hash_ids: value["hash_ids"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|id| id.as_u64().unwrap())
-                    .collect(),
-                output_tokens: u32::try_from(value["output_length"].as_u64().unwrap() / 64)
-                    .unwrap()
-                    .clamp(1, 8),
-            }
+        .map(|request| TraceRequest {
+            hash_ids: request.hash_ids,
+            output_tokens: u32::try_from(request.output_length / 64)
+                .unwrap()
+                .clamp(1, 8),
         })
         .collect()
 }

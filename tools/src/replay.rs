@@ -242,24 +242,20 @@ fn replay_once(
         ttft_seconds: args.ttft_slo,
         tbt_seconds: args.tbt_slo,
     };
-    let first = requests.first().map_or(0, TraceRequest::timestamp);
+    let first = requests.first().map_or(0, |request| request.timestamp);
     let mut outcome = Outcome::default();
     for (turn, request) in requests.iter().enumerate() {
-        let now = (request.timestamp() - first) as f64 / 1000.0 / rate_scale;
+        let now = (request.timestamp - first) as f64 / 1000.0 / rate_scale;
         outcome.requests += 1;
-        let hashes: Vec<ChainHash> = request
-            .hash_ids()
-            .iter()
-            .map(|id| trace_hash(*id))
-            .collect();
-        let full_blocks = request.input_length() / 512;
+        let hashes: Vec<ChainHash> = request.hash_ids.iter().map(|id| trace_hash(*id)).collect();
+        let full_blocks = request.input_length / 512;
         for instance in &mut decode {
             instance.running.retain(|(end, _)| *end > now);
         }
         let (prefill_views, decode_views) =
             instance_views(&prefill, &decode, &hashes, full_blocks, now, args.max_batch);
         let shape = Request {
-            prompt_tokens: request.input_length(),
+            prompt_tokens: request.input_length,
             block_tokens: 512,
             pool_blocks: 0,
         };
@@ -275,14 +271,14 @@ fn replay_once(
             outcome.rejected += 1;
             continue;
         };
-        let reused_tokens = (placed.reused_blocks * 512).min(request.input_length());
+        let reused_tokens = (placed.reused_blocks * 512).min(request.input_length);
         let transfer = placed.transfer_from.map_or(0.0, |(_, blocks)| {
             model.transfer_seconds(blocks * 512 * model.kv_bytes_per_token())
         });
         if let Some((_, blocks)) = placed.transfer_from {
             outcome.transferred_bytes += blocks * 512 * model.kv_bytes_per_token();
         }
-        let compute = model.prefill_seconds(reused_tokens, request.input_length() - reused_tokens);
+        let compute = model.prefill_seconds(reused_tokens, request.input_length - reused_tokens);
         let instance = &mut prefill[placed.prefill];
         let start = now.max(instance.busy_until);
         instance.busy_until = start + transfer + compute;
@@ -290,20 +286,19 @@ fn replay_once(
             .cache
             .store(&hashes, 0)
             .map_err(|e| e.to_string())?;
-        let tbt = model.decode_step_seconds(
-            decode_views[placed.decode].context_tokens + request.input_length(),
-        );
+        let tbt = model
+            .decode_step_seconds(decode_views[placed.decode].context_tokens + request.input_length);
         let ttft = instance.busy_until - now + tbt;
-        let end = instance.busy_until + tbt * request.output_length() as f64;
+        let end = instance.busy_until + tbt * request.output_length as f64;
         decode[placed.decode]
             .running
-            .push((end, request.input_length()));
-        let served = request.input_length() + request.output_length();
+            .push((end, request.input_length));
+        let served = request.input_length + request.output_length;
         outcome.record(ttft, tbt, &slo, served);
         outcome.reused_blocks += placed.reused_blocks;
         outcome.blocks += hashes.len() as u64;
         outcome.prefill_seconds += compute;
-        outcome.prefill_seconds_uncached += model.prefill_seconds(0, request.input_length());
+        outcome.prefill_seconds_uncached += model.prefill_seconds(0, request.input_length);
         outcome.makespan = outcome.makespan.max(end);
     }
     Ok(outcome)

@@ -26,7 +26,6 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use pagoda_engine::PolicyKind;
 use pagoda_engine::trace::{belady, replay};
-use serde::Deserialize;
 
 use crate::bench_engine::{Axes, chart};
 
@@ -85,49 +84,14 @@ pub(crate) struct SynthArgs {
     output: Option<PathBuf>,
 }
 
-/// One request of a trace.
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct TraceRequest {
-    timestamp: u64,
-    input_length: u64,
-    output_length: u64,
-    hash_ids: Vec<u64>,
-}
+pub(crate) use pagoda_formats::trace::TraceRequest;
 
-impl TraceRequest {
-    /// Arrival, milliseconds.
-    pub(crate) fn timestamp(&self) -> u64 {
-        self.timestamp
-    }
-
-    /// Prompt tokens.
-    pub(crate) fn input_length(&self) -> u64 {
-        self.input_length
-    }
-
-    /// Generated tokens.
-    pub(crate) fn output_length(&self) -> u64 {
-        self.output_length
-    }
-
-    /// Prefix-chained block ids.
-    pub(crate) fn hash_ids(&self) -> &[u64] {
-        &self.hash_ids
-    }
-}
-
-/// Reads a trace; a bad line is an error naming it.
+/// Reads a trace file ([`pagoda_formats::trace::parse_trace`]).
 pub(crate) fn read_trace(path: &PathBuf) -> Result<Vec<TraceRequest>, String> {
     let text =
         std::fs::read_to_string(path).map_err(|error| format!("{}: {error}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(number, line)| {
-            serde_json::from_str(line)
-                .map_err(|error| format!("{} line {}: {error}", path.display(), number + 1))
-        })
-        .collect()
+    pagoda_formats::trace::parse_trace(&text)
+        .map_err(|error| format!("{}: {error}", path.display()))
 }
 
 /// The value at quantile `q` (linear interpolation between ranks, as numpy).
