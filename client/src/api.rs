@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::retry::Backoff;
 use pagoda_formats::chain::{ChainHash, ChainHasher, ChainKey};
 use pagoda_formats::limits;
 use pagoda_formats::namespace::{Namespace, NamespaceId};
@@ -123,13 +124,6 @@ pub struct Lookup {
     pub tiers: Vec<Tier>,
     /// The chain hashes of the query (computed by the server from tokens).
     pub hashes: Vec<ChainHash>,
-}
-
-/// How many times an idempotent call is tried.
-const ATTEMPTS: u32 = 4;
-
-fn retryable(status: &Status) -> bool {
-    matches!(status.code(), Code::Unavailable | Code::ResourceExhausted)
 }
 
 /// A connection to a node.
@@ -301,31 +295,20 @@ impl Client {
         })
     }
 
-    /// Runs an idempotent call, retrying `UNAVAILABLE` and
-    /// `RESOURCE_EXHAUSTED` with exponential backoff (honouring the
-    /// server's `retry-after-ms` hint).
+    /// Runs an idempotent call under the retry policy (`retry.rs`).
     async fn retry<T, F, Fut>(&self, mut call: F) -> Result<T>
     where
         F: FnMut(&Client) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
     {
-        let mut delay = Duration::from_millis(20);
-        let mut attempt = 1;
+        let mut backoff = Backoff::new();
         loop {
             match call(self).await {
                 Ok(response) => return Ok(response.into_inner()),
-                Err(status) if retryable(&status) && attempt < ATTEMPTS => {
-                    let hint = status
-                        .metadata()
-                        .get("retry-after-ms")
-                        .and_then(|value| value.to_str().ok())
-                        .and_then(|value| value.parse().ok())
-                        .map(Duration::from_millis);
-                    tokio::time::sleep(hint.unwrap_or(delay).max(delay)).await;
-                    delay *= 2;
-                    attempt += 1;
-                }
-                Err(status) => return Err(status.into()),
+                Err(status) => match backoff.after(&status) {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => return Err(status.into()),
+                },
             }
         }
     }
@@ -548,14 +531,14 @@ impl NamespaceHandle {
             }],
             chunk_bytes: 0,
         };
-        let mut attempt = 1;
+        let mut backoff = Backoff::new();
         loop {
             out.clear();
             match self.get_once(message.clone(), out).await {
-                Err(Error::Status(status)) if retryable(&status) && attempt < ATTEMPTS => {
-                    tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
-                    attempt += 1;
-                }
+                Err(Error::Status(status)) => match backoff.after(&status) {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => return Err(Error::Status(status)),
+                },
                 other => return other,
             }
         }

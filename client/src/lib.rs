@@ -42,6 +42,7 @@ pub mod cluster;
 #[cfg(feature = "http")]
 pub mod http;
 mod kv;
+mod retry;
 
 pub use api::{Client, Error, Lookup, NamespaceHandle, PutOutcome, Result, Tier, endpoint_url};
 pub use kv::KvNamespace;
