@@ -47,16 +47,7 @@ fn namespaces() -> Vec<Namespace> {
         tp_rank: 3,
         tp_size: 8,
     };
-    let small = KvLayout {
-        dtype: Dtype::Bf16,
-        kind: KvKind::SeparateKv,
-        layer_count: 32,
-        kv_head_count: 8,
-        head_dim: 128,
-        block_tokens: 16,
-        tp_rank: 0,
-        tp_size: 1,
-    };
+    let small = KvLayout::LLAMA_3_1_8B_BF16;
     let mla = KvLayout {
         dtype: Dtype::Fp8E4m3,
         kind: KvKind::Latent,

@@ -207,6 +207,20 @@ pub struct KvLayout {
 }
 
 impl KvLayout {
+    /// Llama 3.1 8B in BF16 (32 layers, 8 KV heads of 128), separate K and
+    /// V, 16-token blocks, one tensor-parallel rank: the layout of the
+    /// examples, benches and tests (and of SPEC.md's worked namespace).
+    pub const LLAMA_3_1_8B_BF16: KvLayout = KvLayout {
+        dtype: Dtype::Bf16,
+        kind: KvKind::SeparateKv,
+        layer_count: 32,
+        kv_head_count: 8,
+        head_dim: 128,
+        block_tokens: 16,
+        tp_rank: 0,
+        tp_size: 1,
+    };
+
     /// Checks every range rule of the layout.
     pub fn validate(&self) -> Result<()> {
         check_range(

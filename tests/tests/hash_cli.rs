@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use pagoda_formats::chain::{ChainKey, TenantSecret, hash_tokens};
-use pagoda_formats::namespace::{Dtype, KvKind, KvLayout, Namespace};
+use pagoda_formats::namespace::{KvLayout, Namespace};
 use pagoda_tests::pagoda_binary;
 
 const SECRET: &[u8] = b"tenant-one-secret-0123456789";
@@ -96,16 +96,7 @@ fn thirty_two_tokens_print_two_hashes_that_the_library_agrees_with() {
         String::from_utf8_lossy(&output.stderr)
     );
 
-    let layout = KvLayout {
-        dtype: Dtype::Bf16,
-        kind: KvKind::SeparateKv,
-        layer_count: 32,
-        kv_head_count: 8,
-        head_dim: 128,
-        block_tokens: 16,
-        tp_rank: 0,
-        tp_size: 1,
-    };
+    let layout = KvLayout::LLAMA_3_1_8B_BF16;
     let namespace = Namespace::new("t1", "m", "r1", layout).unwrap();
     let key = ChainKey::derive(&namespace.id(), &TenantSecret::new(SECRET).unwrap());
     let tokens: Vec<u32> = (1..=32).collect();

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use pagoda_formats::chain::ChainHash;
-use pagoda_formats::namespace::{Dtype, KvKind, KvLayout, Namespace};
+use pagoda_formats::namespace::{KvLayout, Namespace};
 
 /// Flags of `pagoda bench` without a subcommand.
 #[derive(Debug, Args)]
@@ -170,16 +170,7 @@ fn progress(
 }
 
 fn layout() -> KvLayout {
-    KvLayout {
-        dtype: Dtype::Bf16,
-        kind: KvKind::SeparateKv,
-        layer_count: 32,
-        kv_head_count: 8,
-        head_dim: 128,
-        block_tokens: 16,
-        tp_rank: 0,
-        tp_size: 1,
-    }
+    KvLayout::LLAMA_3_1_8B_BF16
 }
 
 fn payload(len: usize, seed: usize) -> Vec<u8> {

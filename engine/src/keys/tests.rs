@@ -6,7 +6,7 @@ use pagoda_formats::block::{BlockHeader, encode_block_record_prefix};
 use pagoda_formats::chain::ChainHash;
 use pagoda_formats::hex;
 use pagoda_formats::key::BlockKey;
-use pagoda_formats::namespace::{Dtype, KvKind, KvLayout};
+use pagoda_formats::namespace::KvLayout;
 
 use super::*;
 
@@ -16,16 +16,7 @@ fn master(first: u8) -> MasterKey {
 
 /// The namespace of SPEC 4.3: tenant `t1`, model `m`, revision `r1`.
 fn namespace() -> Namespace {
-    let layout = KvLayout {
-        dtype: Dtype::Bf16,
-        kind: KvKind::SeparateKv,
-        layer_count: 32,
-        kv_head_count: 8,
-        head_dim: 128,
-        block_tokens: 16,
-        tp_rank: 0,
-        tp_size: 1,
-    };
+    let layout = KvLayout::LLAMA_3_1_8B_BF16;
     Namespace::new("t1", "m", "r1", layout).unwrap()
 }
 
