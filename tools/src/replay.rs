@@ -77,18 +77,29 @@ pub(crate) struct ReplayArgs {
 }
 
 /// Writes `name.svg` into `--svg-dir`, if given.
+/// Writes `<trace stem>-<suffix>.svg` under `--svg-dir` (nothing without
+/// one): a log-x chart of shares.
 fn write_chart(
     args: &ReplayArgs,
-    name: &str,
+    suffix: &str,
     series: &[(String, Vec<(u64, f64)>)],
-    axes: &crate::bench_engine::Axes<'_>,
+    caption: &str,
 ) -> Result<(), String> {
     let Some(dir) = &args.svg_dir else {
         return Ok(());
     };
+    let axes = crate::bench_engine::Axes {
+        caption,
+        log_x: true,
+        percent: true,
+    };
+    let stem = args
+        .trace
+        .file_stem()
+        .map_or_else(|| "trace".into(), |s| s.to_string_lossy().into_owned());
     std::fs::create_dir_all(dir).map_err(|error| format!("{}: {error}", dir.display()))?;
-    let path = dir.join(format!("{name}.svg"));
-    std::fs::write(&path, crate::bench_engine::chart(series, axes))
+    let path = dir.join(format!("{stem}-{suffix}.svg"));
+    std::fs::write(&path, crate::bench_engine::chart(series, &axes))
         .map_err(|error| format!("{}: {error}", path.display()))?;
     eprintln!("chart written to {}", path.display());
     Ok(())
@@ -369,16 +380,12 @@ pub(crate) fn run(args: &ReplayArgs) -> Result<(), String> {
         reports.push(report(name, &outcome, &model, args));
         curves.push((name.clone(), cdf(&outcome.ttft)));
     }
-    let axes = crate::bench_engine::Axes {
-        caption: "TTFT (ms, log scale) — share of admitted requests",
-        log_x: true,
-        percent: true,
-    };
-    let stem = args
-        .trace
-        .file_stem()
-        .map_or_else(|| "trace".into(), |s| s.to_string_lossy().into_owned());
-    write_chart(args, &format!("{stem}-ttft-cdf"), &curves, &axes)?;
+    write_chart(
+        args,
+        "ttft-cdf",
+        &curves,
+        "TTFT (ms, log scale) — share of admitted requests",
+    )?;
     if args.json {
         println!("{}", serde_json::Value::Array(reports));
         return Ok(());
@@ -440,16 +447,12 @@ fn sweep(
         capacities.push((name.clone(), best));
         curves.push((name.clone(), curve));
     }
-    let axes = crate::bench_engine::Axes {
-        caption: "arrival rate (% of the trace's, log scale) — share of requests within both SLOs",
-        log_x: true,
-        percent: true,
-    };
-    let stem = args
-        .trace
-        .file_stem()
-        .map_or_else(|| "trace".into(), |s| s.to_string_lossy().into_owned());
-    write_chart(args, &format!("{stem}-slo-vs-rate"), &curves, &axes)?;
+    write_chart(
+        args,
+        "slo-vs-rate",
+        &curves,
+        "arrival rate (% of the trace's, log scale) — share of requests within both SLOs",
+    )?;
     let kvcache = capacities
         .iter()
         .find(|(name, _)| name == "kvcache")
