@@ -625,3 +625,32 @@ fn print_table(args: &NetBenchArgs, rows: &[(usize, usize, Row, Option<Row>, Row
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        net: super::NetBenchArgs,
+    }
+
+    #[test]
+    fn lists_take_commas_or_spaces() {
+        let flags = Flags::try_parse_from([
+            "bench",
+            "--concurrency",
+            "1",
+            "4",
+            "--block-bytes",
+            "4096,65536",
+        ])
+        .unwrap();
+        assert_eq!(flags.net.concurrency, vec![1, 4]);
+        assert_eq!(flags.net.block_bytes, vec![4096, 65536]);
+        let flags = Flags::try_parse_from(["bench", "--concurrency", "2,8"]).unwrap();
+        assert_eq!(flags.net.concurrency, vec![2, 8]);
+        assert!(Flags::try_parse_from(["bench", "--concurrency", "one"]).is_err());
+    }
+}
