@@ -120,12 +120,139 @@ type Candidate = (usize, f64, u64, Option<(usize, u64)>, u64);
 /// local prefix within this factor of the best is good enough.
 pub const BALANCING_THRESHOLD: f64 = 1.25;
 
+/// The prefill side of one placement: the request against the instances.
+struct PrefillChoice<'a> {
+    model: &'a Preset,
+    prefill: &'a [PrefillView],
+    request: Request,
+    /// Full blocks of the prompt.
+    blocks: u64,
+}
+
+impl PrefillChoice<'_> {
+    /// Tokens of the prompt's first `blocks` blocks.
+    fn cached_tokens(&self, blocks: u64) -> u64 {
+        (blocks * self.request.block_tokens).min(self.request.prompt_tokens)
+    }
+
+    /// Prefilling on instance `index` with the prefix it holds.
+    fn local(&self, index: usize) -> Candidate {
+        let view = self.prefill[index];
+        let reused = view.prefix_blocks.min(self.blocks);
+        let cached = self.cached_tokens(reused);
+        let seconds = view.queue_seconds
+            + self
+                .model
+                .prefill_seconds(cached, self.request.prompt_tokens - cached);
+        (index, seconds, reused, None, 0)
+    }
+
+    /// Loading `best` blocks (from `holder`, or the pool) and prefilling the
+    /// rest, on instance `index`.
+    fn fetched(&self, index: usize, best: u64, holder: Option<usize>) -> Candidate {
+        let cached = self.cached_tokens(best);
+        let moved = cached * self.model.kv_bytes_per_token();
+        let seconds = self.prefill[index].queue_seconds
+            + self.model.transfer_seconds(moved)
+            + self
+                .model
+                .prefill_seconds(cached, self.request.prompt_tokens - cached);
+        let pool = if holder.is_none() { best } else { 0 };
+        (
+            index,
+            seconds,
+            best,
+            holder.map(|holder| (holder, best)),
+            pool,
+        )
+    }
+
+    /// The least-loaded instance, prefilling locally.
+    fn least_loaded(&self) -> Candidate {
+        let prefill = self.prefill;
+        let index = (0..prefill.len())
+            .min_by(|a, b| {
+                prefill[*a]
+                    .queue_seconds
+                    .total_cmp(&prefill[*b].queue_seconds)
+            })
+            .unwrap_or(0);
+        self.local(index)
+    }
+
+    /// The instance with the longest prefix (the less loaded on a tie),
+    /// prefilling locally.
+    fn local_only(&self) -> Candidate {
+        let prefill = self.prefill;
+        let index = (0..prefill.len())
+            .max_by(|a, b| {
+                prefill[*a]
+                    .prefix_blocks
+                    .cmp(&prefill[*b].prefix_blocks)
+                    .then(
+                        prefill[*b]
+                            .queue_seconds
+                            .total_cmp(&prefill[*a].queue_seconds),
+                    )
+            })
+            .unwrap_or(0);
+        self.local(index)
+    }
+
+    /// Mooncake's Algorithm 1: per instance, its own prefix, or the best
+    /// one (an instance's or the pool's) fetched when it is more than
+    /// [`BALANCING_THRESHOLD`] longer; the fastest predicted TTFT wins.
+    #[expect(clippy::cast_precision_loss, reason = "block counts far below 2^52")]
+    fn kvcache(&self) -> Candidate {
+        let (best_holder, best_blocks) = self
+            .prefill
+            .iter()
+            .enumerate()
+            .map(|(index, view)| (index, view.prefix_blocks.min(self.blocks)))
+            .max_by_key(|(index, blocks)| (*blocks, std::cmp::Reverse(*index)))
+            .unwrap_or((0, 0));
+        let pool_blocks = self.request.pool_blocks.min(self.blocks);
+        (0..self.prefill.len())
+            .map(|index| {
+                let own = self.prefill[index].prefix_blocks.min(self.blocks);
+                let close = |best: u64| {
+                    best == own || (own > 0 && best as f64 / own as f64 <= BALANCING_THRESHOLD)
+                };
+                if pool_blocks > best_blocks && !close(pool_blocks) {
+                    self.fetched(index, pool_blocks, None)
+                } else if close(best_blocks) || index == best_holder {
+                    self.local(index)
+                } else {
+                    self.fetched(index, best_blocks, Some(best_holder))
+                }
+            })
+            .min_by(|a: &Candidate, b: &Candidate| a.1.total_cmp(&b.1))
+            .unwrap_or_else(|| self.local(0))
+    }
+}
+
+/// Decode: the instance whose next step (with this sequence added) is
+/// fastest, and that step's seconds.
+fn choose_decode(
+    model: &Preset,
+    decode: &[DecodeView],
+    request: Request,
+) -> Result<(usize, f64), Rejection> {
+    decode
+        .iter()
+        .enumerate()
+        .filter(|(_, view)| view.sequences < view.max_sequences)
+        .map(|(index, view)| {
+            (
+                index,
+                model.decode_step_seconds(view.context_tokens + request.prompt_tokens),
+            )
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .ok_or(Rejection::Tbt(f64::INFINITY))
+}
+
 /// Places `request` by `policy`; `turn` drives round-robin.
-#[expect(clippy::cast_precision_loss, reason = "block counts far below 2^52")]
-#[expect(
-    clippy::too_many_lines,
-    reason = "Algorithm 1 and its baselines side by side"
-)]
 pub fn place(
     policy: Policy,
     model: &Preset,
@@ -138,103 +265,22 @@ pub fn place(
     if prefill.is_empty() || decode.is_empty() {
         return Err(Rejection::NoInstance);
     }
-    let blocks = request.prompt_tokens / request.block_tokens.max(1);
-    let cached_tokens = |blocks: u64| (blocks * request.block_tokens).min(request.prompt_tokens);
-    let local = |index: usize| {
-        let view = prefill[index];
-        let reused = view.prefix_blocks.min(blocks);
-        let seconds = view.queue_seconds
-            + model.prefill_seconds(
-                cached_tokens(reused),
-                request.prompt_tokens - cached_tokens(reused),
-            );
-        (index, seconds, reused, None, 0)
+    let choice = PrefillChoice {
+        model,
+        prefill,
+        request,
+        blocks: request.prompt_tokens / request.block_tokens.max(1),
     };
-    let (best_holder, best_blocks) = prefill
-        .iter()
-        .enumerate()
-        .map(|(index, view)| (index, view.prefix_blocks.min(blocks)))
-        .max_by_key(|(index, blocks)| (*blocks, std::cmp::Reverse(*index)))
-        .unwrap_or((0, 0));
-    let pool_blocks = request.pool_blocks.min(blocks);
-    // Loading `best` blocks (from `holder`, or the pool) and prefilling the
-    // rest, on instance `index`.
-    let fetched = |index: usize, best: u64, holder: Option<usize>| {
-        let moved = cached_tokens(best) * model.kv_bytes_per_token();
-        let seconds = prefill[index].queue_seconds
-            + model.transfer_seconds(moved)
-            + model.prefill_seconds(
-                cached_tokens(best),
-                request.prompt_tokens - cached_tokens(best),
-            );
-        let pool = if holder.is_none() { best } else { 0 };
-        (
-            index,
-            seconds,
-            best,
-            holder.map(|holder| (holder, best)),
-            pool,
-        )
-    };
-    let by_time = |a: &Candidate, b: &Candidate| a.1.total_cmp(&b.1);
     let chosen = match policy {
-        Policy::RoundRobin => local(usize::try_from(turn % prefill.len() as u64).unwrap_or(0)),
-        Policy::LeastLoaded => {
-            let index = (0..prefill.len())
-                .min_by(|a, b| {
-                    prefill[*a]
-                        .queue_seconds
-                        .total_cmp(&prefill[*b].queue_seconds)
-                })
-                .unwrap_or(0);
-            local(index)
+        Policy::RoundRobin => {
+            choice.local(usize::try_from(turn % prefill.len() as u64).unwrap_or(0))
         }
-        Policy::LocalOnly => {
-            let index = (0..prefill.len())
-                .max_by(|a, b| {
-                    prefill[*a]
-                        .prefix_blocks
-                        .cmp(&prefill[*b].prefix_blocks)
-                        .then(
-                            prefill[*b]
-                                .queue_seconds
-                                .total_cmp(&prefill[*a].queue_seconds),
-                        )
-                })
-                .unwrap_or(0);
-            local(index)
-        }
-        Policy::KvCache => (0..prefill.len())
-            .map(|index| {
-                let own = prefill[index].prefix_blocks.min(blocks);
-                let close = |best: u64| {
-                    best == own || (own > 0 && best as f64 / own as f64 <= BALANCING_THRESHOLD)
-                };
-                if pool_blocks > best_blocks && !close(pool_blocks) {
-                    fetched(index, pool_blocks, None)
-                } else if close(best_blocks) || index == best_holder {
-                    local(index)
-                } else {
-                    fetched(index, best_blocks, Some(best_holder))
-                }
-            })
-            .min_by(by_time)
-            .unwrap_or_else(|| local(0)),
+        Policy::LeastLoaded => choice.least_loaded(),
+        Policy::LocalOnly => choice.local_only(),
+        Policy::KvCache => choice.kvcache(),
     };
     let (prefill_index, ttft, reused, transfer_from, pool_blocks) = chosen;
-    // Decode: the instance whose next step (with this sequence added) is fastest.
-    let (decode_index, tbt) = decode
-        .iter()
-        .enumerate()
-        .filter(|(_, view)| view.sequences < view.max_sequences)
-        .map(|(index, view)| {
-            (
-                index,
-                model.decode_step_seconds(view.context_tokens + request.prompt_tokens),
-            )
-        })
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .ok_or(Rejection::Tbt(f64::INFINITY))?;
+    let (decode_index, tbt) = choose_decode(model, decode, request)?;
     // Early rejection is part of the KVCache-aware scheduler; the baselines
     // admit everything and miss their SLOs instead.
     if policy == Policy::KvCache {
