@@ -23,6 +23,7 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 use crate::config::{Role, ServerConfig};
+use crate::error::Error;
 
 /// The tenant of a server without configured tenants.
 pub const DEFAULT_TENANT: &str = "default";
@@ -91,9 +92,10 @@ pub fn hash_token(token: &str) -> String {
 }
 
 /// Decodes a hex tenant secret.
-pub fn decode_secret(hex: &str) -> Result<TenantSecret, String> {
-    let bytes = pagoda_formats::hex::decode(hex).map_err(|error| format!("secret_hex: {error}"))?;
-    TenantSecret::new(bytes).map_err(|error| format!("secret_hex: {error}"))
+pub fn decode_secret(hex: &str) -> crate::Result<TenantSecret> {
+    let invalid = |error: &dyn std::fmt::Display| Error::Config(format!("secret_hex: {error}"));
+    let bytes = pagoda_formats::hex::decode(hex).map_err(|error| invalid(&error))?;
+    TenantSecret::new(bytes).map_err(|error| invalid(&error))
 }
 
 impl Auth {
@@ -102,7 +104,7 @@ impl Auth {
     /// created in) `data_dir/default-tenant.secret`.
     pub fn from_config(
         config: &ServerConfig,
-    ) -> Result<(Auth, Vec<pagoda_engine::TenantConfig>), String> {
+    ) -> crate::Result<(Auth, Vec<pagoda_engine::TenantConfig>)> {
         let mut tokens = HashMap::new();
         let mut tenants = Vec::new();
         for tenant in &config.tenants {
@@ -115,7 +117,9 @@ impl Auth {
                 let hash = pagoda_formats::hex::decode(&token.blake3)
                     .ok()
                     .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-                    .ok_or_else(|| format!("tenant {:?}: bad token hash", tenant.name))?;
+                    .ok_or_else(|| {
+                        Error::Config(format!("tenant {:?}: bad token hash", tenant.name))
+                    })?;
                 tokens.insert(
                     hash,
                     Caller {
@@ -239,33 +243,35 @@ fn bearer_hash<E>(header: Option<Result<&str, E>>) -> Result<blake3::Hash, &'sta
 
 /// The hash of the admin token in `path` (the token alone, surrounding
 /// white space ignored).
-fn read_admin_token(path: &Path) -> Result<blake3::Hash, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| format!("admin_token_file {}: {error}", path.display()))?;
+fn read_admin_token(path: &Path) -> crate::Result<blake3::Hash> {
+    let text = std::fs::read_to_string(path).map_err(Error::io(format_args!(
+        "admin_token_file {}",
+        path.display()
+    )))?;
     let token = text.trim();
     if token.len() < ADMIN_TOKEN_CHARS_MIN || token.chars().any(char::is_whitespace) {
-        return Err(format!(
+        return Err(Error::Config(format!(
             "admin_token_file {}: the token must be one word of at least \
              {ADMIN_TOKEN_CHARS_MIN} characters (`pagoda token` makes one)",
             path.display()
-        ));
+        )));
     }
     Ok(blake3::hash(token.as_bytes()))
 }
 
-fn default_secret(data_dir: &Path) -> Result<TenantSecret, String> {
+fn default_secret(data_dir: &Path) -> crate::Result<TenantSecret> {
     let path = data_dir.join("default-tenant.secret");
     if let Ok(bytes) = std::fs::read(&path) {
-        return TenantSecret::new(bytes).map_err(|error| format!("{}: {error}", path.display()));
+        return TenantSecret::new(bytes)
+            .map_err(|error| Error::Config(format!("{}: {error}", path.display())));
     }
-    std::fs::create_dir_all(data_dir)
-        .map_err(|error| format!("{}: {error}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir).map_err(Error::io(data_dir.display()))?;
     let mut bytes = vec![0u8; 32];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut random| random.read_exact(&mut bytes))
-        .map_err(|error| format!("reading /dev/urandom: {error}"))?;
-    std::fs::write(&path, &bytes).map_err(|error| format!("{}: {error}", path.display()))?;
-    TenantSecret::new(bytes).map_err(|error| error.to_string())
+        .map_err(Error::io("reading /dev/urandom"))?;
+    std::fs::write(&path, &bytes).map_err(Error::io(path.display()))?;
+    TenantSecret::new(bytes).map_err(|error| Error::Config(error.to_string()))
 }
 
 #[cfg(test)]
@@ -356,7 +362,7 @@ mod tests {
         assert_eq!(open.http_view(None, None), Ok(View::Node));
         // A short admin token is refused at start.
         std::fs::write(&admin_file, "admin\n").unwrap();
-        let error = Auth::from_config(&config).unwrap_err();
+        let error = Auth::from_config(&config).unwrap_err().to_string();
         assert!(error.contains("at least 32 characters"), "{error}");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -23,8 +23,8 @@ pub(crate) fn join(
     shared: &Arc<Shared>,
     grpc_addr: std::net::SocketAddr,
     http_addr: std::net::SocketAddr,
-) -> Result<Registration, String> {
-    let endpoints = pagoda_cluster::parse_endpoints(&cluster.etcd).map_err(|e| e.to_string())?;
+) -> crate::Result<Registration> {
+    let endpoints = pagoda_cluster::parse_endpoints(&cluster.etcd)?;
     let _ = shared.cluster.set(endpoints.clone());
     let _ = shared
         .membership

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
+
 /// Parses a size as users write it: a plain byte count (`4096`), or a
 /// number with a unit, case-insensitive, spaces allowed between them:
 /// `K`/`KiB`, `M`/`MiB`, `G`/`GiB`, `T`/`TiB` are powers of 1024 (as in
@@ -182,7 +184,7 @@ impl Limits {
     /// Checks the stream limits: a zero count, timeout or deadline would
     /// refuse or end every stream, and a grace period is bounded so that
     /// shutdown always ends.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<()> {
         let positive = [
             (
                 "watch_streams_per_tenant",
@@ -195,13 +197,13 @@ impl Limits {
             ("http_connections", self.http_connections as u64),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
-            return Err(format!("limits.{name} must be at least 1"));
+            return Err(Error::Config(format!("limits.{name} must be at least 1")));
         }
         if self.shutdown_grace_ms > SHUTDOWN_GRACE_MS_MAX {
-            return Err(format!(
+            return Err(Error::Config(format!(
                 "limits.shutdown_grace_ms {} is over the limit of {SHUTDOWN_GRACE_MS_MAX}",
                 self.shutdown_grace_ms
-            ));
+            )));
         }
         Ok(())
     }
@@ -372,8 +374,8 @@ impl Default for ServerConfig {
 
 impl ServerConfig {
     /// Parses a TOML configuration.
-    pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|error| error.to_string())
+    pub fn from_toml(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|error| Error::Config(error.to_string()))
     }
 
     /// The configuration as TOML (for `--print-config`; secrets are shown
@@ -389,78 +391,82 @@ impl ServerConfig {
     /// The master key of encryption at rest, read from `master_key_file`
     /// (or `PAGODA_MASTER_KEY`); `None` when neither is given (encryption
     /// off).
-    pub fn master_key(&self) -> Result<Option<pagoda_engine::MasterKey>, String> {
+    pub fn master_key(&self) -> Result<Option<pagoda_engine::MasterKey>> {
         if let Some(path) = &self.master_key_file {
-            return pagoda_engine::MasterKey::from_file(path)
-                .map(Some)
-                .map_err(|error| error.to_string());
+            return Ok(Some(pagoda_engine::MasterKey::from_file(path)?));
         }
         self.master_key_hex
             .as_deref()
             .map(|hex| {
                 pagoda_engine::MasterKey::parse(hex.as_bytes())
-                    .map_err(|error| format!("PAGODA_MASTER_KEY: {error}"))
+                    .map_err(|error| Error::Config(format!("PAGODA_MASTER_KEY: {error}")))
             })
             .transpose()
     }
 
     /// Checks the configuration: addresses, auth on non-loopback binds,
     /// names, secrets and token hashes.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<()> {
         self.limits.validate()?;
         if pagoda_engine::Durability::parse(&self.durability).is_none() {
-            return Err(format!(
+            return Err(Error::Config(format!(
                 "durability {:?} is not one of memory, async, sync",
                 self.durability
-            ));
+            )));
         }
         if pagoda_engine::PolicyKind::parse(&self.policy).is_none() {
-            return Err(format!(
+            return Err(Error::Config(format!(
                 "policy {:?} is not one of prefix-lru, lru, s3fifo",
                 self.policy
-            ));
+            )));
         }
         let public = !self.grpc_addr.ip().is_loopback() || !self.http_addr.ip().is_loopback();
         if self.tenants.is_empty() && public && !self.insecure {
-            return Err(
+            return Err(Error::Config(
                 "refusing to serve without authentication on a non-loopback address: \
                  configure tenants with tokens, or pass --insecure"
                     .into(),
-            );
+            ));
         }
         self.validate_http_port()?;
         if let Some(cluster) = &self.cluster {
-            pagoda_cluster::parse_endpoints(&cluster.etcd).map_err(|error| error.to_string())?;
+            pagoda_cluster::parse_endpoints(&cluster.etcd)
+                .map_err(|error| Error::Config(error.to_string()))?;
             if cluster.node_id.is_empty()
                 || cluster.node_id.len() > 128
                 || cluster.node_id.contains('/')
             {
-                return Err("cluster: node_id must be 1 to 128 bytes without '/'".into());
+                return Err(Error::Config(
+                    "cluster: node_id must be 1 to 128 bytes without '/'".into(),
+                ));
             }
             if self.tenants.is_empty() {
-                return Err(
+                return Err(Error::Config(
                     "cluster mode needs [[tenants]] (the same secrets on every node, so \
                      every node derives the same chain keys)"
                         .into(),
-                );
+                ));
             }
         }
         if let Some(tls) = &self.tls {
             for path in [&tls.cert, &tls.key] {
                 if !path.is_file() {
-                    return Err(format!("tls: {} is not a file", path.display()));
+                    return Err(Error::Config(format!(
+                        "tls: {} is not a file",
+                        path.display()
+                    )));
                 }
             }
         }
         for tenant in &self.tenants {
             crate::auth::decode_secret(&tenant.secret_hex)
-                .map_err(|error| format!("tenant {:?}: {error}", tenant.name))?;
+                .map_err(|error| Error::Config(format!("tenant {:?}: {error}", tenant.name)))?;
             for token in &tenant.tokens {
                 if pagoda_formats::hex::decode(&token.blake3).map(|b| b.len()) != Ok(32) {
-                    return Err(format!(
+                    return Err(Error::Config(format!(
                         "tenant {:?}: a token hash must be 64 hex digits (BLAKE3)",
                         tenant.name
-                    ));
+                    )));
                 }
             }
         }
@@ -471,23 +477,23 @@ impl ServerConfig {
     /// needs an admin token or TLS, so that nobody opens the port to the
     /// network without having thought about who reads it (every endpoint
     /// with tenant data needs a token either way).
-    fn validate_http_port(&self) -> Result<(), String> {
+    fn validate_http_port(&self) -> Result<()> {
         if let Some(path) = &self.admin_token_file
             && !path.is_file()
         {
-            return Err(format!(
+            return Err(Error::Config(format!(
                 "admin_token_file: {} is not a file",
                 path.display()
-            ));
+            )));
         }
         let exposed = !self.tenants.is_empty() && !self.http_addr.ip().is_loopback();
         if exposed && self.admin_token_file.is_none() && self.tls.is_none() {
-            return Err(format!(
+            return Err(Error::Config(format!(
                 "refusing to serve HTTP on {} with tenants but neither an admin token nor \
                  TLS: set admin_token_file (--admin-token-file) for the operator's scraper, \
                  configure [tls], or bind http_addr to loopback",
                 self.http_addr
-            ));
+            )));
         }
         Ok(())
     }
@@ -507,7 +513,13 @@ mod tests {
     #[test]
     fn a_public_bind_without_tenants_is_refused_unless_insecure() {
         let mut config = ServerConfig::from_toml("grpc_addr = \"0.0.0.0:7420\"").unwrap();
-        assert!(config.validate().unwrap_err().contains("--insecure"));
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--insecure")
+        );
         config.insecure = true;
         config.validate().unwrap();
     }
@@ -518,7 +530,7 @@ mod tests {
             "http_addr = \"0.0.0.0:7421\"\n[[tenants]]\nname = \"acme\"\nsecret_hex = \"11111111111111111111111111111111\"",
         )
         .unwrap();
-        let refused = config.validate().unwrap_err();
+        let refused = config.validate().unwrap_err().to_string();
         assert!(refused.contains("--admin-token-file"), "{refused}");
         // A loopback HTTP port needs neither.
         config.http_addr = HTTP_ADDR_DEFAULT.parse().unwrap();
@@ -530,6 +542,7 @@ mod tests {
             config
                 .validate()
                 .unwrap_err()
+                .to_string()
                 .contains("/nonexistent/admin.token")
         );
     }
@@ -538,7 +551,10 @@ mod tests {
     fn connection_limits_of_zero_are_refused() {
         for key in ["grpc_connections", "http_connections"] {
             let config = ServerConfig::from_toml(&format!("[limits]\n{key} = 0")).unwrap();
-            assert!(config.validate().unwrap_err().contains(key), "{key}");
+            assert!(
+                config.validate().unwrap_err().to_string().contains(key),
+                "{key}"
+            );
         }
     }
 
@@ -578,7 +594,9 @@ mod tests {
         }
         let config = ServerConfig::from_toml("dram_bytes = \"8GiB\"\nssd_bytes = 1024").unwrap();
         assert_eq!((config.dram_bytes, config.ssd_bytes), (8 << 30, 1024));
-        let error = ServerConfig::from_toml("dram_bytes = \"8 parsecs\"").unwrap_err();
+        let error = ServerConfig::from_toml("dram_bytes = \"8 parsecs\"")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("parsecs"), "{error}");
     }
 
@@ -593,7 +611,10 @@ mod tests {
             "watch_deadline_ms",
         ] {
             let config = ServerConfig::from_toml(&format!("[limits]\n{key} = 0")).unwrap();
-            assert!(config.validate().unwrap_err().contains(key), "{key}");
+            assert!(
+                config.validate().unwrap_err().to_string().contains(key),
+                "{key}"
+            );
         }
         let config = ServerConfig::from_toml("[limits]\nshutdown_grace_ms = 0").unwrap();
         config.validate().unwrap();
@@ -602,7 +623,13 @@ mod tests {
             SHUTDOWN_GRACE_MS_MAX + 1
         );
         let config = ServerConfig::from_toml(&text).unwrap();
-        assert!(config.validate().unwrap_err().contains("shutdown_grace_ms"));
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("shutdown_grace_ms")
+        );
     }
 
     #[test]

@@ -33,6 +33,7 @@
 pub mod auth;
 mod cluster;
 pub mod config;
+mod error;
 pub mod grpc;
 pub mod http;
 pub mod listen;
@@ -51,6 +52,8 @@ use pagoda_formats::proto::v1 as pb;
 use crate::auth::Auth;
 use crate::config::ServerConfig;
 use crate::state::Shared;
+
+pub use crate::error::{Error, Result};
 
 /// The node's cluster registration, once it joined.
 type Registered = Arc<tokio::sync::Mutex<Option<pagoda_cluster::Registration>>>;
@@ -112,12 +115,12 @@ fn spawn_http(
     shared: &Arc<Shared>,
     listener: listen::Listener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<tokio::task::JoinHandle<Result<(), String>>, String> {
+) -> Result<tokio::task::JoinHandle<Result<()>>> {
     let router = http::router(Arc::clone(shared));
     Ok(match &config.tls {
         None => {
             let serving = axum::serve(listener, router).with_graceful_shutdown(shutdown);
-            tokio::spawn(async move { serving.await.map_err(|e| format!("HTTP: {e}")) })
+            tokio::spawn(async move { serving.await.map_err(Error::Http) })
         }
         Some(settings) => {
             let acceptor = tls::acceptor(settings)?;
@@ -148,7 +151,7 @@ pub enum Announcement {
 pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
+) -> Result<()> {
     serve_announcing(config, shutdown, |_| {}).await
 }
 
@@ -162,7 +165,7 @@ pub async fn serve_announcing(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
     announce: impl Fn(Announcement) + Send + Sync + 'static,
-) -> Result<(), String> {
+) -> Result<()> {
     config.validate()?;
     let announce = Arc::new(announce);
     let (auth, tenants) = Auth::from_config(&config)?;
@@ -170,12 +173,24 @@ pub async fn serve_announcing(
     let shared = Shared::new(auth, config.limits.clone());
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
         .await
-        .map_err(|error| format!("binding gRPC on {}: {error}", config.grpc_addr))?;
+        .map_err(|source| Error::Listen {
+            listener: "gRPC",
+            addr: config.grpc_addr,
+            source,
+        })?;
     let http_listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
-        .map_err(|error| format!("binding HTTP on {}: {error}", config.http_addr))?;
-    let grpc_addr = grpc_listener.local_addr().map_err(|e| e.to_string())?;
-    let http_addr = http_listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(|source| Error::Listen {
+            listener: "HTTP",
+            addr: config.http_addr,
+            source,
+        })?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .map_err(Error::io("the gRPC listener's address"))?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(Error::io("the HTTP listener's address"))?;
     let connections = connection_limits(&config.limits);
     let grpc_listener = listen::Listener::new(grpc_listener, "gRPC", connections.grpc);
     let http_listener = listen::Listener::new(http_listener, "HTTP", connections.http);
@@ -223,13 +238,12 @@ pub async fn serve_announcing(
     let opening = Arc::clone(&shared);
     let announce_ready = Arc::clone(&announce);
     let opened = tokio::task::spawn_blocking(move || {
-        let engine =
-            Engine::open(options).map_err(|error| format!("opening the engine: {error}"))?;
+        let engine = Engine::open(options).map_err(Error::Open)?;
         let open_ms = engine.stats().open_ms;
         opening.set_engine(Arc::new(engine));
         tracing::info!(open_ms, "pagoda ready");
         announce_ready(Announcement::Ready);
-        Ok::<(), String>(())
+        Ok::<(), Error>(())
     });
 
     let http = spawn_http(&config, &shared, http_listener, wait(stopped.clone()))?;
@@ -248,7 +262,7 @@ pub async fn serve_announcing(
     if let Some(settings) = &config.tls {
         builder = builder
             .tls_config(tls::grpc_config(settings)?)
-            .map_err(|error| format!("TLS: {error}"))?;
+            .map_err(Error::GrpcTls)?;
     }
     let grpc = builder
         // Streams beyond this wait in the client (HTTP/2 flow control);
@@ -267,9 +281,10 @@ pub async fn serve_announcing(
         .add_service(store)
         .add_service(admin)
         .serve_with_incoming_shutdown(grpc_listener.incoming(), wait(stopped.clone()));
-    let opened = opened
-        .await
-        .map_err(|error| format!("engine open task: {error}"))?;
+    let opened = opened.await.map_err(|source| Error::Task {
+        what: "engine open task",
+        source,
+    })?;
     opened?;
     if let Some(cluster) = &config.cluster
         && !*stopped.borrow()
@@ -280,13 +295,16 @@ pub async fn serve_announcing(
     // still has not closed by then is abandoned, so shutdown always ends.
     let lifecycle = Arc::clone(&shared.lifecycle);
     if let Some(served) = streams::within_grace(grpc, &lifecycle).await {
-        served.map_err(|error| format!("gRPC: {error}"))?;
+        served.map_err(Error::Grpc)?;
     } else {
         tracing::warn!("gRPC connections still open after the grace period: closing");
     }
     let http_abort = http.abort_handle();
     if let Some(served) = streams::within_grace(http, &lifecycle).await {
-        served.map_err(|error| format!("HTTP task: {error}"))??;
+        served.map_err(|source| Error::Task {
+            what: "HTTP task",
+            source,
+        })??;
     } else {
         http_abort.abort();
         tracing::warn!("HTTP connections still open after the grace period: closing");
@@ -319,16 +337,19 @@ fn connection_limits(limits: &config::Limits) -> listen::ConnectionLimits {
 }
 
 /// Closes the engine (syncing the log) once the listeners stopped.
-async fn close(shared: Arc<Shared>) -> Result<(), String> {
+async fn close(shared: Arc<Shared>) -> Result<()> {
     tracing::info!("pagoda stopping: syncing the log");
     if let Some(engine) = shared.engine_if_ready() {
         drop(shared);
         let closed = tokio::task::spawn_blocking(move || match Arc::try_unwrap(engine) {
-            Ok(engine) => engine.close().map_err(|error| error.to_string()),
-            Err(engine) => engine.sync().map_err(|error| error.to_string()),
+            Ok(engine) => engine.close(),
+            Err(engine) => engine.sync(),
         })
         .await
-        .map_err(|error| error.to_string())?;
+        .map_err(|source| Error::Task {
+            what: "engine close task",
+            source,
+        })?;
         closed?;
     }
     tracing::info!("pagoda stopped");

@@ -9,35 +9,34 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
+use crate::error::{Error, Result};
 
-fn read(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|error| format!("tls: {}: {error}", path.display()))
+fn read(path: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(Error::io(format_args!("tls: {}", path.display())))
 }
 
 /// tonic's server TLS settings.
-pub(crate) fn grpc_config(
-    settings: &TlsConfig,
-) -> Result<tonic::transport::ServerTlsConfig, String> {
+pub(crate) fn grpc_config(settings: &TlsConfig) -> Result<tonic::transport::ServerTlsConfig> {
     let identity =
         tonic::transport::Identity::from_pem(read(&settings.cert)?, read(&settings.key)?);
     Ok(tonic::transport::ServerTlsConfig::new().identity(identity))
 }
 
 /// A rustls acceptor for the HTTP listener.
-pub(crate) fn acceptor(settings: &TlsConfig) -> Result<TlsAcceptor, String> {
+pub(crate) fn acceptor(settings: &TlsConfig) -> Result<TlsAcceptor> {
     let certs: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(&read(&settings.cert)?)
             .collect::<Result<_, _>>()
-            .map_err(|error| format!("tls: {}: {error}", settings.cert.display()))?;
+            .map_err(|error| Error::Tls(format!("{}: {error}", settings.cert.display())))?;
     let key = PrivateKeyDer::from_pem_slice(&read(&settings.key)?)
-        .map_err(|error| format!("tls: {}: {error}", settings.key.display()))?;
+        .map_err(|error| Error::Tls(format!("{}: {error}", settings.key.display())))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|error| format!("tls: {error}"))?
+        .map_err(|error| Error::Tls(error.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|error| format!("tls: {error}"))?;
+        .map_err(|error| Error::Tls(error.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
@@ -48,7 +47,7 @@ pub(crate) async fn serve_https(
     acceptor: TlsAcceptor,
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
+) -> Result<()> {
     tokio::pin!(shutdown);
     loop {
         let (tcp, _) = tokio::select! {

@@ -177,7 +177,7 @@ fn effective(args: &ServeArgs) -> Result<ServerConfig, String> {
             cluster.advertise_http = Some(advertise.clone());
         }
     }
-    config.validate()?;
+    config.validate().map_err(|error| error.to_string())?;
     Ok(config)
 }
 
@@ -200,7 +200,9 @@ pub(crate) fn run(args: &ServeArgs) -> Result<(), String> {
             fd_limit,
             "stop with Ctrl-C or SIGTERM"
         );
-        pagoda_server::serve_announcing(config, shutdown, announce).await
+        pagoda_server::serve_announcing(config, shutdown, announce)
+            .await
+            .map_err(|error| error.to_string())
     })
 }
 
