@@ -3,7 +3,8 @@
 //!
 //! Keys are the 64-byte block keys of `formats` (namespace first, so a
 //! namespace is one key range). Values are [`IndexEntry`]s, a fixed 88-byte
-//! little-endian encoding (`formats/SPEC.md`, "Index entries"). A second column
+//! little-endian encoding (`formats/SPEC.md`, "Index entries") defined in
+//! `pagoda_formats::index`. A second column
 //! family, `meta`, holds the index checkpoint (the highest value-log sequence
 //! number whose records are all reflected in the index), the namespace
 //! registry and, with encryption at rest, the wrapped data keys
@@ -23,7 +24,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use pagoda_formats::chain::ChainHash;
+use pagoda_formats::Error as FormatError;
+pub use pagoda_formats::index::{INDEX_ENTRY_SIZE, IndexEntry};
 use pagoda_formats::key::{BLOCK_KEY_SIZE, BlockKey};
 use pagoda_formats::namespace::NamespaceId;
 use rocksdb::compaction_filter::Decision;
@@ -31,97 +33,25 @@ use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteBatch, WriteOptions};
 
 use crate::error::{Error, Result};
 
-/// Bytes of an encoded [`IndexEntry`].
-pub const INDEX_ENTRY_SIZE: usize = 88;
-
-/// Format version of index entries.
-const INDEX_ENTRY_VERSION: u16 = 1;
-
 /// Column family of the index checkpoint.
 const META_CF: &str = "meta";
 /// Key of the checkpoint in [`META_CF`].
 const CHECKPOINT_KEY: &[u8] = b"checkpoint";
 
-/// Where a block's record lives in the value log, and what the index knows
-/// about it without reading it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IndexEntry {
-    /// Value-log segment.
-    pub segment_id: u64,
-    /// Record offset in the segment.
-    pub offset: u64,
-    /// Record sequence number (checked on read: a stale entry is detected).
-    pub sequence: u64,
-    /// Record payload length (block header and KV bytes).
-    pub record_payload_len: u32,
-    /// CRC-32C of the block's KV bytes.
-    pub payload_crc: u32,
-    /// Generation of the block's namespace when it was stored.
-    pub namespace_generation: u64,
-    /// Last access, milliseconds since the Unix epoch (eviction input).
-    pub last_access_unix_ms: u64,
-    /// Chain hash of the block's parent (`ChainHash::ROOT` for a first block).
-    pub parent: ChainHash,
-}
-
-impl IndexEntry {
-    /// The fixed 88-byte encoding.
-    pub fn encode(&self) -> [u8; INDEX_ENTRY_SIZE] {
-        let mut out = [0u8; INDEX_ENTRY_SIZE];
-        let fields: [&[u8]; 11] = [
-            &INDEX_ENTRY_VERSION.to_le_bytes(),
-            &0u16.to_le_bytes(),
-            &self.record_payload_len.to_le_bytes(),
-            &self.segment_id.to_le_bytes(),
-            &self.offset.to_le_bytes(),
-            &self.sequence.to_le_bytes(),
-            &self.namespace_generation.to_le_bytes(),
-            &self.last_access_unix_ms.to_le_bytes(),
-            &self.payload_crc.to_le_bytes(),
-            &0u32.to_le_bytes(),
-            self.parent.as_bytes(),
-        ];
-        let mut at = 0;
-        for field in fields {
-            out.get_mut(at..at + field.len())
-                .expect("fields fill 88 bytes")
-                .copy_from_slice(field);
-            at += field.len();
-        }
-        debug_assert_eq!(at, INDEX_ENTRY_SIZE);
-        out
-    }
-
-    /// Decodes exactly 88 bytes; anything else is an error.
-    pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let bytes: &[u8; INDEX_ENTRY_SIZE] =
-            bytes.try_into().map_err(|_| Error::BadIndexEntry {
-                reason: format!("{} bytes, expected {INDEX_ENTRY_SIZE}", bytes.len()),
-            })?;
-        let u16_at = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]);
-        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
-        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-        if u16_at(0) != INDEX_ENTRY_VERSION {
-            return Err(Error::BadIndexEntry {
-                reason: format!("version {}", u16_at(0)),
-            });
-        }
-        if u16_at(2) != 0 || u32_at(52) != 0 {
-            return Err(Error::BadIndexEntry {
-                reason: "non-zero reserved bytes".into(),
-            });
-        }
-        Ok(IndexEntry {
-            record_payload_len: u32_at(4),
-            segment_id: u64_at(8),
-            offset: u64_at(16),
-            sequence: u64_at(24),
-            namespace_generation: u64_at(32),
-            last_access_unix_ms: u64_at(40),
-            payload_crc: u32_at(48),
-            parent: ChainHash(bytes[56..88].try_into().expect("32 bytes")),
-        })
-    }
+/// Decodes an index entry ([`IndexEntry::decode`]), reporting a bad one as
+/// [`Error::BadIndexEntry`].
+pub fn decode_entry(bytes: &[u8]) -> Result<IndexEntry> {
+    IndexEntry::decode(bytes).map_err(|error| {
+        let reason = match error {
+            FormatError::Truncated { .. } | FormatError::TrailingBytes { .. } => {
+                format!("{} bytes, expected {INDEX_ENTRY_SIZE}", bytes.len())
+            }
+            FormatError::UnsupportedVersion { version, .. } => format!("version {version}"),
+            FormatError::NonZeroReserved { .. } => "non-zero reserved bytes".into(),
+            other => other.to_string(),
+        };
+        Error::BadIndexEntry { reason }
+    })
 }
 
 /// What the compaction filter may drop: entries below a segment floor, and
@@ -317,7 +247,7 @@ impl Index {
         let Some(value) = self.db.get_pinned(encoded)? else {
             return Ok(None);
         };
-        let entry = IndexEntry::decode(&value)?;
+        let entry = decode_entry(&value)?;
         let liveness = self.liveness.read().unwrap_or_else(PoisonError::into_inner);
         Ok((!liveness.is_dead(&encoded, &entry)).then_some(entry))
     }
@@ -357,7 +287,7 @@ impl Index {
             if key.len() != BLOCK_KEY_SIZE || key.as_ref() > last.as_slice() {
                 break;
             }
-            let entry = IndexEntry::decode(&value)?;
+            let entry = decode_entry(&value)?;
             if !liveness.is_dead(&key, &entry) {
                 entries.push((BlockKey::decode(&key).map_err(Error::Format)?, entry));
             }

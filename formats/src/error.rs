@@ -23,6 +23,8 @@ pub enum Structure {
     BlockPayload,
     /// A log segment's header.
     SegmentHeader,
+    /// An 88-byte index entry of the engine's SSD-tier index.
+    IndexEntry,
 }
 
 impl fmt::Display for Structure {
@@ -35,6 +37,7 @@ impl fmt::Display for Structure {
             Structure::BlockHeader => "block header",
             Structure::BlockPayload => "block payload",
             Structure::SegmentHeader => "segment header",
+            Structure::IndexEntry => "index entry",
         })
     }
 }

@@ -4,7 +4,8 @@
 //! nothing that does I/O: namespaces and their ids ([`namespace`]), chain
 //! hashing of token blocks ([`chain`]), block keys ([`key`]), the record
 //! framing of the logs ([`record`]) and their segment files ([`segment`]),
-//! the block payload header ([`block`]),
+//! the block payload header ([`block`]), the engine's index entries
+//! ([`index`]),
 //! the gRPC API (`proto`, with the `grpc` feature), the Mooncake trace
 //! format (`trace`, with the `trace` feature) and every limit
 //! ([`limits`]). `formats/SPEC.md` is the normative specification; this crate
@@ -38,6 +39,7 @@ pub mod chain;
 mod codec;
 mod error;
 pub mod hex;
+pub mod index;
 pub mod key;
 pub mod limits;
 pub mod namespace;
