@@ -157,10 +157,11 @@ pub async fn serve(
 
 /// [`serve`], calling `announce` when the listeners are bound and when the
 /// engine is open (from a blocking thread: keep it short).
-#[expect(
-    clippy::too_many_lines,
-    reason = "start-up and shutdown order read best in one place"
-)]
+///
+/// In order: check the configuration, bind both listeners and announce
+/// them, arm shutdown, open the engine in the background, serve HTTP, set
+/// up gRPC, wait for the engine, join the cluster, serve gRPC until
+/// shutdown, drain both listeners, close the engine.
 pub async fn serve_announcing(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -171,29 +172,90 @@ pub async fn serve_announcing(
     let (auth, tenants) = Auth::from_config(&config)?;
     let open = auth.is_open();
     let shared = Shared::new(auth, config.limits.clone());
-    let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
+    let listeners = bind(&config).await?;
+    log_serving(&config, &listeners, open);
+    announce(Announcement::Listening {
+        grpc: listeners.grpc_addr,
+        http: listeners.http_addr,
+    });
+
+    let registration: Registered = Arc::default();
+    let stopped = on_shutdown(shutdown, Arc::clone(&registration));
+    streams::spawn_shutdown(
+        Arc::clone(&shared.lifecycle),
+        wait_stopped(stopped.clone()),
+        config.limits.shutdown_grace(),
+    );
+    let opened = open_engine(&config, tenants, &shared, announce)?;
+    let http = spawn_http(
+        &config,
+        &shared,
+        listeners.http,
+        wait_stopped(stopped.clone()),
+    )?;
+    let grpc = grpc_router(&config, &shared)?
+        .serve_with_incoming_shutdown(listeners.grpc.incoming(), wait_stopped(stopped.clone()));
+    opened.await.map_err(|source| Error::Task {
+        what: "engine open task",
+        source,
+    })??;
+    if let Some(cluster) = &config.cluster
+        && !*stopped.borrow()
+    {
+        let joined = cluster::join(cluster, &shared, listeners.grpc_addr, listeners.http_addr)?;
+        *registration.lock().await = Some(joined);
+    }
+    drain(grpc, http, &shared).await?;
+    close(shared).await
+}
+
+/// Resolves once the shutdown flag of [`on_shutdown`] is up.
+async fn wait_stopped(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+/// Both listeners, bound, and their addresses.
+struct Listeners {
+    grpc: listen::Listener,
+    http: listen::Listener,
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+}
+
+/// Binds both listeners (a taken port fails here, before anything starts)
+/// under the connection limits.
+async fn bind(config: &ServerConfig) -> Result<Listeners> {
+    let grpc = tokio::net::TcpListener::bind(config.grpc_addr)
         .await
         .map_err(|source| Error::Listen {
             listener: "gRPC",
             addr: config.grpc_addr,
             source,
         })?;
-    let http_listener = tokio::net::TcpListener::bind(config.http_addr)
+    let http = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .map_err(|source| Error::Listen {
             listener: "HTTP",
             addr: config.http_addr,
             source,
         })?;
-    let grpc_addr = grpc_listener
+    let grpc_addr = grpc
         .local_addr()
         .map_err(Error::io("the gRPC listener's address"))?;
-    let http_addr = http_listener
+    let http_addr = http
         .local_addr()
         .map_err(Error::io("the HTTP listener's address"))?;
     let connections = connection_limits(&config.limits);
-    let grpc_listener = listen::Listener::new(grpc_listener, "gRPC", connections.grpc);
-    let http_listener = listen::Listener::new(http_listener, "HTTP", connections.http);
+    Ok(Listeners {
+        grpc: listen::Listener::new(grpc, "gRPC", connections.grpc),
+        http: listen::Listener::new(http, "HTTP", connections.http),
+        grpc_addr,
+        http_addr,
+    })
+}
+
+/// Logs what the node serves, where, and with which capacities.
+fn log_serving(config: &ServerConfig, listeners: &Listeners, open: bool) {
     let scheme = if config.tls.is_some() {
         "https"
     } else {
@@ -201,8 +263,8 @@ pub async fn serve_announcing(
     };
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        grpc = %grpc_addr,
-        http = %format_args!("{scheme}://{http_addr}/"),
+        grpc = %listeners.grpc_addr,
+        http = %format_args!("{scheme}://{}/", listeners.http_addr),
         data_dir = %config.data_dir.display(),
         dram_mib = config.dram_bytes >> 20,
         ssd_mib = config.ssd_bytes >> 20,
@@ -215,47 +277,45 @@ pub async fn serve_announcing(
         },
         "pagoda serving"
     );
-    announce(Announcement::Listening {
-        grpc: grpc_addr,
-        http: http_addr,
-    });
+}
 
-    let registration: Registered = Arc::default();
-    let stopped = on_shutdown(shutdown, Arc::clone(&registration));
-    let wait = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
-    };
-    streams::spawn_shutdown(
-        Arc::clone(&shared.lifecycle),
-        wait(stopped.clone()),
-        config.limits.shutdown_grace(),
-    );
-
-    let mut options = engine_options(&config, tenants);
+/// Opens the engine on the blocking pool; once open, the node is ready
+/// (`/readyz`, gRPC) and `announce` hears [`Announcement::Ready`].
+fn open_engine(
+    config: &ServerConfig,
+    tenants: Vec<pagoda_engine::TenantConfig>,
+    shared: &Arc<Shared>,
+    announce: Arc<impl Fn(Announcement) + Send + Sync + 'static>,
+) -> Result<tokio::task::JoinHandle<Result<()>>> {
+    let mut options = engine_options(config, tenants);
     options.master_key = config.master_key()?;
-    options.events = Some(watch_feed(&shared));
+    options.events = Some(watch_feed(shared));
     options.detached_parents = config.cluster.is_some();
-    let opening = Arc::clone(&shared);
-    let announce_ready = Arc::clone(&announce);
-    let opened = tokio::task::spawn_blocking(move || {
+    let opening = Arc::clone(shared);
+    Ok(tokio::task::spawn_blocking(move || {
         let engine = Engine::open(options).map_err(Error::Open)?;
         let open_ms = engine.stats().open_ms;
         opening.set_engine(Arc::new(engine));
         tracing::info!(open_ms, "pagoda ready");
-        announce_ready(Announcement::Ready);
-        Ok::<(), Error>(())
-    });
+        announce(Announcement::Ready);
+        Ok(())
+    }))
+}
 
-    let http = spawn_http(&config, &shared, http_listener, wait(stopped.clone()))?;
-
+/// The gRPC services (`Store`, `Admin`) with the node's HTTP/2 settings and
+/// TLS.
+fn grpc_router(
+    config: &ServerConfig,
+    shared: &Arc<Shared>,
+) -> Result<tonic::transport::server::Router> {
     let limits = &config.limits;
     let store = pb::store_server::StoreServer::new(grpc::StoreService {
-        shared: Arc::clone(&shared),
+        shared: Arc::clone(shared),
     })
     .max_decoding_message_size(limits.message_bytes)
     .max_encoding_message_size(limits.message_bytes);
     let admin = pb::admin_server::AdminServer::new(grpc::AdminService {
-        shared: Arc::clone(&shared),
+        shared: Arc::clone(shared),
     })
     .max_decoding_message_size(limits.message_bytes);
     let mut builder = tonic::transport::Server::builder();
@@ -264,7 +324,7 @@ pub async fn serve_announcing(
             .tls_config(tls::grpc_config(settings)?)
             .map_err(Error::GrpcTls)?;
     }
-    let grpc = builder
+    Ok(builder
         // Streams beyond this wait in the client (HTTP/2 flow control);
         // the tenant budget answers RESOURCE_EXHAUSTED past its own limit.
         .max_concurrent_streams(u32::try_from(limits.requests_per_connection).ok())
@@ -279,28 +339,25 @@ pub async fn serve_announcing(
         // default would end every call on it for 64 KiB of metadata.
         .http2_max_header_list_size(Some(pagoda_formats::limits::METADATA_BYTES_MAX))
         .add_service(store)
-        .add_service(admin)
-        .serve_with_incoming_shutdown(grpc_listener.incoming(), wait(stopped.clone()));
-    let opened = opened.await.map_err(|source| Error::Task {
-        what: "engine open task",
-        source,
-    })?;
-    opened?;
-    if let Some(cluster) = &config.cluster
-        && !*stopped.borrow()
-    {
-        *registration.lock().await = Some(cluster::join(cluster, &shared, grpc_addr, http_addr)?);
-    }
-    // Both listeners finish within the grace period; a connection that
-    // still has not closed by then is abandoned, so shutdown always ends.
-    let lifecycle = Arc::clone(&shared.lifecycle);
-    if let Some(served) = streams::within_grace(grpc, &lifecycle).await {
+        .add_service(admin))
+}
+
+/// Serves gRPC until shutdown, then lets both listeners finish within the
+/// grace period; a connection that still has not closed by then is
+/// abandoned, so shutdown always ends.
+async fn drain(
+    grpc: impl Future<Output = std::result::Result<(), tonic::transport::Error>>,
+    http: tokio::task::JoinHandle<Result<()>>,
+    shared: &Shared,
+) -> Result<()> {
+    let lifecycle = &shared.lifecycle;
+    if let Some(served) = streams::within_grace(grpc, lifecycle).await {
         served.map_err(Error::Grpc)?;
     } else {
         tracing::warn!("gRPC connections still open after the grace period: closing");
     }
     let http_abort = http.abort_handle();
-    if let Some(served) = streams::within_grace(http, &lifecycle).await {
+    if let Some(served) = streams::within_grace(http, lifecycle).await {
         served.map_err(|source| Error::Task {
             what: "HTTP task",
             source,
@@ -309,7 +366,7 @@ pub async fn serve_announcing(
         http_abort.abort();
         tracing::warn!("HTTP connections still open after the grace period: closing");
     }
-    close(shared).await
+    Ok(())
 }
 
 /// The connection limits of both ports, fitted to the descriptor limit;
