@@ -158,10 +158,6 @@ fn reuse_distances(requests: &[TraceRequest]) -> Vec<u64> {
 }
 
 #[expect(clippy::cast_precision_loss, reason = "reported ratios")]
-#[expect(
-    clippy::too_many_lines,
-    reason = "one figure after another, in report order"
-)]
 fn analyze_one(path: &PathBuf, args: &AnalyzeArgs) -> Result<serde_json::Value, String> {
     let requests = read_trace(path)?;
     let name = path
@@ -179,29 +175,8 @@ fn analyze_one(path: &PathBuf, args: &AnalyzeArgs) -> Result<serde_json::Value, 
     inputs.sort_unstable();
     outputs.sort_unstable();
     let total_blocks: u64 = requests.iter().map(|r| r.hash_ids.len() as u64).sum();
-    let mut requests_per_block: HashMap<u64, u64> = HashMap::new();
-    for request in &requests {
-        let mut seen = std::collections::HashSet::new();
-        for id in &request.hash_ids {
-            if seen.insert(*id) {
-                *requests_per_block.entry(*id).or_default() += 1;
-            }
-        }
-    }
-    // Infinite-cache prefix hits: leading blocks seen in any earlier request.
-    let mut seen = std::collections::HashSet::new();
-    let (mut hit_blocks, mut hit_tokens, mut input_tokens) = (0u64, 0u64, 0u64);
-    for request in &requests {
-        let hits = request
-            .hash_ids
-            .iter()
-            .take_while(|id| seen.contains(*id))
-            .count() as u64;
-        hit_blocks += hits;
-        hit_tokens += (hits * BLOCK_TOKENS).min(request.input_length);
-        input_tokens += request.input_length;
-        seen.extend(request.hash_ids.iter().copied());
-    }
+    let requests_per_block = requests_per_block(&requests);
+    let (hit_blocks, hit_tokens, input_tokens) = infinite_cache_hits(&requests);
     let mut distances = reuse_distances(&requests);
     distances.sort_unstable();
     let mut per_minute = vec![0u64; usize::try_from((last - first) / 60_000 + 1).unwrap_or(1)];
@@ -212,61 +187,9 @@ fn analyze_one(path: &PathBuf, args: &AnalyzeArgs) -> Result<serde_json::Value, 
             *slot += 1;
         }
     }
-    let hit_ratios: Vec<serde_json::Value> = args
-        .capacities
-        .iter()
-        .map(|&capacity| {
-            let plain = plain_lru(&requests, capacity);
-            let lru = replay_ratio(&requests, capacity, PolicyKind::Lru)?;
-            let default = replay_ratio(&requests, capacity, PolicyKind::default())?;
-            let ids: Vec<Vec<u64>> = requests.iter().map(|r| r.hash_ids.clone()).collect();
-            let optimum = belady(&ids, capacity).ratio();
-            eprintln!("  capacity {capacity}: LRU {:.2} %, default {:.2} %, Belady {:.2} %", lru * 100.0, default * 100.0, optimum * 100.0);
-            Ok(serde_json::json!({"capacity": capacity, "plain_lru": plain, "lru": lru, "default": default, "belady": optimum}))
-        })
-        .collect::<Result<_, String>>()?;
+    let hit_ratios = hit_ratio_rows(&requests, &args.capacities)?;
     if let Some(dir) = &args.svg_dir {
-        std::fs::create_dir_all(dir).map_err(|error| format!("{}: {error}", dir.display()))?;
-        let rate: Vec<(u64, f64)> = per_minute
-            .iter()
-            .enumerate()
-            .map(|(minute, n)| (minute as u64, *n as f64 / 60.0))
-            .collect();
-        let axes = Axes {
-            caption: "minute of the trace — requests per second",
-            log_x: false,
-            percent: false,
-        };
-        std::fs::write(
-            dir.join(format!("{name}-arrivals.svg")),
-            chart(&[(name.clone(), rate)], &axes),
-        )
-        .map_err(|error| error.to_string())?;
-        let series: Vec<(String, Vec<(u64, f64)>)> = ["plain_lru", "lru", "default", "belady"]
-            .iter()
-            .map(|key| {
-                let line = hit_ratios
-                    .iter()
-                    .map(|row| {
-                        (
-                            row["capacity"].as_u64().unwrap_or(0),
-                            row[*key].as_f64().unwrap_or(0.0),
-                        )
-                    })
-                    .collect();
-                ((*key).to_owned(), line)
-            })
-            .collect();
-        let axes = Axes {
-            caption: "capacity (blocks, log scale) — prefix hit ratio",
-            log_x: true,
-            percent: true,
-        };
-        std::fs::write(
-            dir.join(format!("{name}-hit-ratio.svg")),
-            chart(&series, &axes),
-        )
-        .map_err(|error| error.to_string())?;
+        write_analysis_charts(dir, &name, &per_minute, &hit_ratios)?;
     }
     Ok(serde_json::json!({
         "trace": name,
@@ -287,6 +210,110 @@ fn analyze_one(path: &PathBuf, args: &AnalyzeArgs) -> Result<serde_json::Value, 
             "p90": quantile(&distances, 0.9), "p99": quantile(&distances, 0.99)},
         "hit_ratio_by_capacity": hit_ratios,
     }))
+}
+
+/// Requests each block id appears in (once per request).
+fn requests_per_block(requests: &[TraceRequest]) -> HashMap<u64, u64> {
+    let mut requests_per_block: HashMap<u64, u64> = HashMap::new();
+    for request in requests {
+        let mut seen = std::collections::HashSet::new();
+        for id in &request.hash_ids {
+            if seen.insert(*id) {
+                *requests_per_block.entry(*id).or_default() += 1;
+            }
+        }
+    }
+    requests_per_block
+}
+
+/// Infinite-cache prefix hits: leading blocks seen in any earlier request.
+/// (hit blocks, hit tokens, input tokens).
+fn infinite_cache_hits(requests: &[TraceRequest]) -> (u64, u64, u64) {
+    let mut seen = std::collections::HashSet::new();
+    let (mut hit_blocks, mut hit_tokens, mut input_tokens) = (0u64, 0u64, 0u64);
+    for request in requests {
+        let hits = request
+            .hash_ids
+            .iter()
+            .take_while(|id| seen.contains(*id))
+            .count() as u64;
+        hit_blocks += hits;
+        hit_tokens += (hits * BLOCK_TOKENS).min(request.input_length);
+        input_tokens += request.input_length;
+        seen.extend(request.hash_ids.iter().copied());
+    }
+    (hit_blocks, hit_tokens, input_tokens)
+}
+
+/// Per capacity: plain LRU, the engine's LRU and default policy, Belady.
+fn hit_ratio_rows(
+    requests: &[TraceRequest],
+    capacities: &[u64],
+) -> Result<Vec<serde_json::Value>, String> {
+    capacities
+        .iter()
+        .map(|&capacity| {
+            let plain = plain_lru(requests, capacity);
+            let lru = replay_ratio(requests, capacity, PolicyKind::Lru)?;
+            let default = replay_ratio(requests, capacity, PolicyKind::default())?;
+            let ids: Vec<Vec<u64>> = requests.iter().map(|r| r.hash_ids.clone()).collect();
+            let optimum = belady(&ids, capacity).ratio();
+            eprintln!("  capacity {capacity}: LRU {:.2} %, default {:.2} %, Belady {:.2} %", lru * 100.0, default * 100.0, optimum * 100.0);
+            Ok(serde_json::json!({"capacity": capacity, "plain_lru": plain, "lru": lru, "default": default, "belady": optimum}))
+        })
+        .collect()
+}
+
+/// The arrivals chart and the hit-ratio chart of one trace under `dir`.
+#[expect(clippy::cast_precision_loss, reason = "plotted points")]
+fn write_analysis_charts(
+    dir: &std::path::Path,
+    name: &str,
+    per_minute: &[u64],
+    hit_ratios: &[serde_json::Value],
+) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|error| format!("{}: {error}", dir.display()))?;
+    let rate: Vec<(u64, f64)> = per_minute
+        .iter()
+        .enumerate()
+        .map(|(minute, n)| (minute as u64, *n as f64 / 60.0))
+        .collect();
+    let axes = Axes {
+        caption: "minute of the trace — requests per second",
+        log_x: false,
+        percent: false,
+    };
+    std::fs::write(
+        dir.join(format!("{name}-arrivals.svg")),
+        chart(&[(name.to_owned(), rate)], &axes),
+    )
+    .map_err(|error| error.to_string())?;
+    let series: Vec<(String, Vec<(u64, f64)>)> = ["plain_lru", "lru", "default", "belady"]
+        .iter()
+        .map(|key| {
+            let line = hit_ratios
+                .iter()
+                .map(|row| {
+                    (
+                        row["capacity"].as_u64().unwrap_or(0),
+                        row[*key].as_f64().unwrap_or(0.0),
+                    )
+                })
+                .collect();
+            ((*key).to_owned(), line)
+        })
+        .collect();
+    let axes = Axes {
+        caption: "capacity (blocks, log scale) — prefix hit ratio",
+        log_x: true,
+        percent: true,
+    };
+    std::fs::write(
+        dir.join(format!("{name}-hit-ratio.svg")),
+        chart(&series, &axes),
+    )
+    .map_err(|error| error.to_string())?;
+    Ok(())
 }
 
 /// Plain LRU over block ids, as `shared/traces/README.md` defines its table:
