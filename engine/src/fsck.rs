@@ -30,8 +30,9 @@ use std::sync::Arc;
 
 use pagoda_formats::block::decode_block_record;
 use pagoda_formats::key::BlockKey;
-use pagoda_formats::namespace::{Namespace, NamespaceId};
+use pagoda_formats::namespace::NamespaceId;
 use pagoda_formats::record::{RecordKind, decode_record, record_len};
+use pagoda_formats::registry::{NAMESPACE_KEY_PREFIX, NamespaceRecord};
 use pagoda_formats::segment::segment_file_name;
 use pagoda_wal::DiskFile;
 
@@ -240,18 +241,12 @@ fn namespace_generations(
     index: &Index,
 ) -> Result<HashMap<pagoda_formats::namespace::NamespaceId, u64>> {
     let mut out = HashMap::new();
-    for (_, value) in index.meta_with_prefix(b"ns/")? {
-        let (Some(generation), Some(&dropped), Some(encoded)) =
-            (value.get(..8), value.get(8), value.get(9..))
-        else {
+    for (_, value) in index.meta_with_prefix(NAMESPACE_KEY_PREFIX)? {
+        let Ok(record) = NamespaceRecord::decode(&value) else {
             continue;
         };
-        let Ok(namespace) = Namespace::decode(encoded) else {
-            continue;
-        };
-        let generation = u64::from_le_bytes(generation.try_into().unwrap_or_default());
-        if dropped == 0 {
-            out.insert(namespace.id(), generation);
+        if !record.dropped {
+            out.insert(record.namespace.id(), record.generation);
         }
     }
     Ok(out)

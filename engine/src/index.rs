@@ -28,6 +28,7 @@ use pagoda_formats::Error as FormatError;
 pub use pagoda_formats::index::{INDEX_ENTRY_SIZE, IndexEntry};
 use pagoda_formats::key::{BLOCK_KEY_SIZE, BlockKey};
 use pagoda_formats::namespace::NamespaceId;
+use pagoda_formats::registry::NamespaceRecord;
 use rocksdb::compaction_filter::Decision;
 use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteBatch, WriteOptions};
 
@@ -51,6 +52,21 @@ pub fn decode_entry(bytes: &[u8]) -> Result<IndexEntry> {
             other => other.to_string(),
         };
         Error::BadIndexEntry { reason }
+    })
+}
+
+/// Decodes the registry record stored under `key`: one too short for its
+/// generation and state is [`Error::BadIndexEntry`], a namespace encoding
+/// that does not decode an [`Error::Format`].
+pub(crate) fn decode_namespace_record(key: &[u8], value: &[u8]) -> Result<NamespaceRecord> {
+    NamespaceRecord::decode(value).map_err(|error| match error {
+        FormatError::Truncated {
+            structure: pagoda_formats::Structure::NamespaceRecord,
+            ..
+        } => Error::BadIndexEntry {
+            reason: format!("namespace record {key:02x?} does not decode"),
+        },
+        other => Error::Format(other),
     })
 }
 

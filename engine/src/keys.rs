@@ -572,14 +572,8 @@ impl Keyring {
 /// The namespaces of an index's registry, by id (dropped ones included).
 fn registry(index: &Index) -> Result<HashMap<NamespaceId, Namespace>> {
     let mut out = HashMap::new();
-    for (key, value) in index.meta_with_prefix(b"ns/")? {
-        let namespace = value
-            .get(9..)
-            .map(Namespace::decode)
-            .transpose()?
-            .ok_or_else(|| Error::BadIndexEntry {
-                reason: format!("namespace record {key:02x?} does not decode"),
-            })?;
+    for (key, value) in index.meta_with_prefix(pagoda_formats::registry::NAMESPACE_KEY_PREFIX)? {
+        let namespace = crate::index::decode_namespace_record(&key, &value)?.namespace;
         out.insert(namespace.id(), namespace);
     }
     Ok(out)

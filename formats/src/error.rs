@@ -25,6 +25,8 @@ pub enum Structure {
     SegmentHeader,
     /// An 88-byte index entry of the engine's SSD-tier index.
     IndexEntry,
+    /// A namespace record of the engine's namespace registry.
+    NamespaceRecord,
 }
 
 impl fmt::Display for Structure {
@@ -38,6 +40,7 @@ impl fmt::Display for Structure {
             Structure::BlockPayload => "block payload",
             Structure::SegmentHeader => "segment header",
             Structure::IndexEntry => "index entry",
+            Structure::NamespaceRecord => "namespace record",
         })
     }
 }

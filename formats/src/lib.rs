@@ -5,7 +5,7 @@
 //! hashing of token blocks ([`chain`]), block keys ([`key`]), the record
 //! framing of the logs ([`record`]) and their segment files ([`segment`]),
 //! the block payload header ([`block`]), the engine's index entries
-//! ([`index`]),
+//! ([`index`]) and namespace registry ([`registry`]),
 //! the gRPC API (`proto`, with the `grpc` feature), the Mooncake trace
 //! format (`trace`, with the `trace` feature) and every limit
 //! ([`limits`]). `formats/SPEC.md` is the normative specification; this crate
@@ -46,6 +46,7 @@ pub mod namespace;
 #[cfg(feature = "grpc")]
 pub mod proto;
 pub mod record;
+pub mod registry;
 pub mod segment;
 #[cfg(test)]
 mod strategies;

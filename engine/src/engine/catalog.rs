@@ -27,6 +27,7 @@ use std::sync::{Arc, MutexGuard, PoisonError};
 
 use pagoda_formats::chain::{ChainHash, ChainHasher, ChainKey};
 use pagoda_formats::namespace::{Namespace, NamespaceId};
+use pagoda_formats::registry::{self, NamespaceRecord};
 
 use super::ssd::{Ssd, liveness};
 use super::{Engine, Inner, NamespaceInfo, hex};
@@ -37,7 +38,7 @@ use crate::state::{NsSlot, State, TenantState};
 use crate::stats::NsCounters;
 
 /// Meta-column key prefix of the namespace registry.
-const NAMESPACE_PREFIX: &[u8] = b"ns/";
+const NAMESPACE_PREFIX: &[u8] = registry::NAMESPACE_KEY_PREFIX;
 
 impl Engine {
     /// Adds or updates a tenant (secret and quotas).
@@ -352,16 +353,16 @@ pub(super) fn add_tenant(
 }
 
 fn namespace_key(id: &NamespaceId) -> Vec<u8> {
-    let mut key = NAMESPACE_PREFIX.to_vec();
-    key.extend_from_slice(id.as_bytes());
-    key
+    registry::namespace_key(id).to_vec()
 }
 
 fn namespace_record(generation: u64, dropped: bool, namespace: &Namespace) -> Vec<u8> {
-    let mut record = generation.to_le_bytes().to_vec();
-    record.push(u8::from(dropped));
-    record.extend_from_slice(&namespace.encode());
-    record
+    NamespaceRecord {
+        generation,
+        dropped,
+        namespace: namespace.clone(),
+    }
+    .encode()
 }
 
 /// Writes a live namespace's registry record and, with encryption at rest,
@@ -419,17 +420,11 @@ fn register_namespace(state: &mut State, namespace: Namespace, generation: u64, 
 pub(super) fn load_namespaces(ssd: &Ssd, state: &mut State) -> Result<()> {
     let index = &ssd.index;
     for (key, value) in index.meta_with_prefix(NAMESPACE_PREFIX)? {
-        let bad = || Error::BadIndexEntry {
-            reason: format!("namespace record {key:02x?} does not decode"),
-        };
-        let generation = u64::from_le_bytes(
-            value
-                .get(..8)
-                .and_then(|bytes| bytes.try_into().ok())
-                .ok_or_else(bad)?,
-        );
-        let dropped = *value.get(8).ok_or_else(bad)? != 0;
-        let namespace = Namespace::decode(value.get(9..).ok_or_else(bad)?)?;
+        let NamespaceRecord {
+            generation,
+            dropped,
+            namespace,
+        } = crate::index::decode_namespace_record(&key, &value)?;
         let known = state.tenant_by_name.contains_key(namespace.tenant());
         let generation = match &ssd.keys {
             Some(keys) if known && !dropped => load_data_key(ssd, keys, &namespace, generation)?,

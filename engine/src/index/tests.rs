@@ -170,3 +170,34 @@ fn dead_segments_and_dropped_generations_vanish_at_once_and_compact_away() {
     assert_eq!(index.get(&key(1, 2)).unwrap(), Some(entry(5, 0)));
     assert_eq!(index.get(&key(2, 2)).unwrap(), Some(entry(6, 1)));
 }
+
+#[test]
+fn bad_namespace_records_keep_their_errors() {
+    let namespace = pagoda_formats::namespace::Namespace::new(
+        "t1",
+        "m",
+        "r1",
+        pagoda_formats::namespace::KvLayout::LLAMA_3_1_8B_BF16,
+    )
+    .unwrap();
+    let record = NamespaceRecord {
+        generation: 3,
+        dropped: false,
+        namespace,
+    }
+    .encode();
+    assert_eq!(
+        decode_namespace_record(b"ns/x", &record)
+            .unwrap()
+            .generation,
+        3
+    );
+    assert!(matches!(
+        decode_namespace_record(b"ns/x", &record[..8]),
+        Err(Error::BadIndexEntry { reason }) if reason.contains("namespace record")
+    ));
+    assert!(matches!(
+        decode_namespace_record(b"ns/x", &record[..9]),
+        Err(Error::Format(_))
+    ));
+}
