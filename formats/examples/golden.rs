@@ -7,11 +7,14 @@
 use std::path::Path;
 
 use pagoda_formats::block::BlockHeader;
+use pagoda_formats::chain::ChainHash;
 use pagoda_formats::chain::{ChainHasher, ChainKey, ExtraBuilder, TenantSecret};
 use pagoda_formats::hex;
+use pagoda_formats::index::IndexEntry;
 use pagoda_formats::key::BlockKey;
 use pagoda_formats::namespace::{Dtype, KvKind, KvLayout, Namespace};
 use pagoda_formats::record::{RecordHeader, RecordKind, encode_padding, encode_record};
+use pagoda_formats::registry::{NamespaceRecord, namespace_key};
 use serde_json::{Value, json};
 
 fn layout_json(layout: &KvLayout) -> Value {
@@ -239,6 +242,116 @@ fn block_vectors() -> Value {
     })
 }
 
+fn index_entry_json(entry: &IndexEntry) -> Value {
+    // u64 fields reach 2^64 - 1: decimal strings (SPEC.md 13.1).
+    json!({
+        "segment_id": entry.segment_id.to_string(),
+        "offset": entry.offset.to_string(),
+        "sequence": entry.sequence.to_string(),
+        "record_payload_len": entry.record_payload_len,
+        "payload_crc": entry.payload_crc,
+        "namespace_generation": entry.namespace_generation.to_string(),
+        "last_access_unix_ms": entry.last_access_unix_ms.to_string(),
+        "parent": entry.parent.to_string(),
+        "encoding": hex::encode(&entry.encode()),
+    })
+}
+
+fn index_vectors() -> Value {
+    let first = IndexEntry {
+        segment_id: 3,
+        offset: 4096,
+        sequence: 42,
+        record_payload_len: 157,
+        payload_crc: 997_764_611,
+        namespace_generation: 7,
+        last_access_unix_ms: 1_764_000_000_000,
+        parent: ChainHash::ROOT,
+    };
+    let child = IndexEntry {
+        segment_id: 0x0102_0304_0506_0708,
+        offset: 0x1122_3344_5566_7788,
+        sequence: 0x8877_6655_4433_2211,
+        record_payload_len: 0x0a0b_0c0d,
+        payload_crc: 0xdead_beef,
+        namespace_generation: 1,
+        last_access_unix_ms: 1_764_000_123_456,
+        parent: ChainHash::from_hex(
+            "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+        )
+        .expect("64 digits"),
+    };
+    let max = IndexEntry {
+        segment_id: u64::MAX,
+        offset: u64::MAX,
+        sequence: u64::MAX,
+        record_payload_len: u32::MAX,
+        payload_crc: u32::MAX,
+        namespace_generation: u64::MAX,
+        last_access_unix_ms: u64::MAX,
+        parent: ChainHash([0xff; 32]),
+    };
+    let good = first.encode();
+    let mut long = good.to_vec();
+    long.push(0);
+    let mut bad_version = good;
+    bad_version[0] = 2;
+    let mut reserved_low = good;
+    reserved_low[2] = 1;
+    let mut reserved_high = good;
+    reserved_high[55] = 0x80;
+    json!({
+        "cases": [index_entry_json(&first), index_entry_json(&child), index_entry_json(&max)],
+        "invalid": [
+            { "encoding": hex::encode(&good[..87]), "error": "Truncated" },
+            { "encoding": hex::encode(&long), "error": "TrailingBytes" },
+            { "encoding": hex::encode(&bad_version), "error": "UnsupportedVersion" },
+            { "encoding": hex::encode(&reserved_low), "error": "NonZeroReserved" },
+            { "encoding": hex::encode(&reserved_high), "error": "NonZeroReserved" },
+        ],
+    })
+}
+
+fn registry_vectors() -> Value {
+    let cases: Vec<Value> = namespaces()
+        .into_iter()
+        .zip([(1u64, false), (2, true), ((1u64 << 53) - 1, false)])
+        .map(|(namespace, (generation, dropped))| {
+            let id = namespace.id();
+            let record = NamespaceRecord {
+                generation,
+                dropped,
+                namespace,
+            };
+            json!({
+                "generation": generation,
+                "dropped": dropped,
+                "namespace": namespace_json(&record.namespace),
+                "namespace_id": id.to_string(),
+                "key": hex::encode(&namespace_key(&id)),
+                "encoding": hex::encode(&record.encode()),
+            })
+        })
+        .collect();
+    let good = NamespaceRecord {
+        generation: 1,
+        dropped: false,
+        namespace: namespaces()[0].clone(),
+    }
+    .encode();
+    let mut bad_namespace = good.clone();
+    bad_namespace[9] = 2;
+    json!({
+        "key_prefix": hex::encode(pagoda_formats::registry::NAMESPACE_KEY_PREFIX),
+        "cases": cases,
+        "invalid": [
+            { "encoding": hex::encode(&good[..8]), "error": "Truncated" },
+            { "encoding": hex::encode(&good[..9]), "error": "Truncated" },
+            { "encoding": hex::encode(&bad_namespace), "error": "UnsupportedVersion" },
+        ],
+    })
+}
+
 fn main() -> std::io::Result<()> {
     let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors");
     std::fs::create_dir_all(&directory)?;
@@ -248,6 +361,8 @@ fn main() -> std::io::Result<()> {
         ("key.json", key_vectors()),
         ("record.json", record_vectors()),
         ("block.json", block_vectors()),
+        ("index.json", index_vectors()),
+        ("registry.json", registry_vectors()),
     ];
     for (name, value) in files {
         let text = serde_json::to_string_pretty(&value).expect("JSON values serialise") + "\n";

@@ -9,11 +9,13 @@ use std::path::Path;
 use pagoda_formats::block::BlockHeader;
 use pagoda_formats::chain::{ChainHasher, ChainKey, TenantSecret};
 use pagoda_formats::hex;
+use pagoda_formats::index::IndexEntry;
 use pagoda_formats::key::BlockKey;
 use pagoda_formats::namespace::{KvLayout, Namespace, NamespaceId};
 use pagoda_formats::record::{
     RecordHeader, RecordKind, decode_record, encode_padding, encode_record,
 };
+use pagoda_formats::registry::{NAMESPACE_KEY_PREFIX, NamespaceRecord, namespace_key};
 use serde_json::Value;
 
 fn vectors(name: &str) -> Value {
@@ -210,5 +212,61 @@ fn block_vectors_hold() {
         let decoded = BlockHeader::decode(&bytes(&case["encoding"])).unwrap();
         assert_eq!(decoded, header);
         decoded.verify_payload(&payload).unwrap();
+    }
+}
+
+/// A u64 written as a decimal string (`index.json`, SPEC.md 13.1).
+fn big(value: &Value) -> u64 {
+    text(value).parse().unwrap()
+}
+
+#[test]
+fn index_vectors_hold() {
+    let file = vectors("index.json");
+    for case in file["cases"].as_array().unwrap() {
+        let entry = IndexEntry {
+            segment_id: big(&case["segment_id"]),
+            offset: big(&case["offset"]),
+            sequence: big(&case["sequence"]),
+            record_payload_len: number(&case["record_payload_len"]),
+            payload_crc: number(&case["payload_crc"]),
+            namespace_generation: big(&case["namespace_generation"]),
+            last_access_unix_ms: big(&case["last_access_unix_ms"]),
+            parent: pagoda_formats::chain::ChainHash::from_hex(text(&case["parent"])).unwrap(),
+        };
+        assert_eq!(entry.encode().to_vec(), bytes(&case["encoding"]));
+        assert_eq!(
+            IndexEntry::decode(&bytes(&case["encoding"])).unwrap(),
+            entry
+        );
+    }
+    for case in file["invalid"].as_array().unwrap() {
+        let error = IndexEntry::decode(&bytes(&case["encoding"])).unwrap_err();
+        assert_eq!(error_name(&error), text(&case["error"]), "{error}");
+    }
+}
+
+#[test]
+fn registry_vectors_hold() {
+    let file = vectors("registry.json");
+    assert_eq!(bytes(&file["key_prefix"]), NAMESPACE_KEY_PREFIX);
+    for case in file["cases"].as_array().unwrap() {
+        let record = NamespaceRecord {
+            generation: number(&case["generation"]),
+            dropped: case["dropped"].as_bool().unwrap(),
+            namespace: namespace_from(&case["namespace"]),
+        };
+        let id = record.namespace.id();
+        assert_eq!(id.to_string(), text(&case["namespace_id"]));
+        assert_eq!(namespace_key(&id).to_vec(), bytes(&case["key"]));
+        assert_eq!(record.encode(), bytes(&case["encoding"]));
+        assert_eq!(
+            NamespaceRecord::decode(&bytes(&case["encoding"])).unwrap(),
+            record
+        );
+    }
+    for case in file["invalid"].as_array().unwrap() {
+        let error = NamespaceRecord::decode(&bytes(&case["encoding"])).unwrap_err();
+        assert_eq!(error_name(&error), text(&case["error"]), "{error}");
     }
 }
