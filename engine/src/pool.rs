@@ -85,8 +85,11 @@ impl PagePool {
     }
 
     /// Copies `payload` (given as chunks adding up to `len` bytes) into pages
-    /// taken from the free list; `None` when too few pages are free.
-    pub(crate) fn store(&self, len: usize, chunks: &[&[u8]]) -> Option<Block> {
+    /// taken from the free list; `None` when too few pages are free. Also
+    /// gives the CRC-32C of the bytes as copied, computed page piece by page
+    /// piece while each is hot in cache: what the pages hold, even when the
+    /// source changed under the copy (a client's shared-memory region).
+    pub(crate) fn store(&self, len: usize, chunks: &[&[u8]]) -> Option<(Block, u32)> {
         let need = self.pages_for(len);
         let mut pages = {
             let mut free = self.lock();
@@ -97,6 +100,7 @@ impl PagePool {
             free.split_off(keep)
         };
         let mut written = 0usize;
+        let mut crc = 0u32;
         let mut page_index = 0usize;
         let mut in_page = 0usize;
         for chunk in chunks {
@@ -110,6 +114,7 @@ impl PagePool {
                 let (head, rest) = chunk.split_at(take);
                 if let Some(target) = page.get_mut(in_page..in_page + take) {
                     target.copy_from_slice(head);
+                    crc = crc32c::crc32c_append(crc, target);
                 }
                 chunk = rest;
                 in_page += take;
@@ -126,11 +131,12 @@ impl PagePool {
         {
             tail.fill(0);
         }
-        Some(Block {
+        let block = Block {
             pages,
             len,
             pool: Arc::clone(&self.shared),
-        })
+        };
+        Some((block, crc))
     }
 }
 
@@ -373,7 +379,7 @@ mod tests {
     #[test]
     fn pages_come_back_when_the_last_reader_is_done() {
         let pool = PagePool::new(16, 4);
-        let block = Arc::new(pool.store(40, &[&[1u8; 25], &[2u8; 15]]).unwrap());
+        let block = Arc::new(pool.store(40, &[&[1u8; 25], &[2u8; 15]]).unwrap().0);
         assert_eq!(pool.free_pages(), 1);
         let reader = BlockRef::from_pages(Arc::clone(&block), 0);
         drop(block);
@@ -412,7 +418,8 @@ mod tests {
     fn reused_pages_never_show_old_bytes() {
         let pool = PagePool::new(16, 1);
         drop(pool.store(16, &[&[0xAA; 16]]).unwrap());
-        let block = pool.store(3, &[b"abc"]).unwrap();
+        let (block, crc) = pool.store(3, &[b"abc"]).unwrap();
+        assert_eq!(crc, crc32c::crc32c(b"abc"), "the CRC of the bytes as copied");
         assert_eq!(block.pages[0].as_ref(), b"abc\0\0\0\0\0\0\0\0\0\0\0\0\0");
     }
 }

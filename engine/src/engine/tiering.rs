@@ -330,7 +330,7 @@ impl Inner {
         };
         self.demote(demotions);
         let chunks: Vec<&[u8]> = owned.chunks().collect();
-        let Some(block) = self.pool.store(len, &chunks) else {
+        let Some((block, _crc)) = self.pool.store(len, &chunks) else {
             return owned;
         };
         let mut state = self.lock();

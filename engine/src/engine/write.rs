@@ -133,10 +133,24 @@ impl Engine {
         crc: u32,
     ) -> Result<PutOutcome> {
         let inner = &*self.inner;
-        let len = inner.check_put(chunks, crc, chain)?;
+        let len = inner.check_put(chunks, chain)?;
         let len32 = u32::try_from(len).expect("bounded by payload_bytes_max");
         // Phase 1: reserve.
         let (reservation, demotions) = match inner.reserve(id, parent, chain, len32, crc)? {
+            // A divergence is only one when the payload is what the caller
+            // meant: a payload that fails its CRC is reported as such.
+            Reserved::Done(PutOutcome::Diverged) => {
+                let computed = chunks
+                    .iter()
+                    .fold(0, |crc, chunk| crc32c::crc32c_append(crc, chunk));
+                if computed != crc {
+                    return Err(Error::ChecksumMismatch {
+                        sent: crc,
+                        computed,
+                    });
+                }
+                return Ok(PutOutcome::Diverged);
+            }
             Reserved::Done(outcome) => return Ok(outcome),
             Reserved::Slot(reservation, demotions) => (reservation, demotions),
         };
@@ -144,8 +158,9 @@ impl Engine {
             hook(crate::options::HookPoint::PutReserved);
         }
         inner.demote(demotions);
-        // Phase 2: copy into pages (evicting more if readers still hold pages).
-        let block = inner.store_pages(&reservation, len, chunks)?;
+        // Phase 2: copy into pages (evicting more if readers still hold
+        // pages), checking the CRC of the bytes as copied.
+        let block = inner.store_pages(&reservation, len, chunks, crc)?;
         // Phase 3: write through to the value log.
         let key = BlockKey {
             namespace: *id,
@@ -158,7 +173,9 @@ impl Engine {
                 parent,
                 reservation.generation,
                 crc,
-                chunks,
+                // From the pages: the bytes whose CRC was checked, even
+                // when the caller's buffer changes meanwhile.
+                &block.chunks().collect::<Vec<_>>(),
                 durability,
             )?),
         };
@@ -170,24 +187,16 @@ impl Engine {
 }
 
 impl Inner {
-    /// Checks a put's payload against the size limit and the caller's CRC;
-    /// returns its length.
-    fn check_put(&self, chunks: &[&[u8]], crc: u32, chain: &ChainHash) -> Result<usize> {
+    /// Checks a put's payload against the size limit; returns its length.
+    /// (The caller's CRC is checked against the bytes as copied into pages,
+    /// [`Inner::store_pages`].)
+    fn check_put(&self, chunks: &[&[u8]], chain: &ChainHash) -> Result<usize> {
         let len: u64 = chunks.iter().map(|chunk| chunk.len() as u64).sum();
         if len > u64::from(self.options.payload_bytes_max) {
             return Err(Error::InvalidArgument(format!(
                 "payload of {len} bytes is over the limit of {} bytes",
                 self.options.payload_bytes_max
             )));
-        }
-        let computed = chunks
-            .iter()
-            .fold(0, |crc, chunk| crc32c::crc32c_append(crc, chunk));
-        if computed != crc {
-            return Err(Error::ChecksumMismatch {
-                sent: crc,
-                computed,
-            });
         }
         if *chain == ChainHash::ROOT {
             return Err(Error::InvalidArgument(
@@ -328,12 +337,14 @@ impl Inner {
         reservation: &Reservation<'_>,
         len: usize,
         chunks: &[&[u8]],
+        crc: u32,
     ) -> Result<crate::pool::Block> {
         let pages = reservation.pages;
+        let mut stored = None;
         for round in 1..=limits::EVICTION_ROUNDS_MAX {
-            if let Some(block) = self.pool.store(len, chunks) {
-                reservation.pages_taken();
-                return Ok(block);
+            stored = self.pool.store(len, chunks);
+            if stored.is_some() {
+                break;
             }
             // Our own pages are among those promised: ask for no more.
             let demotions = {
@@ -345,17 +356,20 @@ impl Inner {
             let wait = Duration::from_millis(u64::try_from(round).unwrap_or(8));
             self.pool.wait_free(pages, wait);
         }
-        self.pool.store(len, chunks).map_or_else(
-            || {
-                Err(Error::ResourceExhausted(
-                    "the DRAM pool is full of blocks being read or pinned".into(),
-                ))
-            },
-            |block| {
-                reservation.pages_taken();
-                Ok(block)
-            },
-        )
+        let Some((block, computed)) = stored.or_else(|| self.pool.store(len, chunks)) else {
+            return Err(Error::ResourceExhausted(
+                "the DRAM pool is full of blocks being read or pinned".into(),
+            ));
+        };
+        reservation.pages_taken();
+        if computed != crc {
+            // The block's pages go back to the pool as it drops.
+            return Err(Error::ChecksumMismatch {
+                sent: crc,
+                computed,
+            });
+        }
+        Ok(block)
     }
 
     /// Phase 4 of a put: the block becomes visible, in DRAM (and on SSD at
