@@ -27,6 +27,8 @@ pub enum Structure {
     IndexEntry,
     /// A namespace record of the engine's namespace registry.
     NamespaceRecord,
+    /// A frame of the data plane's wire protocol.
+    Frame,
 }
 
 impl fmt::Display for Structure {
@@ -41,6 +43,7 @@ impl fmt::Display for Structure {
             Structure::SegmentHeader => "segment header",
             Structure::IndexEntry => "index entry",
             Structure::NamespaceRecord => "namespace record",
+            Structure::Frame => "data-plane frame",
         })
     }
 }

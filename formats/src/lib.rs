@@ -7,7 +7,8 @@
 //! the block payload header ([`block`]), the engine's index entries
 //! ([`index`]) and namespace registry ([`registry`]),
 //! the gRPC API (`proto`, with the `grpc` feature), the Mooncake trace
-//! format (`trace`, with the `trace` feature) and every limit
+//! format (`trace`, with the `trace` feature), the data plane's wire
+//! protocol ([`wire`]) and every limit
 //! ([`limits`]). `formats/SPEC.md` is the normative specification; this crate
 //! follows it, and its golden vectors (`formats/tests/vectors/`) pin it.
 //!
@@ -52,6 +53,7 @@ pub mod segment;
 mod strategies;
 #[cfg(feature = "trace")]
 pub mod trace;
+pub mod wire;
 
 pub use codec::{FormatVersion, align_up};
 pub use error::{Error, NameField, Result, Structure};
