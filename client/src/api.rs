@@ -134,6 +134,8 @@ pub struct Client {
     next: Arc<AtomicUsize>,
     admin: pb::admin_client::AdminClient<Channel>,
     token: Option<String>,
+    /// The node's gRPC URL as given (the data plane is on the same host).
+    url: Arc<str>,
 }
 
 impl Client {
@@ -175,7 +177,7 @@ impl Client {
         connections: usize,
     ) -> Result<Client> {
         let url = endpoint_url(addr);
-        let mut endpoint = Endpoint::from_shared(url).map_err(|error| {
+        let mut endpoint = Endpoint::from_shared(url.clone()).map_err(|error| {
             Error::InvalidArgument(format!(
                 "{addr:?} is not a node address (host:port or http(s)://host:port): {}",
                 causes(&error)
@@ -209,6 +211,7 @@ impl Client {
             next: Arc::new(AtomicUsize::new(0)),
             admin: pb::admin_client::AdminClient::new(channel),
             token: token.map(str::to_owned),
+            url: url.into(),
         })
     }
 
@@ -221,6 +224,16 @@ impl Client {
             request.metadata_mut().insert("authorization", value);
         }
         request
+    }
+
+    /// The node's gRPC URL (`http(s)://host:port`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The API token, when the client has one.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
     }
 
     /// The raw `Store` client (for calls this crate does not wrap).

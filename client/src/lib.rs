@@ -13,6 +13,10 @@
 //! depend on `pagoda-cluster` or etcd. [`KvNamespace`] is either, for
 //! services that run on one node or a cluster alike.
 //!
+//! Bulk bytes: [`data::DataPlane`] moves batches of blocks between the node
+//! and a memory region the caller owns, over shared memory on the same host
+//! or TCP, picking the faster without the caller choosing.
+//!
 //! Transport: gRPC over TCP by default; the optional `rdma` feature (module
 //! `rdma`) finds verbs devices for an RDMA data path and compiles out of the
 //! default build.
@@ -39,6 +43,7 @@
 mod api;
 #[cfg(feature = "cluster")]
 pub mod cluster;
+pub mod data;
 #[cfg(feature = "http")]
 pub mod http;
 mod kv;

@@ -181,6 +181,27 @@ impl Auth {
             .ok_or_else(|| Status::unauthenticated("unknown token"))
     }
 
+    /// The caller of a data-plane connection, from the token its `HELLO`
+    /// carried (the same tokens as gRPC's bearer tokens).
+    pub fn authenticate_token(
+        &self,
+        token: &[u8],
+        cluster: Option<&pagoda_cluster::Membership>,
+    ) -> Result<Caller, Status> {
+        if let Some(open) = &self.open {
+            return Ok(open.clone());
+        }
+        if token.is_empty() {
+            return Err(Status::unauthenticated(
+                "no token: HELLO must carry an API token",
+            ));
+        }
+        let token = std::str::from_utf8(token)
+            .map_err(|_| Status::unauthenticated("a token is UTF-8 text"))?;
+        self.tenant_caller(&blake3::hash(token.trim().as_bytes()), cluster)
+            .ok_or_else(|| Status::unauthenticated("unknown token"))
+    }
+
     /// What an HTTP request with this `authorization` header may see (see
     /// the module docs); the error is the body of a 401 answer.
     pub fn http_view(

@@ -305,6 +305,12 @@ pub struct ServerConfig {
     pub grpc_addr: SocketAddr,
     /// HTTP listen address (metrics, health, stats, status page).
     pub http_addr: SocketAddr,
+    /// The data plane's TCP listen address (`formats/SPEC.md` §17). None:
+    /// gRPC's address with its port + 2 (port 0 when gRPC's is 0).
+    pub data_addr: Option<SocketAddr>,
+    /// The data plane's Unix socket, for clients on this host (shared
+    /// memory). None: `data.sock` in the data directory.
+    pub data_socket: Option<PathBuf>,
     /// Data directory.
     pub data_dir: PathBuf,
     /// DRAM tier capacity in bytes (a number, or a string with a unit:
@@ -354,6 +360,8 @@ impl Default for ServerConfig {
         ServerConfig {
             grpc_addr: GRPC_ADDR_DEFAULT.parse().expect("a valid address"),
             http_addr: HTTP_ADDR_DEFAULT.parse().expect("a valid address"),
+            data_addr: None,
+            data_socket: None,
             data_dir: PathBuf::from("./pagoda-data"),
             dram_bytes: 1 << 30,
             ssd_bytes: 16 << 30,
@@ -404,6 +412,26 @@ impl ServerConfig {
             .transpose()
     }
 
+    /// The data plane's TCP address: `data_addr`, or gRPC's with its port
+    /// + 2 (0 stays 0: a test's node picks free ports).
+    pub fn data_tcp_addr(&self) -> SocketAddr {
+        self.data_addr.unwrap_or_else(|| {
+            let mut addr = self.grpc_addr;
+            if addr.port() != 0 {
+                addr.set_port(addr.port().saturating_add(2));
+            }
+            addr
+        })
+    }
+
+    /// The data plane's Unix socket path: `data_socket`, or `data.sock` in
+    /// the data directory.
+    pub fn data_socket_path(&self) -> PathBuf {
+        self.data_socket
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("data.sock"))
+    }
+
     /// Checks the configuration: addresses, auth on non-loopback binds,
     /// names, secrets and token hashes.
     pub fn validate(&self) -> Result<()> {
@@ -420,7 +448,9 @@ impl ServerConfig {
                 self.policy
             )));
         }
-        let public = !self.grpc_addr.ip().is_loopback() || !self.http_addr.ip().is_loopback();
+        let public = !self.grpc_addr.ip().is_loopback()
+            || !self.http_addr.ip().is_loopback()
+            || !self.data_tcp_addr().ip().is_loopback();
         if self.tenants.is_empty() && public && !self.insecure {
             return Err(Error::Config(
                 "refusing to serve without authentication on a non-loopback address: \

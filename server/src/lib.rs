@@ -33,6 +33,7 @@
 pub mod auth;
 mod cluster;
 pub mod config;
+pub mod data;
 mod error;
 pub mod grpc;
 pub mod http;
@@ -187,6 +188,7 @@ pub async fn serve_announcing(
         config.limits.shutdown_grace(),
     );
     let opened = open_engine(&config, tenants, &shared, announce)?;
+    let data = spawn_data(&config, &shared, listeners.data)?;
     let http = spawn_http(
         &config,
         &shared,
@@ -206,7 +208,26 @@ pub async fn serve_announcing(
         *registration.lock().await = Some(joined);
     }
     drain(grpc, http, &shared).await?;
+    data.abort();
     close(shared).await
+}
+
+/// Serves the data plane (TLS on its TCP port when configured) until the
+/// node drains.
+fn spawn_data(
+    config: &ServerConfig,
+    shared: &Arc<Shared>,
+    listeners: data::Listeners,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let _ = shared.data_plane.set(listeners.endpoints.clone());
+    let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
+    let connections = connection_limits(&config.limits).grpc;
+    Ok(tokio::spawn(data::serve(
+        listeners,
+        Arc::clone(shared),
+        tls,
+        connections,
+    )))
 }
 
 /// Resolves once the shutdown flag of [`on_shutdown`] is up.
@@ -218,6 +239,7 @@ async fn wait_stopped(mut stopped: tokio::sync::watch::Receiver<bool>) {
 struct Listeners {
     grpc: listen::Listener,
     http: listen::Listener,
+    data: data::Listeners,
     grpc_addr: SocketAddr,
     http_addr: SocketAddr,
 }
@@ -246,9 +268,16 @@ async fn bind(config: &ServerConfig) -> Result<Listeners> {
         .local_addr()
         .map_err(Error::io("the HTTP listener's address"))?;
     let connections = connection_limits(&config.limits);
+    let data = data::bind(
+        Some(config.data_tcp_addr()),
+        Some(config.data_socket_path()),
+        config.tls.is_some(),
+    )
+    .await?;
     Ok(Listeners {
         grpc: listen::Listener::new(grpc, "gRPC", connections.grpc),
         http: listen::Listener::new(http, "HTTP", connections.http),
+        data,
         grpc_addr,
         http_addr,
     })
@@ -265,6 +294,8 @@ fn log_serving(config: &ServerConfig, listeners: &Listeners, open: bool) {
         version = env!("CARGO_PKG_VERSION"),
         grpc = %listeners.grpc_addr,
         http = %format_args!("{scheme}://{}/", listeners.http_addr),
+        data_tcp = ?listeners.data.endpoints.tcp,
+        data_socket = ?listeners.data.endpoints.unix,
         data_dir = %config.data_dir.display(),
         dram_mib = config.dram_bytes >> 20,
         ssd_mib = config.ssd_bytes >> 20,

@@ -32,8 +32,12 @@ const BUCKETS: [f64; 12] = [
 /// The RPCs the front end counts and times (the names the call sites in
 /// `grpc` and `state` pass), each with its own slots. Any other name is
 /// counted too, in a map ([`PerRpc`]), only more slowly.
-const RPCS: [&str; 15] = [
+const RPCS: [&str; 19] = [
     "create_namespace",
+    "data_exists",
+    "data_get",
+    "data_put",
+    "data_remove",
     "drop_namespace",
     "exists",
     "get",

@@ -46,6 +46,8 @@ pub struct Shared {
     pub(crate) cluster: OnceLock<Vec<String>>,
     /// The cluster's settings as last seen (cluster-wide tokens).
     pub(crate) membership: OnceLock<pagoda_cluster::Membership>,
+    /// Where the data plane listens, once bound.
+    pub(crate) data_plane: OnceLock<crate::data::Endpoints>,
 }
 
 /// Events buffered per watched tenant before a slow watcher lags.
@@ -141,6 +143,7 @@ impl Shared {
             started: Instant::now(),
             cluster: OnceLock::new(),
             membership: OnceLock::new(),
+            data_plane: OnceLock::new(),
         })
     }
 

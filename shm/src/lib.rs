@@ -167,23 +167,26 @@ impl Region {
         Ok((start, len))
     }
 
-    /// Copies `chunks` into the region from `offset` on, each chunk's CRC-32C
-    /// computed from the source as it is copied (while it is in cache);
-    /// returns the CRC of all the bytes written. Checked before anything is
-    /// written: the chunks must fit.
+    /// Copies `chunks` (`len` bytes in all) into the region from `offset`
+    /// on, each chunk's CRC-32C computed from the source as it is copied
+    /// (while it is in cache); returns the CRC of the bytes written. The
+    /// span is checked before anything is written, and nothing past `len`
+    /// bytes is ever written, whatever the chunks hold.
     pub fn write_chunks<'a>(
         &self,
         offset: u64,
-        chunks: impl IntoIterator<Item = &'a [u8]> + Clone,
+        len: u64,
+        chunks: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<u32, Error> {
-        let total: u64 = chunks.clone().into_iter().map(|c| c.len() as u64).sum();
-        let (mut at, _) = self.span(offset, total)?;
+        let (mut at, len) = self.span(offset, len)?;
+        let end = at + len;
         let mut crc = 0;
         for chunk in chunks {
+            let chunk = chunk.get(..chunk.len().min(end - at)).unwrap_or_default();
             crc = crc32c::crc32c_append(crc, chunk);
-            // SAFETY: `span` checked that `offset..offset + total` lies
-            // within the mapping, and the chunks add up to `total`; the
-            // source is private memory, never the region itself.
+            // SAFETY: `span` checked that `at..end` lies within the
+            // mapping, and `chunk` was cut to fit before `end`; the source
+            // is private memory, never the region itself.
             #[expect(unsafe_code, reason = "a copy into the checked span of the mapping")]
             unsafe {
                 std::ptr::copy_nonoverlapping(
@@ -227,35 +230,43 @@ impl Region {
         Ok(f(bytes))
     }
 
-    /// Lends the region's bytes `offset..offset + len` mutably to `f` for
-    /// the duration of the call (a client reads a block from its socket
-    /// straight into the region).
-    ///
-    /// # Safety
-    ///
-    /// No other access to this range may happen during the call, from any
-    /// thread of this process (the module's contract: a range that a call
-    /// in flight targets belongs to that call).
-    #[expect(
-        unsafe_code,
-        reason = "a mutable borrow of a range the caller owns for one call"
-    )]
-    pub unsafe fn with_bytes_mut<T>(
+    /// Reads `len` bytes from `reader` straight into the region at `offset`
+    /// (a client receiving a block from its socket), in pieces, each
+    /// piece's CRC-32C computed while it is in cache; returns the CRC of all
+    /// the bytes read. Until it returns, the range's bytes are unspecified:
+    /// the caller owns the range for the call (the module's contract; no
+    /// other access to it may happen meanwhile).
+    pub fn fill_from(
         &self,
         offset: u64,
         len: u64,
-        f: impl FnOnce(&mut [u8]) -> T,
-    ) -> Result<T, Error> {
+        reader: &mut impl std::io::Read,
+    ) -> Result<u32, Error> {
+        const PIECE: usize = 256 << 10;
         let (start, len) = self.span(offset, len)?;
-        // SAFETY: the range lies within the mapping, which outlives the
-        // borrow; the caller guarantees no other access to it meanwhile.
-        let bytes = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(start), len) };
-        Ok(f(bytes))
+        let mut crc = 0;
+        let mut at = start;
+        while at < start + len {
+            let piece = PIECE.min(start + len - at);
+            // SAFETY: `span` checked that `start..start + len` lies within
+            // the mapping; the caller owns the range for this call, so this
+            // borrow is the only access to it.
+            #[expect(unsafe_code, reason = "a read into the checked span the caller owns")]
+            let bytes = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(at), piece) };
+            reader.read_exact(bytes).map_err(|source| Error::Io {
+                what: "reading into a region",
+                source,
+            })?;
+            crc = crc32c::crc32c_append(crc, bytes);
+            at += piece;
+        }
+        Ok(crc)
     }
 
     /// Copies `bytes` into the region at `offset`.
     pub fn write(&self, offset: u64, bytes: &[u8]) -> Result<(), Error> {
-        self.write_chunks(offset, [bytes]).map(|_| ())
+        self.write_chunks(offset, bytes.len() as u64, [bytes])
+            .map(|_| ())
     }
 }
 
@@ -360,6 +371,15 @@ mod tests {
         assert_eq!(&out, b"abcdef");
         let seen = other.with_bytes(10, 3, <[u8]>::to_vec).expect("borrow");
         assert_eq!(seen, b"abc");
+        let crc = other.fill_from(100, 4, &mut &b"wxyz"[..]).expect("fill");
+        assert_eq!(crc, crc32c::crc32c(b"wxyz"));
+        let mut filled = [0u8; 4];
+        region.read_into(100, &mut filled).expect("read");
+        assert_eq!(&filled, b"wxyz");
+        assert!(
+            other.fill_from(100, 5, &mut &b"wxyz"[..]).is_err(),
+            "the reader ran short"
+        );
     }
 
     #[test]

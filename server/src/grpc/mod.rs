@@ -136,7 +136,7 @@ fn check_extras(chain: &pb::TokenChain, block_tokens: u32) -> Result<(), Status>
 /// the rest of the block when `length` is 0. `None` when the range does not
 /// lie within the block: out of bounds is `INVALID_ARGUMENT`, never clamped
 /// (`formats/SPEC.md` §11).
-fn range_length(offset: u64, length: u64, len: u64) -> Option<u64> {
+pub(crate) fn range_length(offset: u64, length: u64, len: u64) -> Option<u64> {
     let end = if length == 0 {
         len
     } else {
@@ -149,7 +149,7 @@ fn range_length(offset: u64, length: u64, len: u64) -> Option<u64> {
 /// every put (its configured `durability`, `formats/SPEC.md` §11). A node
 /// that only buffers must not acknowledge a `SYNC` put: a crash could take
 /// back a block the client was told is on stable storage.
-fn check_durability(asked: i32, node: pagoda_engine::Durability) -> Result<(), Status> {
+pub(crate) fn check_durability(asked: i32, node: pagoda_engine::Durability) -> Result<(), Status> {
     use pagoda_engine::Durability as Node;
     let asked = pb::Durability::try_from(asked)
         .map_err(|_| Status::invalid_argument(format!("unknown durability code {asked}")))?;
@@ -169,7 +169,7 @@ fn check_durability(asked: i32, node: pagoda_engine::Durability) -> Result<(), S
     )))
 }
 
-fn tier(tier: Tier) -> i32 {
+pub(crate) fn tier(tier: Tier) -> i32 {
     match tier {
         Tier::Dram => pb::Tier::Dram as i32,
         Tier::Ssd => pb::Tier::Ssd as i32,
@@ -236,7 +236,7 @@ impl Shared {
     }
 
     /// The live namespace `id` of the caller's tenant.
-    fn namespace_of(
+    pub(crate) fn namespace_of(
         &self,
         caller: &Caller,
         id: &[u8],

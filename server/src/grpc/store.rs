@@ -360,6 +360,26 @@ impl pb::store_server::Store for StoreService {
         }))
     }
 
+    async fn data_plane(
+        &self,
+        request: Request<pb::DataPlaneRequest>,
+    ) -> Result<Response<pb::DataPlaneResponse>, Status> {
+        let (_caller, _permit) = self.shared.enter(&request, Role::Read, "data_plane")?;
+        let Some(endpoints) = self.shared.data_plane.get() else {
+            return Ok(Response::new(pb::DataPlaneResponse::default()));
+        };
+        Ok(Response::new(pb::DataPlaneResponse {
+            tcp_port: endpoints.tcp.map_or(0, |addr| u32::from(addr.port())),
+            unix_socket: endpoints
+                .unix
+                .as_ref()
+                .map(|path| path.display().to_string())
+                .unwrap_or_default(),
+            node_instance: endpoints.instance.to_vec(),
+            tls: endpoints.tls,
+        }))
+    }
+
     type WatchStream = BoxStream<pb::WatchEvent>;
 
     async fn watch(
