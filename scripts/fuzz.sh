@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the fuzz targets of fuzz/ and runs each for SECONDS seconds (default
-# 60), seeded from the golden vectors. Needs the nightly toolchain and
-# cargo-fuzz (scripts/setup.sh installs cargo-fuzz).
+# 60), seeded from the golden vectors and fuzz/seeds/. Needs the nightly
+# toolchain and cargo-fuzz (scripts/setup.sh installs cargo-fuzz).
 #
 #   scripts/fuzz.sh            # every target, 60 s each
 #   scripts/fuzz.sh 10 record  # one target, 10 s
@@ -26,7 +26,7 @@ vectors = pathlib.Path("formats/tests/vectors")
 seeds = {"record": "record.json", "segment_scan": "record.json",
          "segment_header": None, "log_dir": None,
          "block_header": "block.json", "block_key": "key.json",
-         "namespace": "namespace.json"}
+         "namespace": "namespace.json", "wire_frame": None}
 def encodings(value):
     if isinstance(value, dict):
         for key, item in value.items():
@@ -46,6 +46,14 @@ for target, name in seeds.items():
         if target == "segment_scan":
             data = bytes([3]) + data
         (corpus / f"golden-{index}").write_bytes(data)
+# Targets without golden vectors: fuzz/seeds/TARGET.hex holds one input per
+# line, in hex ('#' starts a comment line).
+for seeds_file in sorted(pathlib.Path("fuzz/seeds").glob("*.hex")):
+    corpus = pathlib.Path("fuzz/corpus") / seeds_file.stem
+    corpus.mkdir(parents=True, exist_ok=True)
+    lines = [line.strip() for line in seeds_file.read_text().splitlines()]
+    for index, line in enumerate(l for l in lines if l and not l.startswith("#")):
+        (corpus / f"seed-{index}").write_bytes(bytes.fromhex(line))
 PY
 
 # Share the workspace's stable target directory when one is set (as `make`
