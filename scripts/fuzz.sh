@@ -15,7 +15,7 @@ seconds=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(record segment_scan block_header block_record block_key namespace segment_header log_dir)
+  targets=(record segment_scan block_header block_record block_key namespace segment_header log_dir wire_frame)
 fi
 
 # Seed corpora from the golden vectors: every "encoding" hex string becomes a

@@ -1,4 +1,4 @@
-//! The data plane's wire protocol (`formats/SPEC.md` §17): framed binary
+//! The data plane's wire protocol (`formats/SPEC.md` §19): framed binary
 //! messages over a byte stream (TCP, TLS over TCP, or a Unix socket), for
 //! the bulk calls: batched gets into and puts from a client's registered
 //! region, batched prefix existence, and removes.
@@ -402,17 +402,25 @@ impl Message {
                 items,
                 ..
             } => items.iter().map(|item| u64::from(item.payload_len)).sum(),
+            // Saturating: a decoded table's lengths may add up past u64
+            // (then no header can match it, and receivers refuse the frame).
             Message::GetDone { results } => results
                 .iter()
                 .filter(|result| result.code == OK)
-                .map(|result| result.length)
-                .sum(),
+                .fold(0, |sum: u64, result| sum.saturating_add(result.length)),
             _ => 0,
         }
     }
 
-    /// The whole frame up to its payloads: header and table.
+    /// The whole frame up to its payloads: header and table, with
+    /// [`Message::payload_len`] payload bytes to follow.
     pub fn frame(&self, request_id: u64) -> Vec<u8> {
+        self.frame_with(request_id, self.payload_len())
+    }
+
+    /// [`Message::frame`] with `payload_len` bytes to follow: 0 for the
+    /// answer to a get into a region (its bytes went into the region).
+    pub fn frame_with(&self, request_id: u64, payload_len: u64) -> Vec<u8> {
         let mut out = vec![0u8; HEADER_BYTES];
         self.encode_table(&mut out);
         let table_len = u32::try_from(out.len() - HEADER_BYTES).unwrap_or(u32::MAX);
@@ -420,7 +428,7 @@ impl Message {
             kind: self.kind(),
             request_id,
             table_len,
-            payload_len: self.payload_len(),
+            payload_len,
         };
         if let Some(head) = out.get_mut(..HEADER_BYTES) {
             head.copy_from_slice(&header.encode());
@@ -616,13 +624,18 @@ fn encode_hello_ok(out: &mut Vec<u8>, version: u16, node: &[u8; 16], limits: &No
 fn encode_error(out: &mut Vec<u8>, code: Code, retry_after_ms: u32, message: &str) {
     out.extend_from_slice(&[code, 0, 0, 0]);
     out.extend_from_slice(&retry_after_ms.to_le_bytes());
-    // At most MESSAGE_BYTES_MAX bytes, cut at a character boundary.
+    put_len16(out, cut_message(message).as_bytes());
+}
+
+/// At most `MESSAGE_BYTES_MAX` bytes of `message`, cut at a character
+/// boundary.
+fn cut_message(message: &str) -> &str {
     let cut = message.len().min(usize::from(MESSAGE_BYTES_MAX));
     let cut = (0..=cut)
         .rev()
         .find(|&at| message.is_char_boundary(at))
         .unwrap_or(0);
-    put_len16(out, message.as_bytes().get(..cut).unwrap_or_default());
+    message.get(..cut).unwrap_or_default()
 }
 
 fn decode_hello(reader: &mut Reader<'_>) -> Result<Message> {
@@ -853,7 +866,9 @@ fn decode_error(reader: &mut Reader<'_>) -> Result<Message> {
             max: MESSAGE_BYTES_MAX.into(),
         });
     }
-    let message = String::from_utf8_lossy(reader.take(len.into())?).into_owned();
+    // Decoded lossily, a message can grow (U+FFFD is 3 bytes): cut it as
+    // the encoder does, so that it re-encodes to a table that decodes to it.
+    let message = cut_message(&String::from_utf8_lossy(reader.take(len.into())?)).to_owned();
     Ok(Message::Error {
         code,
         retry_after_ms,

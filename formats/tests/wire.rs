@@ -175,3 +175,33 @@ fn a_lying_count_is_refused_before_any_item_is_read() {
         "{refused:?}"
     );
 }
+
+/// Found by fuzzing (`wire_frame`): a `GET_DONE` whose OK lengths add up
+/// past `u64::MAX` decoded, and `Message::payload_len` then overflowed (a
+/// panic with overflow checks). The sum saturates, so no header matches it.
+#[test]
+fn get_done_lengths_past_u64_saturate() {
+    let mut table = 2u32.to_le_bytes().to_vec();
+    for _ in 0..2 {
+        table.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+        table.extend_from_slice(&u64::MAX.to_le_bytes());
+        table.extend_from_slice(&u64::MAX.to_le_bytes());
+    }
+    let message = Message::decode(Kind::GetDone, &table).expect("decodes");
+    assert_eq!(message.payload_len(), u64::MAX);
+}
+
+/// Found by fuzzing (`wire_frame`): an `ERROR` message of invalid UTF-8
+/// grows when decoded lossily (each bad byte becomes a 3-byte U+FFFD), so
+/// its re-encoding was cut to `MESSAGE_BYTES_MAX` and decoded to another
+/// message. The decoder now cuts it as the encoder does.
+#[test]
+fn an_error_message_of_invalid_utf8_round_trips() {
+    let mut table = vec![3u8, 0, 0, 0, 0, 0, 0, 0];
+    table.extend_from_slice(&4000u16.to_le_bytes());
+    table.extend(std::iter::repeat_n(0xffu8, 4000));
+    let message = Message::decode(Kind::Error, &table).expect("decodes");
+    let frame = message.frame(1);
+    let again = Message::decode(Kind::Error, &frame[HEADER_BYTES..]).expect("re-decodes");
+    assert_eq!(again, message);
+}

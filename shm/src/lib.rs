@@ -1,5 +1,5 @@
 //! `pagoda-shm`: the shared memory of Pagoda's data plane (`formats/SPEC.md`
-//! §17), and the only crate of the data plane with `unsafe` code.
+//! §19), and the only crate of the data plane with `unsafe` code.
 //!
 //! A [`Region`] is a memory region a client registers with a node on the
 //! same host: a `memfd` sealed against shrinking, mapped shared by both
@@ -363,7 +363,7 @@ mod tests {
         let copy = rustix::io::dup(region.fd()).expect("dup");
         let other = Region::open(copy, 4096).expect("open");
         let crc = region
-            .write_chunks(10, [&b"abc"[..], b"def"])
+            .write_chunks(10, 6, [&b"abc"[..], b"def"])
             .expect("write");
         assert_eq!(crc, crc32c::crc32c(b"abcdef"));
         let mut out = [0u8; 6];

@@ -587,9 +587,14 @@ async fn a_reader_that_stalls_is_cut_off_and_others_are_served() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     still_serves(&node).await;
     let mut rest = Vec::new();
+    // The node closes it: an end of stream, or a reset (it closed with our
+    // requests still unread), well before all 18 answers were sent.
     let ended = slow.read_to_end(&mut rest);
     assert!(
-        ended.is_ok(),
+        ended.is_ok()
+            || ended
+                .as_ref()
+                .is_err_and(|error| error.kind() == std::io::ErrorKind::ConnectionReset),
         "the node closed the stalled connection: {ended:?}"
     );
     assert!(

@@ -3,7 +3,7 @@
 //! socket and a region with no copy in between (`write` from the region,
 //! `read` into it), and requests are pipelined: a call is queued for the
 //! writer and answered through a oneshot channel when the reader gets its
-//! reply (replies come in request order, `formats/SPEC.md` §17).
+//! reply (replies come in request order, `formats/SPEC.md` §19).
 //!
 //! A broken connection (the node went away, or broke the protocol) fails
 //! every call in flight and every later one; the caller connects again.
@@ -75,9 +75,13 @@ impl Write for Socket {
     }
 }
 
+/// Spans of a region: the region and `(offset, len)`s (an inline put's
+/// payloads).
+pub(super) type Spans = (Arc<Region>, Vec<(u64, u64)>);
+
 /// Where an inline get's payloads go: the region and each item's offset
 /// and room.
-pub(super) type Sink = (Arc<Region>, Vec<(u64, u64)>);
+pub(super) type Sink = Spans;
 
 /// A request for the writer.
 pub(super) struct Job {
@@ -85,7 +89,7 @@ pub(super) struct Job {
     /// A region whose descriptor goes with the frame (`REGISTER`).
     pub(super) fd: Option<Arc<Region>>,
     /// Payloads to send after the table: a region and `(offset, len)`s.
-    pub(super) payload: Option<(Arc<Region>, Vec<(u64, u64)>)>,
+    pub(super) payload: Option<Spans>,
     /// Where an inline get's answer goes.
     pub(super) sink: Option<Sink>,
     pub(super) done: oneshot::Sender<Result<Message>>,
@@ -161,7 +165,7 @@ impl Conn {
         &self,
         message: Message,
         fd: Option<Arc<Region>>,
-        payload: Option<(Arc<Region>, Vec<(u64, u64)>)>,
+        payload: Option<Spans>,
         sink: Option<Sink>,
     ) -> oneshot::Receiver<Result<Message>> {
         let (done, answer) = oneshot::channel();
@@ -250,7 +254,7 @@ fn write_job(
     socket: &mut Socket,
     frame: &[u8],
     fd: Option<&Region>,
-    payload: Option<&(Arc<Region>, Vec<(u64, u64)>)>,
+    payload: Option<&Spans>,
 ) -> std::io::Result<()> {
     match fd {
         Some(region) => socket.write_with_fd(frame, region)?,
@@ -301,13 +305,6 @@ fn read_reply(socket: &mut Socket, shared: &Shared) -> Result<bool> {
         .map_err(|error| Error::Protocol(error.to_string()))?;
     let mut message =
         Message::decode(header.kind, &table).map_err(|error| Error::Protocol(error.to_string()))?;
-    if header.payload_len != message.payload_len() {
-        return Err(Error::Protocol(format!(
-            "a reply says {} payload bytes follow; its table accounts for {}",
-            header.payload_len,
-            message.payload_len()
-        )));
-    }
     let Some(expect) = shared
         .pending
         .lock()
@@ -327,10 +324,25 @@ fn read_reply(socket: &mut Socket, shared: &Shared) -> Result<bool> {
             header.request_id, expect.id
         )));
     }
-    if let Some(sink) = &expect.sink {
-        receive_payloads(socket, &mut message, sink)?;
-    } else if header.payload_len > 0 {
-        return Err(Error::Protocol("payload bytes nobody asked for".into()));
+    // Payload bytes follow only the answer to an inline get, and then
+    // exactly those its table accounts for.
+    let expected = if expect.sink.is_some() {
+        message.payload_len()
+    } else {
+        0
+    };
+    let received = match &expect.sink {
+        _ if header.payload_len != expected => Err(Error::Protocol(format!(
+            "a reply says {} payload bytes follow where {expected} should",
+            header.payload_len
+        ))),
+        Some(sink) => receive_payloads(socket, &mut message, sink),
+        None => Ok(()),
+    };
+    if let Err(error) = received {
+        let why = error.to_string();
+        let _ = expect.done.send(Err(error));
+        return Err(Error::Protocol(why));
     }
     shared.bytes_received.fetch_add(
         (wire::HEADER_BYTES + table.len()) as u64 + header.payload_len,

@@ -1,4 +1,4 @@
-//! The data plane (`formats/SPEC.md` §17): batched gets into and puts from a
+//! The data plane (`formats/SPEC.md` §19): batched gets into and puts from a
 //! memory [`Region`] the caller owns, batched prefix existence, removes —
 //! over the node's Unix socket with the region shared (same host: the node
 //! copies blocks straight into the caller's memory), or over TCP with the
@@ -37,7 +37,7 @@ use tokio::sync::oneshot;
 use tonic::{Code, Status};
 
 use crate::api::{Client, Error, PutOutcome, Result, Tier};
-use conn::{Conn, Socket};
+use conn::{Conn, Socket, Spans};
 
 /// How a data plane reaches its node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -433,7 +433,7 @@ impl DataPlane {
         &self,
         message: Message,
         fd: Option<Arc<Region>>,
-        payload: Option<(Arc<Region>, Vec<(u64, u64)>)>,
+        payload: Option<Spans>,
         sink: Option<conn::Sink>,
         decode: fn(Message) -> Result<T>,
     ) -> Pending<T> {

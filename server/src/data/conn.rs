@@ -1,5 +1,5 @@
 //! One data-plane connection: `HELLO` first, then requests answered in
-//! order, one reply frame each (`formats/SPEC.md` §17).
+//! order, one reply frame each (`formats/SPEC.md` §19).
 //!
 //! Errors come in two kinds. A request that fails as a whole (unknown
 //! namespace, wrong role, over the tenant's budget, a region offset outside
@@ -304,6 +304,12 @@ impl<T: Transport> Conn<T> {
     /// Writes a reply with no payload.
     pub(super) async fn reply(&mut self, id: u64, message: &Message) -> Result<(), Close> {
         write_within(&mut self.io, &message.frame(id), self.idle).await
+    }
+
+    /// Writes a reply that no payload follows, whatever its table holds
+    /// (the answer to a get into a region).
+    pub(super) async fn reply_bare(&mut self, id: u64, message: &Message) -> Result<(), Close> {
+        write_within(&mut self.io, &message.frame_with(id, 0), self.idle).await
     }
 
     /// Writes a reply and the payload slices after it.

@@ -1,4 +1,4 @@
-//! The data plane: the bulk calls of `formats/SPEC.md` §17 over a framed
+//! The data plane: the bulk calls of `formats/SPEC.md` §19 over a framed
 //! binary protocol ([`pagoda_formats::wire`]) on two listeners of their
 //! own — a TCP port (TLS when the node has it) and, for clients on the same
 //! host, a Unix socket over which clients register shared-memory regions

@@ -159,7 +159,8 @@ impl<T: Transport> Conn<T> {
                     Ok(results) => Message::GetDone { results },
                     Err(status) => error_message(&status),
                 };
-                self.reply(id, &answer).await
+                // The bytes went into the region: none follow.
+                self.reply_bare(id, &answer).await
             }
             None => self.get_inline(id, call, items).await,
         }
