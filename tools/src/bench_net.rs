@@ -9,8 +9,10 @@
 //! of the blocks this connection stored, a `lookup` asks for one of them by
 //! tokens; `--mix put:get:lookup` weighs them. Reported: operations per
 //! second, payload GB/s (put and get bytes), p50/p99/p999 latency. Without
-//! `--addr` the bench starts a node in-process on a free loopback port with
-//! `durability = memory` (as Redis runs here: no persistence).
+//! `--mix`, puts and gets are measured apart per transport
+//! (`crate::bench_phases`). Without `--addr` the bench starts a `pagoda
+//! serve` child on free loopback ports with `durability = memory` (as
+//! Redis runs here: no persistence).
 
 #![expect(
     clippy::cast_precision_loss,
@@ -36,10 +38,10 @@ pub(crate) struct NetBenchArgs {
     addr: Option<String>,
     /// API token (when the node has tenants).
     #[arg(long)]
-    token: Option<String>,
+    pub(crate) token: Option<String>,
     /// Tenant of the bench namespace.
     #[arg(long, default_value = "default")]
-    tenant: String,
+    pub(crate) tenant: String,
     /// Payload bytes per block; several (`65536,1048576` or `65536 1048576`)
     /// give one row each.
     #[arg(long, value_delimiter = ',', num_args = 1.., default_values_t = [65_536usize, 1 << 20, 4 << 20])]
@@ -50,9 +52,18 @@ pub(crate) struct NetBenchArgs {
     /// Seconds per row.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
-    /// Weights of put:get:lookup.
-    #[arg(long, default_value = "1:1:0")]
-    mix: String,
+    /// Weights of put:get:lookup, run as one mixed load over gRPC (without
+    /// it: put and get phases apart, per transport).
+    #[arg(long)]
+    mix: Option<String>,
+    /// Transports of the phased run (`grpc`, `tcp`: the data plane over
+    /// TCP, `shm`: the data plane over shared memory); several give one row
+    /// each.
+    #[arg(long, value_delimiter = ',', num_args = 1.., default_values_t = ["grpc".to_owned(), "tcp".to_owned(), "shm".to_owned()])]
+    pub(crate) transport: Vec<String>,
+    /// Blocks per data-plane call (at most 64 MiB of blocks per call).
+    #[arg(long, default_value_t = 64)]
+    pub(crate) batch: usize,
     /// Also run the same load against this baseline (`redis`).
     #[arg(long)]
     compare: Option<String>,
@@ -60,13 +71,13 @@ pub(crate) struct NetBenchArgs {
 
 /// Results of one row.
 #[derive(Clone, Copy, Debug, Default)]
-struct Row {
+pub(crate) struct Row {
     ops: u64,
     bytes: u64,
     seconds: f64,
-    p50_us: u64,
+    pub(crate) p50_us: u64,
     p99_us: u64,
-    p999_us: u64,
+    pub(crate) p999_us: u64,
 }
 
 impl Row {
@@ -74,11 +85,11 @@ impl Row {
         self.ops as f64 / self.seconds
     }
 
-    fn gb_per_second(&self) -> f64 {
+    pub(crate) fn gb_per_second(&self) -> f64 {
         self.bytes as f64 / self.seconds / 1e9
     }
 
-    fn from_latencies(mut latencies: Vec<u64>, bytes: u64, seconds: f64) -> Row {
+    pub(crate) fn from_latencies(mut latencies: Vec<u64>, bytes: u64, seconds: f64) -> Row {
         latencies.sort_unstable();
         let at = |q: f64| {
             latencies
@@ -147,7 +158,7 @@ impl Mix {
 }
 
 /// Shows progress on stderr until `done`.
-fn progress(
+pub(crate) fn progress(
     label: String,
     seconds: f64,
     ops: Arc<AtomicU64>,
@@ -173,7 +184,7 @@ fn layout() -> KvLayout {
     KvLayout::LLAMA_3_1_8B_BF16
 }
 
-fn payload(len: usize, seed: usize) -> Vec<u8> {
+pub(crate) fn payload(len: usize, seed: usize) -> Vec<u8> {
     (0..len)
         .map(|at| u8::try_from((at * 131 + seed) % 251).unwrap_or(0))
         .collect()
@@ -308,7 +319,7 @@ fn gather(handles: Vec<std::thread::JoinHandle<Measured>>, what: &str) -> Measur
 /// A `redis-server` child on a free loopback port, stopped on drop.
 struct RedisServer {
     child: std::process::Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl RedisServer {
@@ -493,50 +504,7 @@ fn print_row(name: &str, block_bytes: usize, connections: usize, row: &Row, extr
     );
 }
 
-/// Starts a node in this process on free loopback ports (durability
-/// memory, 2 GiB of DRAM); returns its URL once it answers.
-fn start_node(
-    runtime: &tokio::runtime::Runtime,
-    scratch: &std::path::Path,
-) -> Result<String, String> {
-    let free = || TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr());
-    let config = pagoda_server::config::ServerConfig {
-        grpc_addr: free().map_err(|e| e.to_string())?,
-        http_addr: free().map_err(|e| e.to_string())?,
-        data_dir: scratch.to_path_buf(),
-        durability: "memory".into(),
-        dram_bytes: 2 << 30,
-        limits: pagoda_server::config::Limits {
-            requests_per_tenant: 4096,
-            inflight_bytes_per_tenant: 4 << 30,
-            ..pagoda_server::config::Limits::default()
-        },
-        ..pagoda_server::config::ServerConfig::default()
-    };
-    let grpc = config.grpc_addr;
-    runtime.spawn(async move {
-        if let Err(error) = pagoda_server::serve(config, std::future::pending()).await {
-            tracing::error!(%error, "the bench node failed");
-        }
-    });
-    let url = format!("http://{grpc}");
-    let started = Instant::now();
-    while runtime
-        .block_on(pagoda_client::Client::connect(&url, None))
-        .is_err()
-    {
-        if started.elapsed() > Duration::from_secs(30) {
-            return Err("the bench node did not start".into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // The engine opens after the listeners: wait for it.
-    std::thread::sleep(Duration::from_millis(500));
-    Ok(url)
-}
-
 pub(crate) fn run(args: &NetBenchArgs) -> Result<(), String> {
-    let mix = Mix::parse(&args.mix)?;
     if let Some(baseline) = &args.compare
         && baseline != "redis"
     {
@@ -547,20 +515,50 @@ pub(crate) fn run(args: &NetBenchArgs) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let scratch = std::env::temp_dir().join(format!("pagoda-bench-node-{}", std::process::id()));
-    let url = match &args.addr {
-        Some(addr) => pagoda_client::endpoint_url(addr),
-        None => start_node(&runtime, &scratch)?,
+    let node = match &args.addr {
+        Some(_) => None,
+        None => Some(BenchNode::start(&scratch)?),
+    };
+    let url = match (&args.addr, &node) {
+        (Some(addr), _) => pagoda_client::endpoint_url(addr),
+        (None, Some(node)) => node.url.clone(),
+        (None, None) => unreachable!("a node was started"),
     };
     let redis = match &args.compare {
         Some(_) => Some(RedisServer::start()?),
         None => None,
     };
+    let ran = match &args.mix {
+        Some(mix) => run_mix(args, &Mix::parse(mix)?, &runtime, &url, redis.as_ref()),
+        None => run_phases(args, &runtime, &url, redis.as_ref()),
+    };
+    drop(redis);
+    drop(node);
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let _ = std::fs::remove_dir_all(&scratch);
+    ran
+}
+
+/// The mixed load of `--mix`, over gRPC.
+fn run_mix(
+    args: &NetBenchArgs,
+    mix: &Mix,
+    runtime: &tokio::runtime::Runtime,
+    url: &str,
+    redis: Option<&RedisServer>,
+) -> Result<(), String> {
     let mut rows = Vec::new();
     for &block_bytes in &args.block_bytes {
         for &connections in &args.concurrency {
-            let ours = runtime.block_on(pagoda_row(&url, args, mix, block_bytes, connections))?;
-            let theirs = match &redis {
-                Some(server) => Some(redis_row(server.port, args, mix, block_bytes, connections)?),
+            let ours = runtime.block_on(pagoda_row(url, args, *mix, block_bytes, connections))?;
+            let theirs = match redis {
+                Some(server) => Some(redis_row(
+                    server.port,
+                    args,
+                    *mix,
+                    block_bytes,
+                    connections,
+                )?),
                 None => None,
             };
             let ceiling = loopback_row(block_bytes, connections, args.duration.min(3.0))?;
@@ -568,10 +566,109 @@ pub(crate) fn run(args: &NetBenchArgs) -> Result<(), String> {
         }
     }
     print_table(args, &rows);
-    drop(redis);
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
+}
+
+/// Put and get phases apart, per transport, with their baselines.
+fn run_phases(
+    args: &NetBenchArgs,
+    runtime: &tokio::runtime::Runtime,
+    url: &str,
+    redis: Option<&RedisServer>,
+) -> Result<(), String> {
+    use crate::bench_phases::{Measurements, Shape, Via};
+    let vias = args
+        .transport
+        .iter()
+        .map(|name| Via::parse(name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut rows = Vec::new();
+    for &block_bytes in &args.block_bytes {
+        for &connections in &args.concurrency {
+            let shape = Shape {
+                block_bytes,
+                connections,
+                batch: args.batch,
+                seconds: args.duration,
+            };
+            let mut pagoda = Vec::new();
+            for &via in &vias {
+                let phases =
+                    runtime.block_on(crate::bench_phases::pagoda_phases(url, args, via, shape))?;
+                pagoda.push((via, phases));
+            }
+            let redis = match redis {
+                Some(server) => Some(crate::bench_phases::redis_phases(server.port, shape)?),
+                None => None,
+            };
+            let seconds = args.duration.min(3.0);
+            rows.push(Measurements {
+                shape,
+                loopback: loopback_row(block_bytes, connections, seconds)?,
+                memcpy: crate::bench_phases::memcpy_gbps(block_bytes, connections, seconds),
+                redis,
+                pagoda,
+            });
+        }
+    }
+    crate::bench_phases::print(&rows);
+    Ok(())
+}
+
+/// A `pagoda serve` child process on free loopback ports (durability
+/// memory, 2 GiB of DRAM), killed on drop.
+struct BenchNode {
+    child: std::process::Child,
+    url: String,
+}
+
+impl BenchNode {
+    fn start(scratch: &std::path::Path) -> Result<BenchNode, String> {
+        std::fs::create_dir_all(scratch).map_err(|e| e.to_string())?;
+        let config = scratch.join("bench.toml");
+        let text = format!(
+            "grpc_addr = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\
+             durability = \"memory\"\ndram_bytes = \"2GiB\"\n[limits]\nrequests_per_tenant = 4096\n\
+             inflight_bytes_per_tenant = 4294967296\n",
+            scratch.join("data").display()
+        );
+        std::fs::write(&config, text).map_err(|e| e.to_string())?;
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut child = std::process::Command::new(exe)
+            .env("PAGODA_LOG", "warn")
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("starting the bench node: {e}"))?;
+        let stdout = child.stdout.take().ok_or("the bench node's stdout")?;
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+        let mut node = BenchNode {
+            child,
+            url: String::new(),
+        };
+        for line in lines.by_ref() {
+            let line = line.map_err(|e| e.to_string())?;
+            if let Some(grpc) = line
+                .strip_prefix("listening grpc=")
+                .and_then(|rest| rest.split_whitespace().next())
+            {
+                node.url = format!("http://{grpc}");
+            }
+            if line == "ready" {
+                return Ok(node);
+            }
+        }
+        Err("the bench node exited before it was ready".into())
+    }
+}
+
+impl Drop for BenchNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// The report: one table row per system and measurement, Pagoda's with its
@@ -580,7 +677,8 @@ fn print_table(args: &NetBenchArgs, rows: &[(usize, usize, Row, Option<Row>, Row
     println!();
     println!(
         "mix put:get:lookup = {}, {} s per row; GB/s counts payload bytes put and got",
-        args.mix, args.duration
+        args.mix.as_deref().unwrap_or_default(),
+        args.duration
     );
     println!();
     println!("| system | block | connections | ops/s | GB/s | p50 µs | p99 µs | p999 µs | ratio |");

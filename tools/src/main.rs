@@ -25,6 +25,7 @@
 mod bench;
 mod bench_engine;
 mod bench_net;
+mod bench_phases;
 mod bench_scrape;
 mod cluster_cmd;
 mod fsck_cmd;
