@@ -43,6 +43,14 @@ pub(crate) struct ServeArgs {
     /// HTTP listen address (default 127.0.0.1:7421).
     #[arg(long, env = "PAGODA_HTTP_ADDR")]
     http_addr: Option<SocketAddr>,
+    /// The data plane's TCP listen address (default: the gRPC address with
+    /// its port + 2, 127.0.0.1:7422).
+    #[arg(long, env = "PAGODA_DATA_ADDR")]
+    data_addr: Option<SocketAddr>,
+    /// The data plane's Unix socket, for clients on this host (default:
+    /// data.sock in the data directory).
+    #[arg(long, env = "PAGODA_DATA_SOCKET")]
+    data_socket: Option<PathBuf>,
     /// Data directory (default ./pagoda-data).
     #[arg(long, env = "PAGODA_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -117,6 +125,12 @@ fn effective(args: &ServeArgs) -> Result<ServerConfig, String> {
     }
     if let Some(addr) = args.http_addr {
         config.http_addr = addr;
+    }
+    if let Some(addr) = args.data_addr {
+        config.data_addr = Some(addr);
+    }
+    if let Some(path) = &args.data_socket {
+        config.data_socket = Some(path.clone());
     }
     if let Some(dir) = &args.data_dir {
         config.data_dir.clone_from(dir);

@@ -337,8 +337,11 @@ impl<T: Transport> Conn<T> {
     /// Reads `len` payload bytes into the scratch buffer (within the idle
     /// timeout).
     pub(super) async fn read_payload(&mut self, len: usize) -> Result<(), Close> {
-        self.scratch.clear();
-        self.scratch.resize(len, 0);
+        // Grown once, never zeroed again: every byte is overwritten.
+        if self.scratch.len() < len {
+            self.scratch.resize(len, 0);
+        }
+        self.scratch.truncate(len);
         match tokio::time::timeout(self.idle, self.io.read_exact(&mut self.scratch)).await {
             Ok(read) => {
                 read?;
