@@ -285,7 +285,10 @@ async fn namespace(client: &Client, revision: &str) -> NamespaceHandle {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_transport_gives_the_same_answers() {
-    let node = Node::start("data-conformance", "durability = \"memory\"\n");
+    let node = Node::start(
+        "data-conformance",
+        "durability = \"memory\"\ndram_bytes = \"128MiB\"\nssd_bytes = \"256MiB\"\n",
+    );
     let client = Client::connect(&node.url(), None).await.unwrap();
     let grpc = run_grpc(&namespace(&client, "grpc").await).await;
     // The script's own expectations, on the gRPC transcript.
@@ -330,7 +333,10 @@ async fn every_transport_gives_the_same_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_on_the_same_host_gets_shared_memory_without_asking() {
-    let node = Node::start("data-auto", "durability = \"memory\"\n");
+    let node = Node::start(
+        "data-auto",
+        "durability = \"memory\"\ndram_bytes = \"128MiB\"\nssd_bytes = \"256MiB\"\n",
+    );
     let client = Client::connect(&node.url(), None).await.unwrap();
     let plane = DataPlane::connect(&client).await.unwrap();
     assert_eq!(plane.transport(), Transport::SharedMemory);
@@ -401,7 +407,7 @@ async fn still_serves(node: &Node) {
 async fn bad_frames_get_clear_errors_and_the_node_keeps_serving() {
     let node = Node::start(
         "data-bad",
-        "durability = \"memory\"\n[limits]\nstream_idle_timeout_ms = 500\n",
+        "durability = \"memory\"\ndram_bytes = \"128MiB\"\nssd_bytes = \"256MiB\"\n[limits]\nstream_idle_timeout_ms = 500\n",
     );
     // The first frame must be HELLO.
     let mut raw = Raw::connect(&node);
@@ -457,7 +463,10 @@ async fn bad_frames_get_clear_errors_and_the_node_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn regions_are_checked_and_cannot_shrink_under_the_node() {
-    let node = Node::start("data-regions", "durability = \"memory\"\n");
+    let node = Node::start(
+        "data-regions",
+        "durability = \"memory\"\ndram_bytes = \"128MiB\"\nssd_bytes = \"256MiB\"\n",
+    );
     let (_client, ns) = pagoda_tests::default_namespace(&node).await;
     let (hash, _) = ns
         .put(&ChainHash::ROOT, &tokens(0), &payload(5, 4096))
@@ -549,7 +558,7 @@ fn unsealed_file(name: &str) -> std::fs::File {
 async fn a_reader_that_stalls_is_cut_off_and_others_are_served() {
     let node = Node::start(
         "data-slow",
-        "durability = \"memory\"\n[limits]\nstream_idle_timeout_ms = 500\n",
+        "durability = \"memory\"\ndram_bytes = \"128MiB\"\nssd_bytes = \"256MiB\"\n[limits]\nstream_idle_timeout_ms = 500\n",
     );
     let (client, ns) = pagoda_tests::default_namespace(&node).await;
     let (hash, _) = ns
@@ -612,6 +621,8 @@ fn tenants_config() -> String {
     use pagoda_server::auth::hash_token;
     format!(
         r#"durability = "memory"
+dram_bytes = "128MiB"
+ssd_bytes = "256MiB"
 
 [[tenants]]
 name = "acme"

@@ -167,7 +167,9 @@ impl<T: Transport> Conn<T> {
     }
 
     /// `GET` inline: the blocks are read on the blocking pool, then their
-    /// pages are written to the socket after the results.
+    /// pages are written to the socket after the results. A range longer
+    /// than its item's `region_len` (unless 0), or one that would carry the
+    /// frame's payload past its limit, fails its item.
     async fn get_inline(
         &mut self,
         id: u64,
@@ -175,9 +177,21 @@ impl<T: Transport> Conn<T> {
         items: Vec<GetItem>,
     ) -> Result<(), Close> {
         let fetched = blocking(move || {
+            let mut total = 0u64;
             items
                 .iter()
-                .map(|item| fetch(&call, item))
+                .map(|item| {
+                    let (result, block) = fetch(&call, item);
+                    if block.is_none() {
+                        return (result, block);
+                    }
+                    let over_room = item.region_len != 0 && result.length > item.region_len;
+                    if over_room || total + result.length > wire::FRAME_PAYLOAD_BYTES_MAX {
+                        return (item_error(Code::InvalidArgument), None);
+                    }
+                    total += result.length;
+                    (result, block)
+                })
                 .collect::<Vec<_>>()
         })
         .await;
