@@ -30,7 +30,9 @@ pub(crate) const NONE: u32 = u32::MAX;
 
 /// The block is in use (not a free slab slot).
 pub(crate) const LIVE: u8 = 1;
-/// Segment reclaim decided to drop the block's SSD copy.
+/// Segment reclaim decided to drop the block's SSD copy: that copy is no
+/// longer served, while a DRAM copy still is, and may not be evicted until
+/// the reclaim is done (the flag is cleared as the SSD copy goes).
 pub(crate) const DOOMED: u8 = 2;
 /// A put or a demotion of the block is in flight.
 pub(crate) const PENDING: u8 = 4;
@@ -67,9 +69,10 @@ impl Meta {
         }
     }
 
-    /// Cached and servable: has a tier, not being dropped.
+    /// Cached and servable: has a DRAM copy, or an SSD copy not being
+    /// dropped.
     pub(crate) fn servable(&self) -> bool {
-        self.has_tier() && self.flags & DOOMED == 0
+        self.dram.is_some() || (self.ssd_segment != NONE && self.flags & DOOMED == 0)
     }
 
     fn empty() -> Self {

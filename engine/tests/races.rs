@@ -185,3 +185,94 @@ fn a_put_whose_namespace_drops_under_it_gives_its_reservation_back() {
     assert_eq!(engine.stats().blocks, 0);
     assert_eq!(acme(&engine), (0, 0, 0));
 }
+
+/// Regression: while segment reclaim was copying the records it keeps, a
+/// block whose SSD copy it had doomed was no longer served at all, even
+/// from its DRAM copy: a hot leaf held in DRAM was a miss for the length
+/// of the reclaim, and `gets_racing_reclaim_see_no_corruption_and_lose_no_block`
+/// failed now and then ("a hot chain lost a block"), more often once
+/// eviction began passing over blocks being read (they stay in DRAM).
+///
+/// The engine's hook stops reclaim right after its copies: there, the leaf
+/// whose SSD copy is being dropped must still be found and read from DRAM,
+/// and no eviction may drop that DRAM copy; after the reclaim it is still
+/// in DRAM, without an SSD copy.
+#[test]
+fn a_block_whose_ssd_copy_reclaim_dooms_is_still_served_from_dram() {
+    use std::sync::{Mutex, OnceLock, Weak};
+
+    use pagoda_engine::{HookPoint, Tier};
+
+    /// What the hook saw of the leaf while reclaim was dropping its SSD copy.
+    #[derive(Debug, PartialEq, Eq)]
+    struct DuringReclaim {
+        tier: Option<Tier>,
+        bytes_right: bool,
+        dram_kept: bool,
+    }
+
+    let dir = TempDir::new("race-doomed");
+    let mut options = disk_options(dir.path(), 1 << 20, 4096);
+    options.durability = Durability::Async;
+    options.wal.segment_bytes = 64 << 10;
+    options.ssd_bytes = 512 << 10;
+    let engine_cell: Arc<OnceLock<Weak<Engine>>> = Arc::new(OnceLock::new());
+    let seen: Arc<Mutex<Option<DuringReclaim>>> = Arc::new(Mutex::new(None));
+    let ns_def = namespace("acme", "r1");
+    let ns = ns_def.id();
+    // The chain's root has a child, so reclaim keeps (copies) it; the
+    // leaf has none and is in DRAM, so reclaim drops its SSD copy.
+    let hashes = chain(1, 2);
+    {
+        let (engine_cell, seen, hashes) =
+            (Arc::clone(&engine_cell), Arc::clone(&seen), hashes.clone());
+        options.hook = Some(Arc::new(move |point| {
+            let Some(engine) = engine_cell.get().and_then(Weak::upgrade) else {
+                return;
+            };
+            let mut seen = seen.lock().unwrap();
+            if point != HookPoint::ReclaimCopied || seen.is_some() {
+                return;
+            }
+            let leaf = engine.get(&ns, &hashes[1]).unwrap();
+            let right = leaf
+                .as_ref()
+                .is_some_and(|block| block.to_vec() == payload_for(&hashes[1], BLOCK));
+            drop(leaf);
+            let dram_kept = !engine.free_dram_pages(usize::MAX >> 1)
+                && engine.contains(&ns, &hashes[1]).unwrap() == Some(Tier::Dram);
+            *seen = Some(DuringReclaim {
+                tier: engine.contains(&ns, &hashes[1]).unwrap(),
+                bytes_right: right,
+                dram_kept,
+            });
+        }));
+    }
+    let engine = Arc::new(Engine::open(options).unwrap());
+    engine_cell.set(Arc::downgrade(&engine)).unwrap();
+    engine.create_namespace(&ns_def).unwrap();
+    put_chain(&engine, &ns, &hashes, BLOCK);
+    // Fill the log past its high watermark with other blocks (all of them
+    // fit in DRAM: nothing is evicted).
+    for other in 100..180 {
+        put_chain(&engine, &ns, &chain(other, 1), BLOCK);
+    }
+    engine.maintain().unwrap();
+    let seen = seen.lock().unwrap().take();
+    assert_eq!(
+        seen,
+        Some(DuringReclaim {
+            tier: Some(Tier::Dram),
+            bytes_right: true,
+            dram_kept: true,
+        }),
+        "the doomed leaf during reclaim"
+    );
+    assert!(
+        engine.stats().total().evictions_ssd > 0,
+        "reclaim never ran"
+    );
+    let leaf = engine.get(&ns, &hashes[1]).unwrap().expect("still cached");
+    assert_eq!(leaf.tier(), Tier::Dram);
+    assert_eq!(leaf.to_vec(), payload_for(&hashes[1], BLOCK));
+}

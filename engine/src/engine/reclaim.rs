@@ -3,9 +3,10 @@
 //!
 //! For each record of the segment, [`Inner::reclaim_keeps`] decides under
 //! the state lock: the records of blocks that are parents, pinned, being
-//! written or reused are copied; the others are *doomed* (`DOOMED`: no
-//! longer servable) and evicted from SSD whether or not the reclaim gets
-//! through. The order that keeps reads and crashes safe is on
+//! written or reused are copied; the others are *doomed* (`DOOMED`: the
+//! SSD copy is no longer served; a DRAM copy still is, and is not evicted
+//! until the reclaim is done) and evicted from SSD whether or not the
+//! reclaim gets through. The order that keeps reads and crashes safe is on
 //! [`Inner::reclaim`]: copies synced, their index entries durable
 //! ([`Inner::index_moved`]), the blocks moved, and only then the old
 //! segment deleted.
@@ -72,8 +73,9 @@ impl Inner {
                 },
                 |reclaimed| self.index_moved(ssd, &pass.borrow().kept, reclaimed),
             );
-            // The doomed blocks are evicted whether or not the reclaim got
-            // through: they stopped being servable when they were doomed,
+            // The doomed blocks are evicted from SSD whether or not the
+            // reclaim got through: their SSD copies stopped being served
+            // when they were doomed,
             // and a reclaim that failed after deleting the segment (its
             // directory sync) has taken their records with it.
             let doomed = pass.into_inner().doomed;

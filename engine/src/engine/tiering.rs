@@ -38,7 +38,7 @@ use super::{Engine, Inner, hex_key};
 use crate::error::{Error, Result};
 use crate::options::{Admission, BlockEventKind, Durability};
 use crate::pool::{BlockRef, Tier};
-use crate::state::{NONE, PENDING, Released, State, TenantState, ssd_bytes};
+use crate::state::{DOOMED, NONE, PENDING, Released, State, TenantState, ssd_bytes};
 use crate::stats::NsCounters;
 
 /// A block evicted from DRAM that must be written to SSD.
@@ -149,9 +149,10 @@ impl Inner {
     }
 
     /// The policy's victim among `victim_tenant`'s DRAM blocks: a block of a
-    /// dropped generation, or one that is neither pinned nor `PENDING` and
-    /// whose DRAM copy may go (it has an SSD copy, no children, or SSD
-    /// admits it).
+    /// dropped generation, or one that is neither pinned, `PENDING` nor
+    /// `DOOMED` (its SSD copy is going: the DRAM copy is the one served until
+    /// the reclaim is done) and whose DRAM copy may go (it has an SSD copy,
+    /// no children, or SSD admits it).
     fn victim(&self, state: &mut State, victim_tenant: usize) -> Option<u32> {
         let State {
             slab,
@@ -167,7 +168,7 @@ impl Inner {
                 .is_some_and(|slot| !slot.dropped && slot.generation == meta.generation);
             !current
                 || (meta.pins == 0
-                    && meta.flags & PENDING == 0
+                    && meta.flags & (PENDING | DOOMED) == 0
                     && (meta.ssd_segment != NONE || meta.children == 0 || admits(meta)))
         })
     }
