@@ -27,7 +27,8 @@
 //!   deletes, the checkpoint rule.
 //! - [`reclaim`]: the value log's segment reclaim.
 //! - [`recovery`]: what an open rebuilds from the index and the log.
-//! - [`maintain`]: the maintenance pass and its thread.
+//! - [`maintain`]: the maintenance pass and its thread, which also keeps
+//!   the DRAM pool's free-page reserve (eviction ahead of demand).
 //! - [`reports`]: stats snapshots and corruption reports.
 //!
 //! # Locks
@@ -38,7 +39,8 @@
 //! for a checkpoint); one of `index_stripes`; the state lock
 //! ([`Inner::lock`]); then the leaves, taken last and held briefly:
 //! `index_deletes`, `corruptions` and the pool's free list. No log append
-//! or read and no RocksDB write runs under the state lock.
+//! or read and no RocksDB write runs under the state lock. Nothing waits
+//! for pool pages: a put that finds too few free makes room or fails.
 
 mod catalog;
 mod lease;
@@ -67,10 +69,10 @@ use crate::error::Result;
 use crate::options::EngineOptions;
 use crate::pool::{PagePool, Tier};
 use crate::state::State;
-use crate::stats::CorruptionReport;
+use crate::stats::{CorruptionReport, EvictionCounters};
 
 use catalog::{add_tenant, load_namespaces};
-use maintain::maintenance_loop;
+use maintain::{Signal, spawn_maintenance};
 use recovery::{load_blocks, replay_tail};
 use ssd::{Ssd, liveness, open_ssd};
 
@@ -151,8 +153,21 @@ struct Inner {
     /// Orders a key's index writes and deletes (by the chain hash's first
     /// byte).
     index_stripes: [Mutex<()>; INDEX_STRIPES],
-    /// Pages made free for puts that have not taken them yet.
+    /// Pages made free for puts (and promotions) that have not taken them
+    /// yet: not free for anyone else.
     reserved_pages: std::sync::atomic::AtomicUsize,
+    /// The free-page reserve's watermarks, in pages beyond those promised
+    /// ([`EngineOptions::dram_free_reserve`]): under `low` a refill is due,
+    /// and it evicts up to `high`. Both 0 when the reserve is off.
+    reserve_low_pages: usize,
+    reserve_high_pages: usize,
+    /// A refill of the reserve is running (one at a time; a second caller
+    /// leaves it to the first).
+    refilling: AtomicBool,
+    /// Wakes the maintenance thread for a refill before its period is up
+    /// (`None` without a thread).
+    maintenance_signal: Option<SyncSender<Signal>>,
+    eviction: EvictionCounters,
     open_ms: u64,
     closed: AtomicBool,
 }
@@ -161,7 +176,7 @@ struct Inner {
 #[derive(Debug)]
 pub struct Engine {
     inner: Arc<Inner>,
-    background: Mutex<Option<(SyncSender<()>, JoinHandle<()>)>>,
+    background: Mutex<Option<(SyncSender<Signal>, JoinHandle<()>)>>,
 }
 
 impl Engine {
@@ -220,6 +235,11 @@ impl Engine {
             "engine ready after {open_ms} ms with {} blocks",
             state.len()
         );
+        let (reserve_low_pages, reserve_high_pages) =
+            reserve_watermarks(options.dram_free_reserve, page_count);
+        let signals = options
+            .maintenance_interval
+            .map(|_| std::sync::mpsc::sync_channel(1));
         let inner = Arc::new(Inner {
             options,
             pool,
@@ -233,18 +253,15 @@ impl Engine {
             index_deletes: Mutex::new(Vec::new()),
             index_stripes: std::array::from_fn(|_| Mutex::new(())),
             reserved_pages: std::sync::atomic::AtomicUsize::new(0),
+            reserve_low_pages,
+            reserve_high_pages,
+            refilling: AtomicBool::new(false),
+            maintenance_signal: signals.as_ref().map(|(signal, _)| signal.clone()),
+            eviction: EvictionCounters::default(),
             open_ms,
             closed: AtomicBool::new(false),
         });
-        let background = inner.options.maintenance_interval.map(|period| {
-            let (stop, stopped) = std::sync::mpsc::sync_channel(1);
-            let weak = Arc::downgrade(&inner);
-            let handle = std::thread::Builder::new()
-                .name("pagoda-maintain".into())
-                .spawn(move || maintenance_loop(&weak, &stopped, period))
-                .expect("spawning the maintenance thread");
-            (stop, handle)
-        });
+        let background = signals.map(|channel| spawn_maintenance(&inner, channel));
         Ok(Engine {
             inner,
             background: Mutex::new(background),
@@ -278,8 +295,8 @@ impl Engine {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some((stop, handle)) = background {
-            let _ = stop.send(());
+        if let Some((signal, handle)) = background {
+            let _ = signal.send(Signal::Stop);
             let _ = handle.join();
         }
     }
@@ -326,6 +343,23 @@ impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The free-page reserve's (low, high) watermarks in pages for a pool of
+/// `page_count` pages: `share` of it, rounded down, and
+/// `DRAM_FREE_REFILL_FACTOR` times that (at most the pool).
+fn reserve_watermarks(share: f64, page_count: usize) -> (usize, usize) {
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "a validated share (0..=0.5) of a page count below 2^31, rounded down"
+    )]
+    let low = (share * page_count as f64) as usize;
+    let high = low
+        .saturating_mul(crate::options::limits::DRAM_FREE_REFILL_FACTOR)
+        .min(page_count);
+    (low.min(high), high)
 }
 
 fn hex(id: &NamespaceId) -> String {

@@ -52,7 +52,11 @@
 //! - **DRAM**: one preallocated pool of fixed-size pages (`page_bytes`,
 //!   64 KiB by default); a block occupies whole pages, readers get
 //!   zero-copy [`BlockRef`]s that keep its pages alive, and the pages return
-//!   to the pool when the block is evicted and the last reader is done.
+//!   to the pool when the block is evicted and the last reader is done. The
+//!   maintenance thread keeps a reserve of free pages ahead of demand
+//!   ([`EngineOptions::dram_free_reserve`], 2 % by default), so a put
+//!   normally evicts nothing; one that must evict passes over blocks being
+//!   read and never waits for their pages ([`EvictionStats`] counts it all).
 //! - **SSD**: block records (header, parent hash, KV bytes) appended to the
 //!   `pagoda-wal` value log, indexed in RocksDB (key → segment, offset,
 //!   sequence, length, checksum, generation, parent). Index writes may lag the
@@ -185,4 +189,4 @@ pub use options::{
 };
 pub use policy::PolicyKind;
 pub use pool::{BlockRef, PayloadSlice, Tier};
-pub use stats::{CorruptionKind, EngineStats};
+pub use stats::{CorruptionKind, EngineStats, EvictionStats};

@@ -38,8 +38,33 @@ pub mod limits {
     pub const LEASES_MAX: usize = 1 << 16;
     /// Most times one block may be pinned at once.
     pub const PINS_PER_BLOCK_MAX: u16 = u16::MAX - 1;
-    /// Most eviction rounds one put may run before giving up.
+    /// Most times one put makes room again when its copy finds fewer free
+    /// pages than it was promised (taken meanwhile by a promotion, or still
+    /// held by readers of evicted blocks) before it gives up with
+    /// `ResourceExhausted`. A put never sleeps waiting for pages.
     pub const EVICTION_ROUNDS_MAX: usize = 8;
+    /// Default share of the DRAM pool kept free ahead of demand
+    /// ([`super::EngineOptions::dram_free_reserve`]): 2 %, 41 MiB of a
+    /// 2 GiB pool, room for the puts of 16 connections of 1 MiB blocks
+    /// twice over while the maintenance thread refills it.
+    pub const DRAM_FREE_RESERVE_DEFAULT: f64 = 0.02;
+    /// Largest share of the pool the free-page reserve may be.
+    pub const DRAM_FREE_RESERVE_MAX: f64 = 0.5;
+    /// The reserve's high watermark is this many times its low one: a
+    /// refill evicts up to it, so that the next refill is not due at once.
+    pub const DRAM_FREE_REFILL_FACTOR: usize = 2;
+    /// Most victims one refill takes per hold of the state lock: between
+    /// batches the lock is released and the batch's demotions written, so
+    /// puts and gets never wait behind a whole refill.
+    pub const REFILL_BATCH_VICTIMS: usize = 64;
+    /// Most batches one refill runs (a bound on one pass, not a target: the
+    /// high watermark normally stops it first).
+    pub const REFILL_BATCHES_MAX: usize = 1024;
+    /// Candidates a put looks at, coldest first, for one victim that alone
+    /// frees the pages it is short of (and, of those, one that needs no SSD
+    /// write), before it evicts in plain policy order: one block of the
+    /// right size goes instead of many small ones.
+    pub const VICTIM_WINDOW: usize = 8;
     /// Dead entries of dropped namespaces swept per maintenance pass.
     pub const SWEEP_BATCH: usize = 4096;
     /// Reads of one block's SSD copy a get tries when the copy moves under
@@ -197,6 +222,20 @@ pub struct EngineOptions {
     /// frees, index checkpoints, segment reclaim); `None` runs none, and the
     /// caller calls `maintain` itself.
     pub maintenance_interval: Option<Duration>,
+    /// Share of the DRAM pool's pages kept free ahead of demand, so that a
+    /// put finds its pages free instead of evicting (and demoting to SSD)
+    /// on its own time. It is the low watermark: when fewer pages are free
+    /// (beyond those promised to puts in flight), the maintenance thread
+    /// evicts by policy, demoting as admission allows, until
+    /// `DRAM_FREE_REFILL_FACTOR` times as many are. A put that sees the
+    /// pool under the watermark wakes the thread at once rather than
+    /// waiting for its period. Rounded down to whole pages (a pool of fewer
+    /// than `1 / dram_free_reserve` pages keeps none); `0` turns the reserve
+    /// off, and puts then evict on demand only. Without a maintenance
+    /// thread the reserve is refilled by [`crate::Engine::maintain`] only.
+    /// Within `0..=DRAM_FREE_RESERVE_MAX`; default
+    /// `DRAM_FREE_RESERVE_DEFAULT`.
+    pub dram_free_reserve: f64,
     /// Where block events go (none by default).
     pub events: Option<EventSink>,
     /// Where lease deadlines are read from ([`crate::SystemClock`] by
@@ -229,6 +268,9 @@ pub enum HookPoint {
     /// A put has reserved its slot and DRAM bytes (phase 1) and has not yet
     /// copied its payload; no engine lock is held.
     PutReserved,
+    /// A refill of the free-page reserve has ended (whether or not it
+    /// reached its high watermark); no engine lock is held.
+    ReserveRefilled,
 }
 
 /// See [`EngineOptions::hook`].
@@ -244,6 +286,7 @@ impl std::fmt::Debug for EngineOptions {
             .field("durability", &self.durability)
             .field("admission", &self.admission)
             .field("policy", &self.policy)
+            .field("dram_free_reserve", &self.dram_free_reserve)
             .field("encrypted", &self.master_key.is_some())
             .finish_non_exhaustive()
     }
@@ -267,6 +310,7 @@ impl Default for EngineOptions {
             wal: WalOptions::default(),
             tenants: Vec::new(),
             maintenance_interval: Some(Duration::from_millis(100)),
+            dram_free_reserve: limits::DRAM_FREE_RESERVE_DEFAULT,
             events: None,
             clock: Arc::new(crate::SystemClock),
             simulate_index_crashes: false,
@@ -345,6 +389,12 @@ impl EngineOptions {
             return Err(Error::InvalidOptions(
                 "ssd_high_watermark must be within 0.1..=1".into(),
             ));
+        }
+        if !(0.0..=limits::DRAM_FREE_RESERVE_MAX).contains(&self.dram_free_reserve) {
+            return Err(Error::InvalidOptions(format!(
+                "dram_free_reserve must be within 0..={}",
+                limits::DRAM_FREE_RESERVE_MAX
+            )));
         }
         if self.payload_bytes_max > pagoda_formats::limits::PAYLOAD_BYTES_HARD_MAX {
             return Err(Error::InvalidOptions(format!(

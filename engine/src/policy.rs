@@ -96,6 +96,12 @@ pub trait Policy: Send + std::fmt::Debug {
     fn unblocked(&mut self, id: u32);
     /// A block got its first cached child (it is a parent now, not a tail).
     fn child_added(&mut self, _id: u32) {}
+    /// Appends to `out` up to `count` blocks that [`Policy::victim`] would
+    /// look at next, coldest first, without changing anything: the engine
+    /// picks one of them by size (and then calls [`Policy::remove`]). An
+    /// approximation is fine; the default offers none, and the engine then
+    /// evicts in plain policy order.
+    fn peek(&self, _count: usize, _out: &mut Vec<u32>) {}
     /// Blocks tracked.
     fn len(&self) -> usize;
     /// Whether no block is tracked.
@@ -186,6 +192,17 @@ impl Policy for Lru {
     fn unblocked(&mut self, id: u32) {
         if self.parked.remove(&id) {
             self.push_oldest(id);
+        }
+    }
+
+    fn peek(&self, count: usize, out: &mut Vec<u32>) {
+        let mut at = self.oldest;
+        for _ in 0..count {
+            let Some(&(_, newer)) = self.links.get(&at) else {
+                break;
+            };
+            out.push(at);
+            at = newer;
         }
     }
 
@@ -283,6 +300,10 @@ impl Policy for PrefixLru {
         }
     }
 
+    fn peek(&self, count: usize, out: &mut Vec<u32>) {
+        out.extend(self.order.iter().take(count).map(|&(_, id)| id));
+    }
+
     fn victim(&mut self, evictable: &mut dyn FnMut(u32) -> bool) -> Option<u32> {
         while let Some((rank, id)) = self.order.pop_first() {
             if evictable(id) {
@@ -304,6 +325,9 @@ impl Policy for PrefixLru {
 
 /// Highest value of the reuse counter.
 const FREQ_MAX: u8 = 3;
+
+/// Queue positions [`S3Fifo::peek`] looks at per block asked for.
+const PEEK_SCAN_FACTOR: usize = 8;
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {
@@ -421,6 +445,34 @@ impl Policy for S3Fifo {
             self.small_len = self.small_len.saturating_sub(1);
         }
         self.parked.remove(&id);
+    }
+
+    fn peek(&self, count: usize, out: &mut Vec<u32>) {
+        // Blocks without reuse at the heads of the queues, the one `victim`
+        // pops first leading: those it would evict without another lap.
+        let small_target = (self.entries.len() * Self::SMALL_PERCENT / 100).max(1);
+        let small_first = self.small_len >= small_target || self.main.is_empty();
+        let (first, second) = if small_first {
+            ((&self.small, false), (&self.main, true))
+        } else {
+            ((&self.main, true), (&self.small, false))
+        };
+        // Stale positions and reused blocks are skipped, within a bound.
+        let mut budget = count.saturating_mul(PEEK_SCAN_FACTOR);
+        for (queue, main) in [first, second] {
+            for &(id, stamp) in queue {
+                if out.len() >= count || budget == 0 {
+                    return;
+                }
+                budget -= 1;
+                let cold = self.entries.get(&id).is_some_and(|entry| {
+                    entry.stamp == stamp && entry.in_main == main && entry.freq == 0
+                });
+                if cold {
+                    out.push(id);
+                }
+            }
+        }
     }
 
     fn unblocked(&mut self, id: u32) {
@@ -566,6 +618,34 @@ mod tests {
         // A ghost hit goes straight to main.
         policy.insert(500, 198);
         assert!(policy.entries[&500].in_main);
+    }
+
+    #[test]
+    fn peek_offers_the_next_victims_coldest_first_and_changes_nothing() {
+        let mut lru = Lru::default();
+        let mut prefix = PrefixLru::default();
+        let mut s3 = S3Fifo::default();
+        for id in 0..6 {
+            lru.insert(id, u64::from(id));
+            prefix.insert(id, u64::from(id));
+            s3.insert(id, u64::from(id));
+        }
+        lru.access(0);
+        prefix.access(0);
+        s3.access(0);
+        for policy in [&mut lru as &mut dyn Policy, &mut prefix, &mut s3] {
+            let mut peeked = Vec::new();
+            policy.peek(3, &mut peeked);
+            assert_eq!(peeked, vec![1, 2, 3], "{policy:?}");
+            // Peeking again sees the same; the victims come in that order.
+            let mut again = Vec::new();
+            policy.peek(3, &mut again);
+            assert_eq!(again, peeked);
+            let victims: Vec<u32> = (0..3)
+                .filter_map(|_| policy.victim(&mut |_| true))
+                .collect();
+            assert_eq!(victims, peeked, "{policy:?}");
+        }
     }
 
     #[test]

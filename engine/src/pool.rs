@@ -10,9 +10,14 @@
 //!
 //! The pool's memory is allocated once at open, page by page (`calloc`, so
 //! the kernel maps it lazily); its size is the DRAM tier's capacity.
+//!
+//! Nobody waits on the pool: [`PagePool::store`] takes pages or answers
+//! `None` at once. Pages of an evicted block that readers still hold come
+//! back when they are done, so eviction counts a victim's pages as freed
+//! only when the engine held the last reference (the engine's `tiering`).
+//! The free list's mutex is a leaf lock, held for a `Vec` split or extend.
 
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// The shared free list.
 #[derive(Debug)]
@@ -20,8 +25,6 @@ struct PoolShared {
     page_bytes: usize,
     page_count: usize,
     free: Mutex<Vec<Box<[u8]>>>,
-    /// Signalled whenever pages return to `free`.
-    returned: Condvar,
 }
 
 /// A pool of fixed-size pages.
@@ -41,7 +44,6 @@ impl PagePool {
                 page_bytes,
                 page_count,
                 free: Mutex::new(free),
-                returned: Condvar::new(),
             }),
         }
     }
@@ -69,19 +71,6 @@ impl PagePool {
             .free
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Waits up to `timeout` for at least `pages` free pages (pages of
-    /// evicted blocks come back when their last reader is done); returns
-    /// whether they are free now.
-    pub(crate) fn wait_free(&self, pages: usize, timeout: Duration) -> bool {
-        let free = self.lock();
-        let (free, _) = self
-            .shared
-            .returned
-            .wait_timeout_while(free, timeout, |free| free.len() < pages)
-            .unwrap_or_else(PoisonError::into_inner);
-        free.len() >= pages
     }
 
     /// Copies `payload` (given as chunks adding up to `len` bytes) into pages
@@ -172,7 +161,6 @@ impl Drop for Block {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .extend(pages);
-        self.pool.returned.notify_all();
     }
 }
 
@@ -419,7 +407,11 @@ mod tests {
         let pool = PagePool::new(16, 1);
         drop(pool.store(16, &[&[0xAA; 16]]).unwrap());
         let (block, crc) = pool.store(3, &[b"abc"]).unwrap();
-        assert_eq!(crc, crc32c::crc32c(b"abc"), "the CRC of the bytes as copied");
+        assert_eq!(
+            crc,
+            crc32c::crc32c(b"abc"),
+            "the CRC of the bytes as copied"
+        );
         assert_eq!(block.pages[0].as_ref(), b"abc\0\0\0\0\0\0\0\0\0\0\0\0\0");
     }
 }

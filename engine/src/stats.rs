@@ -88,6 +88,39 @@ counters!(
     }
 );
 
+counters!(
+    /// Counters of the DRAM tier's eviction, engine-wide: how much of it ran
+    /// ahead of demand (the free-page reserve) and how much on a put's time.
+    EvictionCounters, EvictionStats {
+        /// Blocks evicted by the maintenance thread to keep the free-page
+        /// reserve (ahead of demand).
+        evictions_ahead,
+        /// Blocks evicted on a caller's time because the pool was short when
+        /// it came (a put, a promotion, `free_dram_pages`) or a tenant was
+        /// over its DRAM quota.
+        evictions_on_demand,
+        /// Refills of the free-page reserve (passes that found it under its
+        /// low watermark).
+        refills,
+        /// Puts that found the pool short of free pages (the reserve did not
+        /// cover them) and evicted on their own time.
+        puts_short,
+        /// Candidates passed over because readers still held their pages
+        /// (evicting them would have freed nothing now).
+        victims_held,
+        /// Victims chosen over colder blocks because they alone freed the
+        /// pages a put was short of.
+        victims_sized,
+        /// Victims chosen over colder blocks (of the right size) because
+        /// they left DRAM without an SSD write, sparing a put a demotion.
+        victims_unwritten,
+        /// Times a put's copy found fewer free pages than it was promised and
+        /// made room again. A put never sleeps for pages: this counts extra
+        /// eviction rounds, not waits.
+        put_retries,
+    }
+);
+
 impl NsCounters {
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
@@ -205,6 +238,11 @@ pub struct EngineStats {
     /// links, policy and SSD FIFO entries), excluding payload pages and
     /// RocksDB's block cache.
     pub metadata_bytes_per_block: f64,
+    /// Pages the DRAM pool keeps free ahead of demand (the free-page
+    /// reserve's low watermark; 0 when it is off).
+    pub dram_reserve_pages: u64,
+    /// Eviction counters, engine-wide.
+    pub eviction: EvictionStats,
 }
 
 impl EngineStats {

@@ -90,6 +90,8 @@ impl Engine {
             } else {
                 metadata as f64 / blocks as f64
             },
+            dram_reserve_pages: inner.reserve_low_pages as u64,
+            eviction: inner.eviction.snapshot(),
         }
     }
 }

@@ -5,9 +5,14 @@
 //!    parent is not cached; otherwise the block gets a hole in the tree
 //!    under its parent, marked `PENDING`, its DRAM bytes are counted against
 //!    the tenant and its pages promised in `reserved_pages`, and room is
-//!    made ([`Inner::make_room`]).
+//!    made ([`Inner::make_room`]). The maintenance thread keeps a reserve
+//!    of free pages ahead of demand, so normally nothing is evicted here;
+//!    a put that must evict passes over blocks that readers hold and
+//!    prefers one victim of the right size to many small ones.
 //! 2. **Copy**, without the lock ([`Inner::store_pages`]): the demotions the
 //!    eviction produced are written, and the payload is copied into pages.
+//!    A put never sleeps waiting for pages: short of them it makes room
+//!    again (a bounded number of rounds) or fails with `ResourceExhausted`.
 //! 3. **Write through**, without the lock, with `Async` and `Sync`
 //!    durability: the record is appended and indexed
 //!    ([`Inner::append_block`]).
@@ -26,7 +31,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use pagoda_formats::chain::ChainHash;
 use pagoda_formats::key::BlockKey;
@@ -34,7 +38,7 @@ use pagoda_formats::namespace::NamespaceId;
 use pagoda_wal::Location;
 
 use super::catalog::live_slot;
-use super::tiering::{Demotion, set_ssd};
+use super::tiering::{Demotion, Room, set_ssd};
 use super::{Engine, Inner, PutOutcome, hex};
 use crate::error::{Error, Result};
 use crate::options::{BlockEventKind, Durability, limits};
@@ -60,8 +64,6 @@ struct Reservation<'a> {
     tenant: u16,
     generation: u64,
     dram_bytes: u64,
-    /// Pages the block needs.
-    pages: usize,
     /// Pages still counted in `reserved_pages` (0 once the copy took them).
     pages_promised: std::cell::Cell<usize>,
     counters: Arc<NsCounters>,
@@ -158,8 +160,9 @@ impl Engine {
             hook(crate::options::HookPoint::PutReserved);
         }
         inner.demote(demotions);
-        // Phase 2: copy into pages (evicting more if readers still hold
-        // pages), checking the CRC of the bytes as copied.
+        // Phase 2: copy into pages (making room again, never waiting, if
+        // they were taken meanwhile), checking the CRC of the bytes as
+        // copied.
         let block = inner.store_pages(&reservation, len, chunks, crc)?;
         // Phase 3: write through to the value log.
         let key = BlockKey {
@@ -274,15 +277,19 @@ impl Inner {
             tenant,
             generation,
             dram_bytes,
-            pages,
             pages_promised: std::cell::Cell::new(pages),
             counters,
             armed: true,
         };
         // From here on, dropping `reservation` undoes all of the above (it
         // takes the state lock, so release ours first on the error path).
-        match self.make_room(&mut state, tenant, 0) {
-            Ok(demotions) => Ok(Reserved::Slot(reservation, demotions)),
+        // With the reserve kept, the promised pages are normally free and
+        // nothing is evicted here.
+        if self.pool.free_pages() < self.reserved_pages.load(Ordering::Acquire) {
+            NsCounters::bump(&self.eviction.puts_short);
+        }
+        match self.make_room(&mut state, Room::promised(tenant)) {
+            Ok(eviction) => Ok(Reserved::Slot(reservation, eviction.demotions)),
             Err(error) => {
                 drop(state);
                 drop(reservation);
@@ -329,9 +336,13 @@ impl Inner {
         Ok(())
     }
 
-    /// Phase 2 of a put: copies the payload into pool pages, evicting more
-    /// and waiting for pages that readers of evicted blocks still hold (a
-    /// bounded number of rounds).
+    /// Phase 2 of a put: copies the payload into pool pages. It never waits
+    /// for pages: when the copy finds fewer free than were promised (a
+    /// promotion took them, or they belong to evicted blocks that readers
+    /// still hold), it makes room again, passing over blocks being read, at
+    /// most `EVICTION_ROUNDS_MAX` times, and fails with `ResourceExhausted`
+    /// as soon as nothing more can be evicted. A copy that leaves the pool
+    /// under the reserve's low watermark wakes the maintenance thread.
     fn store_pages(
         &self,
         reservation: &Reservation<'_>,
@@ -339,29 +350,27 @@ impl Inner {
         chunks: &[&[u8]],
         crc: u32,
     ) -> Result<crate::pool::Block> {
-        let pages = reservation.pages;
-        let mut stored = None;
-        for round in 1..=limits::EVICTION_ROUNDS_MAX {
-            stored = self.pool.store(len, chunks);
-            if stored.is_some() {
-                break;
+        let mut rounds = 0;
+        let (block, computed) = loop {
+            if let Some(stored) = self.pool.store(len, chunks) {
+                break stored;
             }
+            if rounds == limits::EVICTION_ROUNDS_MAX {
+                return Err(Error::ResourceExhausted(
+                    "the DRAM pool is full of blocks being read or pinned".into(),
+                ));
+            }
+            rounds += 1;
+            NsCounters::bump(&self.eviction.put_retries);
             // Our own pages are among those promised: ask for no more.
-            let demotions = {
+            let eviction = {
                 let mut state = self.lock();
-                self.make_room(&mut state, reservation.tenant, 0)?
+                self.make_room(&mut state, Room::promised(reservation.tenant))?
             };
-            self.demote(demotions);
-            // Readers of evicted blocks give their pages back shortly.
-            let wait = Duration::from_millis(u64::try_from(round).unwrap_or(8));
-            self.pool.wait_free(pages, wait);
-        }
-        let Some((block, computed)) = stored.or_else(|| self.pool.store(len, chunks)) else {
-            return Err(Error::ResourceExhausted(
-                "the DRAM pool is full of blocks being read or pinned".into(),
-            ));
+            self.demote(eviction.demotions);
         };
         reservation.pages_taken();
+        self.nudge_if_low();
         if computed != crc {
             // The block's pages go back to the pool as it drops.
             return Err(Error::ChecksumMismatch {
