@@ -34,7 +34,10 @@ enum Seen {
 
 fn payload(seed: u8, len: usize) -> Vec<u8> {
     (0..len)
-        .map(|index| seed.wrapping_mul(31).wrapping_add((index % 251) as u8))
+        .map(|index| {
+            seed.wrapping_mul(31)
+                .wrapping_add(u8::try_from(index % 251).unwrap())
+        })
         .collect()
 }
 
@@ -700,42 +703,48 @@ async fn auth_and_tenancy_equal_grpcs() {
             matches!(got[0], Got::Found { len: 1000, .. }),
             "{transport}: {got:?}"
         );
-        // Another tenant: acme's namespace does not exist for it, and no
-        // byte of acme's reaches its region.
-        let globex = Client::connect(&node.url(), Some(GLOBEX_ADMIN))
-            .await
-            .unwrap();
-        let plane = DataPlane::connect_with(&globex, transport).await.unwrap();
-        let theirs = Arc::new(Region::create("globex", 1 << 20).unwrap());
-        let theirs_id = plane.register(Arc::clone(&theirs)).await.unwrap();
-        let error = plane
-            .get_into(
-                &id,
-                theirs_id,
-                &[GetInto::block(hash, 0, 1 << 20)],
-                DEADLINE,
-            )
-            .await
-            .unwrap_err();
-        assert_eq!(error.code(), Some(Code::NotFound), "{transport}");
-        let error = plane.exists(&id, &[hash], DEADLINE).await.unwrap_err();
-        assert_eq!(error.code(), Some(Code::NotFound), "{transport}");
-        let own = globex
-            .create_namespace(&pagoda_tests::test_namespace("globex"))
-            .await
-            .unwrap();
-        let got = plane
-            .get_into(
-                &own,
-                theirs_id,
-                &[GetInto::block(hash, 0, 1 << 20)],
-                DEADLINE,
-            )
-            .await
-            .unwrap();
-        assert_eq!(got[0], Got::Missing, "{transport}");
-        let mut bytes = vec![1u8; 1000];
-        theirs.read_into(0, &mut bytes).unwrap();
-        assert!(bytes.iter().all(|&byte| byte == 0), "{transport}");
+        another_tenant_sees_nothing(&node, &id, hash, transport).await;
     }
+}
+
+/// Another tenant over `transport`: `id` (not its namespace) does not exist
+/// for it, and no byte of the block `hash` reaches its region.
+async fn another_tenant_sees_nothing(
+    node: &Node,
+    id: &pagoda_formats::namespace::NamespaceId,
+    hash: ChainHash,
+    transport: Transport,
+) {
+    // Another tenant: acme's namespace does not exist for it, and no
+    // byte of acme's reaches its region.
+    let globex = Client::connect(&node.url(), Some(GLOBEX_ADMIN))
+        .await
+        .unwrap();
+    let plane = DataPlane::connect_with(&globex, transport).await.unwrap();
+    let theirs = Arc::new(Region::create("globex", 1 << 20).unwrap());
+    let theirs_id = plane.register(Arc::clone(&theirs)).await.unwrap();
+    let error = plane
+        .get_into(id, theirs_id, &[GetInto::block(hash, 0, 1 << 20)], DEADLINE)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(Code::NotFound), "{transport}");
+    let error = plane.exists(id, &[hash], DEADLINE).await.unwrap_err();
+    assert_eq!(error.code(), Some(Code::NotFound), "{transport}");
+    let own = globex
+        .create_namespace(&pagoda_tests::test_namespace("globex"))
+        .await
+        .unwrap();
+    let got = plane
+        .get_into(
+            &own,
+            theirs_id,
+            &[GetInto::block(hash, 0, 1 << 20)],
+            DEADLINE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(got[0], Got::Missing, "{transport}");
+    let mut bytes = vec![1u8; 1000];
+    theirs.read_into(0, &mut bytes).unwrap();
+    assert!(bytes.iter().all(|&byte| byte == 0), "{transport}");
 }

@@ -160,6 +160,14 @@ fn effective(args: &ServeArgs) -> Result<ServerConfig, String> {
     if let Some(count) = args.max_http_connections {
         config.limits.http_connections = count;
     }
+    apply_cluster(args, &mut config)?;
+    config.validate().map_err(|error| error.to_string())?;
+    Ok(config)
+}
+
+/// The cluster flags over the file's `[cluster]`: `--cluster` makes (or
+/// replaces) it, the other flags amend one the file has.
+fn apply_cluster(args: &ServeArgs, config: &mut ServerConfig) -> Result<(), String> {
     if let Some(etcd) = &args.cluster {
         let node_id = match &args.node_id {
             Some(id) => id.clone(),
@@ -191,8 +199,7 @@ fn effective(args: &ServeArgs) -> Result<ServerConfig, String> {
             cluster.advertise_http = Some(advertise.clone());
         }
     }
-    config.validate().map_err(|error| error.to_string())?;
-    Ok(config)
+    Ok(())
 }
 
 pub(crate) fn run(args: &ServeArgs) -> Result<(), String> {
