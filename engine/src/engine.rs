@@ -53,6 +53,8 @@ mod ssd;
 mod tiering;
 mod write;
 
+pub use write::Payload;
+
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;

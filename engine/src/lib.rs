@@ -180,7 +180,7 @@ pub mod trace;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use dir_lock::DirLock;
-pub use engine::{Engine, LeaseInfo, Lookup, NamespaceInfo, PutOutcome};
+pub use engine::{Engine, LeaseInfo, Lookup, NamespaceInfo, Payload, PutOutcome};
 pub use error::{Error, ErrorClass, Result};
 pub use keys::MasterKey;
 pub use options::{

@@ -79,15 +79,7 @@ impl PagePool {
     /// piece while each is hot in cache: what the pages hold, even when the
     /// source changed under the copy (a client's shared-memory region).
     pub(crate) fn store(&self, len: usize, chunks: &[&[u8]]) -> Option<(Block, u32)> {
-        let need = self.pages_for(len);
-        let mut pages = {
-            let mut free = self.lock();
-            if free.len() < need {
-                return None;
-            }
-            let keep = free.len() - need;
-            free.split_off(keep)
-        };
+        let mut pages = self.take(len)?;
         let mut written = 0usize;
         let mut crc = 0u32;
         let mut page_index = 0usize;
@@ -126,6 +118,50 @@ impl PagePool {
             pool: Arc::clone(&self.shared),
         };
         Some((block, crc))
+    }
+}
+
+impl PagePool {
+    /// The pages for `len` bytes, off the free list; `None` when too few
+    /// are free.
+    fn take(&self, len: usize) -> Option<Vec<Box<[u8]>>> {
+        let need = self.pages_for(len);
+        let mut free = self.lock();
+        if free.len() < need {
+            return None;
+        }
+        let keep = free.len() - need;
+        Some(free.split_off(keep))
+    }
+
+    /// [`PagePool::store`] with the `len` bytes read by `fill` straight into
+    /// the pages, one page piece at a time, in order (a block arriving on a
+    /// socket: no buffer between the socket and the pages); each piece's
+    /// CRC-32C is computed once it is in its page. `Some(Err)` when `fill`
+    /// failed: the pages are back on the free list.
+    pub(crate) fn store_from(
+        &self,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> std::io::Result<()>,
+    ) -> Option<std::io::Result<(Block, u32)>> {
+        let pages = self.take(len)?;
+        let mut block = Block {
+            pages,
+            len,
+            pool: Arc::clone(&self.shared),
+        };
+        let mut left = len;
+        let mut crc = 0u32;
+        for page in &mut block.pages {
+            let (head, tail) = page.split_at_mut(left.min(page.len()));
+            if let Err(error) = fill(head) {
+                return Some(Err(error));
+            }
+            crc = crc32c::crc32c_append(crc, head);
+            tail.fill(0);
+            left -= head.len();
+        }
+        Some(Ok((block, crc)))
     }
 }
 

@@ -605,3 +605,58 @@ fn an_open_data_directory_is_refused_to_a_second_open_and_to_fsck() {
     assert!(report.problems.is_empty());
     Engine::open(disk_options(dir.path(), 1 << 20, 4096)).unwrap();
 }
+
+#[test]
+fn a_payload_filled_into_pages_is_stored_checked_and_never_half_kept() {
+    use pagoda_engine::Payload;
+    // Pages of 1 KiB: a 5000-byte block is filled in five pieces.
+    let engine = Engine::open(memory_options(1 << 20, 1024)).unwrap();
+    let ns = engine.create_namespace(&namespace("acme", "r1")).unwrap();
+    let hashes = chain(3, 2);
+    let bytes = payload_for(&hashes[0], 5000);
+    let crc = crc32c::crc32c(&bytes);
+    let put_filled = |hash: &ChainHash, source: &[u8], crc: u32, fail_at: Option<usize>| {
+        let mut offset = 0usize;
+        let mut pieces = Vec::new();
+        let mut fill = |piece: &mut [u8]| -> std::io::Result<()> {
+            if fail_at == Some(pieces.len()) {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            piece.copy_from_slice(&source[offset..offset + piece.len()]);
+            offset += piece.len();
+            pieces.push(piece.len());
+            Ok(())
+        };
+        let payload = Payload::Fill {
+            len: source.len(),
+            fill: &mut fill,
+        };
+        let outcome = engine.put_payload(&ns, &ChainHash::ROOT, hash, payload, crc);
+        (outcome, pieces)
+    };
+    // Read piece by piece, page-sized, and stored.
+    let (outcome, pieces) = put_filled(&hashes[0], &bytes, crc, None);
+    assert_eq!(outcome.unwrap(), PutOutcome::Stored);
+    assert_eq!(pieces, vec![1024, 1024, 1024, 1024, 904]);
+    assert_eq!(
+        engine.get(&ns, &hashes[0]).unwrap().unwrap().to_vec(),
+        bytes
+    );
+    // A put answered at once reads nothing.
+    let (outcome, pieces) = put_filled(&hashes[0], &bytes, crc, None);
+    assert_eq!(outcome.unwrap(), PutOutcome::Exists);
+    assert!(pieces.is_empty());
+    let used = engine.stats().dram_used;
+    // A fill that fails mid-way is an I/O error, keeps nothing and gives
+    // its pages back.
+    let (outcome, pieces) = put_filled(&hash(4, 0), &bytes, crc, Some(2));
+    assert!(matches!(outcome, Err(Error::Io { .. })), "{outcome:?}");
+    assert_eq!(pieces.len(), 2);
+    assert!(engine.get(&ns, &hash(4, 0)).unwrap().is_none());
+    assert_eq!(engine.stats().dram_used, used);
+    // Bytes that do not match their CRC are refused as they land in pages.
+    let (outcome, _) = put_filled(&hash(5, 0), &bytes, crc ^ 1, None);
+    assert!(matches!(outcome, Err(Error::ChecksumMismatch { .. })));
+    assert!(engine.get(&ns, &hash(5, 0)).unwrap().is_none());
+    assert_eq!(engine.stats().dram_used, used);
+}

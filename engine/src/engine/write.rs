@@ -46,6 +46,42 @@ use crate::pool::Tier;
 use crate::state::{NONE, PENDING, Released, State};
 use crate::stats::NsCounters;
 
+/// Where a put's payload comes from.
+pub enum Payload<'a> {
+    /// In memory, in pieces (as it arrived from a stream, or a client's
+    /// region); copied into pages.
+    Chunks(&'a [&'a [u8]]),
+    /// `len` bytes that `fill` reads straight into the block's pages, one
+    /// page piece at a time, in order (a block arriving on a socket: no
+    /// buffer in between). Called only when the block is stored: a put
+    /// answered at once (exists, diverged, rejected) or refused reads
+    /// nothing, and the caller drains the bytes it did not read.
+    Fill {
+        /// Bytes of the payload.
+        len: usize,
+        /// Fills each piece it is given entirely, or fails.
+        fill: &'a mut dyn FnMut(&mut [u8]) -> std::io::Result<()>,
+    },
+}
+
+impl Payload<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Payload::Chunks(chunks) => chunks.iter().map(|chunk| chunk.len() as u64).sum(),
+            Payload::Fill { len, .. } => *len as u64,
+        }
+    }
+}
+
+impl std::fmt::Debug for Payload<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Payload::Chunks(chunks) => write!(f, "Chunks({} pieces)", chunks.len()),
+            Payload::Fill { len, .. } => write!(f, "Fill({len} bytes)"),
+        }
+    }
+}
+
 /// Phase 1's answer: the put is already answered, or holds a reservation
 /// (and the demotions its eviction produced, to be written first).
 enum Reserved<'a> {
@@ -134,14 +170,31 @@ impl Engine {
         chunks: &[&[u8]],
         crc: u32,
     ) -> Result<PutOutcome> {
+        self.put_payload(id, parent, chain, Payload::Chunks(chunks), crc)
+    }
+
+    /// [`Engine::put_chunks`] with the payload from either source of
+    /// [`Payload`]: in memory, or read straight into the block's pages.
+    pub fn put_payload(
+        &self,
+        id: &NamespaceId,
+        parent: &ChainHash,
+        chain: &ChainHash,
+        mut payload: Payload<'_>,
+        crc: u32,
+    ) -> Result<PutOutcome> {
         let inner = &*self.inner;
-        let len = inner.check_put(chunks, chain)?;
+        let len = inner.check_put(payload.len(), chain)?;
         let len32 = u32::try_from(len).expect("bounded by payload_bytes_max");
         // Phase 1: reserve.
         let (reservation, demotions) = match inner.reserve(id, parent, chain, len32, crc)? {
             // A divergence is only one when the payload is what the caller
-            // meant: a payload that fails its CRC is reported as such.
+            // meant: a payload that fails its CRC is reported as such (one
+            // still to be read is the caller's to check).
             Reserved::Done(PutOutcome::Diverged) => {
+                let Payload::Chunks(chunks) = payload else {
+                    return Ok(PutOutcome::Diverged);
+                };
                 let computed = chunks
                     .iter()
                     .fold(0, |crc, chunk| crc32c::crc32c_append(crc, chunk));
@@ -163,7 +216,7 @@ impl Engine {
         // Phase 2: copy into pages (making room again, never waiting, if
         // they were taken meanwhile), checking the CRC of the bytes as
         // copied.
-        let block = inner.store_pages(&reservation, len, chunks, crc)?;
+        let block = inner.store_pages(&reservation, len, &mut payload, crc)?;
         // Phase 3: write through to the value log.
         let key = BlockKey {
             namespace: *id,
@@ -190,11 +243,10 @@ impl Engine {
 }
 
 impl Inner {
-    /// Checks a put's payload against the size limit; returns its length.
+    /// Checks a put's payload length against the size limit; returns it.
     /// (The caller's CRC is checked against the bytes as copied into pages,
     /// [`Inner::store_pages`].)
-    fn check_put(&self, chunks: &[&[u8]], chain: &ChainHash) -> Result<usize> {
-        let len: u64 = chunks.iter().map(|chunk| chunk.len() as u64).sum();
+    fn check_put(&self, len: u64, chain: &ChainHash) -> Result<usize> {
         if len > u64::from(self.options.payload_bytes_max) {
             return Err(Error::InvalidArgument(format!(
                 "payload of {len} bytes is over the limit of {} bytes",
@@ -347,13 +399,17 @@ impl Inner {
         &self,
         reservation: &Reservation<'_>,
         len: usize,
-        chunks: &[&[u8]],
+        payload: &mut Payload<'_>,
         crc: u32,
     ) -> Result<crate::pool::Block> {
         let mut rounds = 0;
         let (block, computed) = loop {
-            if let Some(stored) = self.pool.store(len, chunks) {
-                break stored;
+            let stored = match payload {
+                Payload::Chunks(chunks) => self.pool.store(len, chunks).map(Ok),
+                Payload::Fill { fill, .. } => self.pool.store_from(len, &mut **fill),
+            };
+            if let Some(stored) = stored {
+                break stored.map_err(Error::io("reading a block's payload into pages"))?;
             }
             if rounds == limits::EVICTION_ROUNDS_MAX {
                 return Err(Error::ResourceExhausted(

@@ -52,7 +52,7 @@ pub(super) struct Conn<T: Transport> {
     pub(super) regions: HashMap<u32, Arc<Region>>,
     /// A reused buffer for inline payloads.
     pub(super) scratch: Vec<u8>,
-    idle: Duration,
+    pub(super) idle: Duration,
 }
 
 /// Serves one connection until the peer leaves, breaks the framing, or the

@@ -11,12 +11,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pagoda_engine::{Engine, PutOutcome};
+use pagoda_engine::{Engine, Payload, PutOutcome};
 use pagoda_formats::chain::ChainHash;
 use pagoda_formats::namespace::{Namespace, NamespaceId};
 use pagoda_formats::proto::v1 as pb;
 use pagoda_formats::wire::{self, GetItem, GetResult, Message, PutItem, PutResult};
 use pagoda_shm::Region;
+use tokio::io::AsyncReadExt;
 use tonic::{Code, Status};
 
 use super::conn::{Close, Conn, code_of, error_message, unknown_region};
@@ -259,7 +260,7 @@ impl<T: Transport> Conn<T> {
                         .map(|item| {
                             region
                                 .with_bytes(item.region_offset, item.payload_len.into(), |bytes| {
-                                    put_one(&call, item, bytes)
+                                    put_one(&call, item, Payload::Chunks(&[bytes]))
                                 })
                                 .unwrap_or_else(|_| put_error(Code::InvalidArgument))
                         })
@@ -279,28 +280,40 @@ impl<T: Transport> Conn<T> {
         self.reply(id, &answer).await
     }
 
-    /// The items of an inline `PUT`, each read from the socket and stored
-    /// before the next is read (one block buffered at a time, counted in
-    /// the tenant's bytes in flight).
+    /// The items of an inline `PUT`, each stored before the next is read
+    /// (one block in flight at a time, counted in the tenant's bytes in
+    /// flight). On a multi-threaded runtime each payload is read from the
+    /// socket straight into the node's pages ([`Conn::put_direct`]);
+    /// otherwise through a buffer.
     async fn put_inline(
         &mut self,
         call: &Arc<Admitted>,
         items: Vec<PutItem>,
     ) -> Result<Result<Vec<PutResult>, Status>, Close> {
+        let direct = tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::MultiThread;
         let mut results = Vec::with_capacity(items.len());
         for item in items {
             let len = item.payload_len as usize;
-            self.read_payload(len).await?;
             let mut bytes = self.shared.byte_permit(&self.caller.tenant);
             if let Err(status) = self.shared.reserve_bytes(&mut bytes, len as u64) {
+                self.skip_payload(len as u64).await?;
                 results.push(put_error(status.code()));
                 continue;
             }
+            if direct {
+                let (result, read) = self.put_direct(call, &item)?;
+                // Bytes a put answered at once did not read.
+                self.skip_payload((len - read) as u64).await?;
+                results.push(result);
+                continue;
+            }
+            self.read_payload(len).await?;
             let buffer = std::mem::take(&mut self.scratch);
             let stored = {
                 let call = Arc::clone(call);
                 blocking(move || {
-                    let result = put_one(&call, &item, &buffer);
+                    let result = put_one(&call, &item, Payload::Chunks(&[&buffer]));
                     (result, buffer)
                 })
                 .await
@@ -314,6 +327,50 @@ impl<T: Transport> Conn<T> {
             }
         }
         Ok(Ok(results))
+    }
+
+    /// Stores one inline item with its payload read from the socket
+    /// straight into the block's pages: the worker thread blocks in place
+    /// while the engine reads the payload piece by piece (within the idle
+    /// timeout each). Returns the item's result and how many of its bytes
+    /// were read (none when the put was answered at once).
+    fn put_direct(&mut self, call: &Admitted, item: &PutItem) -> Result<(PutResult, usize), Close> {
+        let handle = tokio::runtime::Handle::current();
+        let idle = self.idle;
+        let io = &mut self.io;
+        let len = item.payload_len as usize;
+        let mut read = 0usize;
+        let mut broken = false;
+        let result = tokio::task::block_in_place(|| {
+            let mut fill = |piece: &mut [u8]| -> std::io::Result<()> {
+                match handle.block_on(tokio::time::timeout(idle, io.read_exact(piece))) {
+                    Ok(Ok(_)) => {
+                        read += piece.len();
+                        Ok(())
+                    }
+                    Ok(Err(error)) => {
+                        broken = true;
+                        Err(error)
+                    }
+                    Err(_) => {
+                        broken = true;
+                        Err(std::io::ErrorKind::TimedOut.into())
+                    }
+                }
+            };
+            put_one(
+                call,
+                item,
+                Payload::Fill {
+                    len,
+                    fill: &mut fill,
+                },
+            )
+        });
+        if broken {
+            return Err(Close::Gone);
+        }
+        Ok((result, read))
     }
 
     fn note_puts(&self, results: &[PutResult]) {
@@ -468,7 +525,7 @@ fn put_error(code: Code) -> PutResult {
 
 /// Stores one item: its key from parent and tokens, its bytes checked
 /// against their CRC once copied into the node's pages.
-fn put_one(call: &Admitted, item: &PutItem, bytes: &[u8]) -> PutResult {
+fn put_one(call: &Admitted, item: &PutItem, payload: Payload<'_>) -> PutResult {
     if Instant::now() > call.deadline {
         return put_error(Code::DeadlineExceeded);
     }
@@ -486,7 +543,7 @@ fn put_one(call: &Admitted, item: &PutItem, bytes: &[u8]) -> PutResult {
     };
     match call
         .engine
-        .put_chunks(&call.id, &parent, &chain, &[bytes], item.crc)
+        .put_payload(&call.id, &parent, &chain, payload, item.crc)
     {
         Ok(outcome) => PutResult {
             code: wire::OK,
