@@ -612,11 +612,21 @@ fn run_phases(
         }
     }
     crate::bench_phases::print(&rows);
+    let mut existence = Vec::new();
+    for via in &vias {
+        if let Via::Data(transport) = *via {
+            let (asked, hashing) =
+                runtime.block_on(crate::bench_phases::existence(url, args, transport))?;
+            existence.push((transport, asked, hashing));
+        }
+    }
+    crate::bench_phases::print_existence(&existence);
     Ok(())
 }
 
 /// A `pagoda serve` child process on free loopback ports (durability
-/// memory, 2 GiB of DRAM), killed on drop.
+/// memory, 6 GiB of DRAM: room for the existence chain's 65,536 blocks
+/// of a page each), killed on drop.
 struct BenchNode {
     child: std::process::Child,
     url: String,
@@ -628,7 +638,7 @@ impl BenchNode {
         let config = scratch.join("bench.toml");
         let text = format!(
             "grpc_addr = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\
-             durability = \"memory\"\ndram_bytes = \"2GiB\"\n[limits]\nrequests_per_tenant = 4096\n\
+             durability = \"memory\"\ndram_bytes = \"6GiB\"\n[limits]\nrequests_per_tenant = 4096\n\
              inflight_bytes_per_tenant = 4294967296\n",
             scratch.join("data").display()
         );
