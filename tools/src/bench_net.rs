@@ -582,6 +582,15 @@ fn run_phases(
         .iter()
         .map(|name| Via::parse(name))
         .collect::<Result<Vec<_>, _>>()?;
+    // First, on an empty pool: the chain must stay cached whole.
+    let mut existence = Vec::new();
+    for via in &vias {
+        if let Via::Data(transport) = *via {
+            let (asked, hashing) =
+                runtime.block_on(crate::bench_phases::existence(url, args, transport))?;
+            existence.push((transport, asked, hashing));
+        }
+    }
     let mut rows = Vec::new();
     for &block_bytes in &args.block_bytes {
         for &connections in &args.concurrency {
@@ -612,14 +621,6 @@ fn run_phases(
         }
     }
     crate::bench_phases::print(&rows);
-    let mut existence = Vec::new();
-    for via in &vias {
-        if let Via::Data(transport) = *via {
-            let (asked, hashing) =
-                runtime.block_on(crate::bench_phases::existence(url, args, transport))?;
-            existence.push((transport, asked, hashing));
-        }
-    }
     crate::bench_phases::print_existence(&existence);
     Ok(())
 }

@@ -576,6 +576,10 @@ pub(crate) async fn existence(
             ));
         }
     }
+    client
+        .drop_namespace(&id)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok((median(&mut asked), median(&mut hashing)))
 }
 
