@@ -11,14 +11,16 @@ cd "$(dirname "$0")/.."
 say() { printf 'setup: %s\n' "$*" >&2; }
 
 # C/C++ compilers for blake3's assembly and RocksDB, make for the Makefile,
-# python3 for scripts/fuzz.sh's corpus seeding, libclang-dev for RocksDB's
+# python3 for scripts/fuzz.sh's corpus seeding, python3-dev and python3-venv
+# for the Python package (pyo3 links libpython in a plain cargo build;
+# scripts/python.sh makes a venv), libclang-dev for RocksDB's
 # bindgen, cmake and clang for rdma-mummy-sys (the `rdma` feature's verbs
 # bindings; rdma-core itself is loaded at run time), redis-server for the
 # baseline of `pagoda bench --compare redis`, chromium for the headless test
 # of the status page, etcd-server and etcd-client (etcdctl) for cluster mode
 # and its tests, protobuf-compiler and libprotobuf-dev (the well-known types)
 # for etcd-client's generated code.
-packages=(build-essential python3 libclang-dev cmake clang redis-server chromium openssl
+packages=(build-essential python3 python3-dev python3-venv libclang-dev cmake clang redis-server chromium openssl
   etcd-server etcd-client protobuf-compiler libprotobuf-dev)
 
 missing=()

@@ -141,6 +141,15 @@ impl Region {
         self.len as u64
     }
 
+    /// The address of the mapping, for handing the region to foreign code
+    /// that addresses memory itself (the Python package's `memoryview` of a
+    /// registered buffer). Taking it is safe; using it is the foreign
+    /// code's business, under the contract of shared bytes above, and only
+    /// while this `Region` lives.
+    pub fn address(&self) -> usize {
+        self.ptr.as_ptr() as usize
+    }
+
     /// Whether the region has no bytes (never: regions are 1 byte or more).
     pub fn is_empty(&self) -> bool {
         self.len == 0
