@@ -142,8 +142,8 @@ pub enum Announcement {
         /// The HTTP listener's address.
         http: SocketAddr,
     },
-    /// The engine is open: `/readyz` answers 200 and gRPC calls are served.
-    /// Announced at most once.
+    /// The engine is open and the data plane serves: `/readyz` answers 200
+    /// and gRPC and data-plane calls are served. Announced at most once.
     Ready,
 }
 
@@ -157,12 +157,14 @@ pub async fn serve(
 }
 
 /// [`serve`], calling `announce` when the listeners are bound and when the
-/// engine is open (from a blocking thread: keep it short).
+/// node is ready (from the serving task: keep it short).
 ///
-/// In order: check the configuration, bind both listeners and announce
-/// them, arm shutdown, open the engine in the background, serve HTTP, set
-/// up gRPC, wait for the engine, join the cluster, serve gRPC until
-/// shutdown, drain both listeners, close the engine.
+/// In order: check the configuration, bind the listeners (gRPC, HTTP, the
+/// data plane's TCP port) and announce them, arm shutdown, open the engine
+/// in the background, serve HTTP, set up gRPC, wait for the engine, bind the
+/// data socket (in the data directory the engine now holds) and serve the
+/// data plane, join the cluster, serve gRPC until shutdown, drain the
+/// listeners, close the engine.
 pub async fn serve_announcing(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -187,8 +189,7 @@ pub async fn serve_announcing(
         wait_stopped(stopped.clone()),
         config.limits.shutdown_grace(),
     );
-    let opened = open_engine(&config, tenants, &shared, announce)?;
-    let data = spawn_data(&config, &shared, listeners.data)?;
+    let opened = open_engine(&config, tenants, &shared)?;
     let http = spawn_http(
         &config,
         &shared,
@@ -201,6 +202,12 @@ pub async fn serve_announcing(
         what: "engine open task",
         source,
     })??;
+    // The data plane serves once the engine holds the data directory: its
+    // Unix socket lives there.
+    let mut data_listeners = listeners.data;
+    data_listeners.bind_unix(config.data_socket_path())?;
+    let data = spawn_data(&config, &shared, data_listeners)?;
+    announce(Announcement::Ready);
     if let Some(cluster) = &config.cluster
         && !*stopped.borrow()
     {
@@ -268,12 +275,7 @@ async fn bind(config: &ServerConfig) -> Result<Listeners> {
         .local_addr()
         .map_err(Error::io("the HTTP listener's address"))?;
     let connections = connection_limits(&config.limits);
-    let data = data::bind(
-        Some(config.data_tcp_addr()),
-        Some(config.data_socket_path()),
-        config.tls.is_some(),
-    )
-    .await?;
+    let data = data::bind(Some(config.data_tcp_addr()), config.tls.is_some()).await?;
     Ok(Listeners {
         grpc: listen::Listener::new(grpc, "gRPC", connections.grpc),
         http: listen::Listener::new(http, "HTTP", connections.http),
@@ -295,7 +297,7 @@ fn log_serving(config: &ServerConfig, listeners: &Listeners, open: bool) {
         grpc = %listeners.grpc_addr,
         http = %format_args!("{scheme}://{}/", listeners.http_addr),
         data_tcp = ?listeners.data.endpoints.tcp,
-        data_socket = ?listeners.data.endpoints.unix,
+        data_socket = %config.data_socket_path().display(),
         data_dir = %config.data_dir.display(),
         dram_mib = config.dram_bytes >> 20,
         ssd_mib = config.ssd_bytes >> 20,
@@ -311,12 +313,11 @@ fn log_serving(config: &ServerConfig, listeners: &Listeners, open: bool) {
 }
 
 /// Opens the engine on the blocking pool; once open, the node is ready
-/// (`/readyz`, gRPC) and `announce` hears [`Announcement::Ready`].
+/// (`/readyz`, gRPC).
 fn open_engine(
     config: &ServerConfig,
     tenants: Vec<pagoda_engine::TenantConfig>,
     shared: &Arc<Shared>,
-    announce: Arc<impl Fn(Announcement) + Send + Sync + 'static>,
 ) -> Result<tokio::task::JoinHandle<Result<()>>> {
     let mut options = engine_options(config, tenants);
     options.master_key = config.master_key()?;
@@ -328,7 +329,6 @@ fn open_engine(
         let open_ms = engine.stats().open_ms;
         opening.set_engine(Arc::new(engine));
         tracing::info!(open_ms, "pagoda ready");
-        announce(Announcement::Ready);
         Ok(())
     }))
 }

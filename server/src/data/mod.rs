@@ -52,15 +52,10 @@ pub(crate) struct Listeners {
 /// The longest path a Unix socket address holds (`sun_path`, with its NUL).
 const SOCKET_PATH_BYTES_MAX: usize = 107;
 
-/// Binds the data plane's listeners: TCP at `tcp` (none: no TCP data port)
-/// and the Unix socket at `unix` (none, or a path too long for a socket
-/// address: none, with a warning). A stale socket file of an earlier run is
-/// replaced (the data directory's lock guarantees no other node uses it).
-pub(crate) async fn bind(
-    tcp: Option<SocketAddr>,
-    unix: Option<PathBuf>,
-    tls: bool,
-) -> Result<Listeners> {
+/// Binds the data plane's TCP listener at `tcp` (none: no TCP data port).
+/// The Unix socket is bound later, once the engine holds the data
+/// directory's lock ([`Listeners::bind_unix`]).
+pub(crate) async fn bind(tcp: Option<SocketAddr>, tls: bool) -> Result<Listeners> {
     let tcp = match tcp {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -71,21 +66,6 @@ pub(crate) async fn bind(
                     source,
                 })?,
         ),
-        None => None,
-    };
-    let unix = match unix {
-        Some(path) if path.as_os_str().len() > SOCKET_PATH_BYTES_MAX => {
-            tracing::warn!(path = %path.display(), "the data socket's path is too long for a Unix socket: no shared-memory data plane");
-            None
-        }
-        Some(path) => {
-            remove_stale_socket(&path)?;
-            let listener = UnixListener::bind(&path).map_err(Error::io(format_args!(
-                "binding the data socket {}",
-                path.display()
-            )))?;
-            Some((listener, path))
-        }
         None => None,
     };
     let tcp_addr = match &tcp {
@@ -102,13 +82,35 @@ pub(crate) async fn bind(
     Ok(Listeners {
         endpoints: Endpoints {
             tcp: tcp_addr,
-            unix: unix.as_ref().map(|(_, path)| path.clone()),
+            unix: None,
             tls,
             instance,
         },
         tcp,
-        unix,
+        unix: None,
     })
+}
+
+impl Listeners {
+    /// Binds the Unix socket at `path` (a path too long for a socket
+    /// address: none, with a warning). Called once the engine is open: the
+    /// data directory's lock then guarantees that no other node on this
+    /// directory listens there, so a stale socket file of an earlier run is
+    /// replaced, and one that answers belongs to a node elsewhere (an error).
+    pub(crate) fn bind_unix(&mut self, path: PathBuf) -> Result<()> {
+        if path.as_os_str().len() > SOCKET_PATH_BYTES_MAX {
+            tracing::warn!(path = %path.display(), "the data socket's path is too long for a Unix socket: no shared-memory data plane");
+            return Ok(());
+        }
+        remove_stale_socket(&path)?;
+        let listener = UnixListener::bind(&path).map_err(Error::io(format_args!(
+            "binding the data socket {}",
+            path.display()
+        )))?;
+        self.endpoints.unix = Some(path.clone());
+        self.unix = Some((listener, path));
+        Ok(())
+    }
 }
 
 /// Removes a socket file that no node listens on any more (an earlier run's);
@@ -128,7 +130,7 @@ fn remove_stale_socket(path: &std::path::Path) -> Result<()> {
             what: format!("the data socket {}", path.display()),
             source: std::io::Error::new(
                 std::io::ErrorKind::AddrInUse,
-                "a running node listens on it (another node on this data directory?)",
+                "another running node listens on it (set data_socket apart)",
             ),
         });
     }
