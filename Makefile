@@ -28,14 +28,15 @@ demo: build
 
 # The whole test suite: unit, property, golden-vector and end-to-end tests,
 # the optional hardware features (cuda, rdma) built and tested on a machine
-# without the hardware, the Python package's tests against a real node
-# (scripts/python.sh: a cached venv in ~/.cache/pagoda-venv), and a fuzz
-# smoke run.
+# without the hardware, the Python package's tests against a real node and
+# its engine adapters' tests against the real, pinned engines
+# (scripts/python.sh: cached venvs in ~/.cache), and a fuzz smoke run.
 test: setup
 	cargo test --workspace
 	cargo test -p pagoda-worker --features cuda
 	cargo test -p pagoda-client --features rdma
 	scripts/python.sh test
+	scripts/python.sh engines
 	$(MAKE) fuzz-smoke
 
 lint: setup

@@ -1,21 +1,33 @@
 #!/usr/bin/env bash
 # The Python package: builds it into a cached virtual environment and runs
 # its tests against a real node (`scripts/python.sh test`), or only builds it
-# (`scripts/python.sh develop`). The venv is $PAGODA_VENV, by default
-# ~/.cache/pagoda-venv, made once with the pinned build and test tools; the
-# Rust side builds into the shared $CARGO_TARGET_DIR.
+# (`scripts/python.sh develop`), or runs the engine adapters' tests against
+# the real, pinned engine packages (`scripts/python.sh engines`). The venvs
+# are $PAGODA_VENV (default ~/.cache/pagoda-venv: build and test tools) and
+# $PAGODA_ENGINES_VENV (default ~/.cache/pagoda-engines-venv: the engines,
+# about 3 GB with torch), each made once; the Rust side builds into the
+# shared $CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pagoda-target}"
 venv="${PAGODA_VENV:-$HOME/.cache/pagoda-venv}"
 tools=("maturin>=1.9,<2" "pytest>=7" "numpy")
+if [ "${1:-test}" = engines ]; then
+    venv="${PAGODA_ENGINES_VENV:-$HOME/.cache/pagoda-engines-venv}"
+    # The engines, pinned (docs/integrations.md): torch from PyPI (its CUDA
+    # build runs on CPU), then LMCache with its dependencies.
+    tools+=("torch==2.14.1" "lmcache==0.5.6")
+fi
 if [ ! -x "$venv/bin/python" ]; then
     echo "python: making $venv"
     python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c "import maturin, pytest, numpy" 2>/dev/null; then
+marker="$venv/.pagoda-tools"
+if [ "$(cat "$marker" 2>/dev/null)" != "${tools[*]}" ]; then
+    echo "python: installing ${tools[*]} into $venv"
     "$venv/bin/pip" install --quiet --upgrade pip
     "$venv/bin/pip" install --quiet "${tools[@]}"
+    echo "${tools[*]}" > "$marker"
 fi
 export VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH"
 maturin develop --quiet --manifest-path python/Cargo.toml
@@ -23,7 +35,11 @@ case "${1:-test}" in
     develop) ;;
     test)
         cargo build --quiet --bin pagoda
-        PAGODA_BIN="$CARGO_TARGET_DIR/debug/pagoda" python -m pytest -q python/tests
+        PAGODA_BIN="$CARGO_TARGET_DIR/debug/pagoda" python -m pytest -q python/tests --ignore=python/tests/engines
         ;;
-    *) echo "usage: scripts/python.sh [test|develop]" >&2; exit 2 ;;
+    engines)
+        cargo build --quiet --bin pagoda
+        PAGODA_BIN="$CARGO_TARGET_DIR/debug/pagoda" python -m pytest -q python/tests/engines
+        ;;
+    *) echo "usage: scripts/python.sh [test|develop|engines]" >&2; exit 2 ;;
 esac

@@ -1,8 +1,10 @@
 """A real `pagoda serve` node for the tests (the binary from PAGODA_BIN, or
 the workspace's debug build), with two tenants and memory durability."""
 
+import json
 import os
 import pathlib
+import urllib.request
 import subprocess
 import tempfile
 
@@ -55,13 +57,25 @@ tokens = [{{ blake3 = "{_hash(binary, TOKENS['globex'])}", role = "admin" }}]
             [binary, "serve", "--config", str(config)], stdout=subprocess.PIPE, text=True, env=env
         )
         self.url = None
+        self.http = None
         for line in self.process.stdout:
             if line.startswith("listening grpc="):
-                self.url = "http://" + line.split()[1].split("=", 1)[1]
+                fields = dict(field.split("=", 1) for field in line.split()[1:])
+                self.url = "http://" + fields["grpc"]
+                self.http = "http://" + fields["http"]
             if line.strip() == "ready":
                 break
         if self.url is None:
             raise RuntimeError("the node exited before it was ready")
+
+    def stats(self, token: str) -> dict:
+        """The node's /v1/stats as a tenant's token sees it."""
+        request = urllib.request.Request(self.http + "/v1/stats", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return json.load(answer)
+
+    def tenant_stats(self, token: str, tenant: str) -> dict:
+        return next(t for t in self.stats(token)["tenants"] if t["name"] == tenant)
 
     def stop(self) -> None:
         self.process.terminate()

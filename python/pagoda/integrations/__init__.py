@@ -1,0 +1,14 @@
+"""Adapters of Pagoda for inference engines, each pinned to an engine
+version and documented in ``docs/integrations.md``:
+
+- ``pagoda.integrations.lmcache``: an LMCache (0.5.6) remote storage plugin.
+
+Each adapter keys blocks by the engine's own keys through an external key
+scheme (``pagoda.keys``), never blocks the engine's scheduler on a dead node
+(``Breaker``), and reports a failed or late load as a miss, so the engine
+recomputes.
+"""
+
+from ._breaker import Breaker
+
+__all__ = ["Breaker"]
