@@ -301,6 +301,19 @@ class Namespace:
         finally:
             del keep
 
+    def get_into_addresses(self, items: Iterable[Tuple[bytes, int, int]], timeout: float = 30.0) -> list:
+        """Gets whole blocks into scattered memory the caller owns: items are
+        (hash, address, room), e.g. an engine's host-pool pages from their
+        pointers. The caller keeps that memory alive and unread for the
+        call. Results as ``get_into``."""
+        return self._native.get_into_addresses(list(items), timeout)
+
+    def put_from_addresses(self, items: Iterable[Tuple[Optional[bytes], Sequence[int], int, int]], timeout: float = 30.0) -> list:
+        """Puts blocks from scattered memory the caller owns, in order: items
+        are (parent, tokens, address, length). Results as ``put_many``."""
+        items = [(parent, list(tokens), address, length) for parent, tokens, address, length in items]
+        return self._native.put_from_addresses(items, timeout)
+
     def remove(self, hashes: Sequence[bytes]) -> int:
         """Removes blocks, given in chain order (parents first; they go deepest
         first, and a block that keeps cached children or pins stays); how many went."""

@@ -397,6 +397,10 @@ impl Buffer {
 type GetItem = (Vec<u8>, u64, u64, u64, u64);
 /// One put item: (parent or None, tokens, buffer offset, length).
 type PutItem = (Option<Vec<u8>>, Vec<u32>, u64, u32);
+/// One get item into caller memory: (hash, address, room).
+type AddressGet = (Vec<u8>, usize, u64);
+/// One put item from caller memory: (parent or None, tokens, address, length).
+type AddressPut = (Option<Vec<u8>>, Vec<u32>, usize, u32);
 
 /// A namespace: where blocks of one model and layout live, for one tenant.
 #[pyclass(frozen, module = "pagoda._native")]
@@ -613,6 +617,90 @@ impl Namespace {
             Ok(got)
         })?;
         got_results(py, got)
+    }
+
+    /// Gets whole blocks into scattered caller memory: items are (hash,
+    /// address, room), each block landing at its own address (an engine's
+    /// host pool pages). Staged compactly through the client's registered
+    /// buffer (one copy); results as [`Namespace::get_into`].
+    #[pyo3(signature = (items, timeout=30.0))]
+    fn get_into_addresses(
+        &self,
+        py: Python<'_>,
+        items: Vec<AddressGet>,
+        timeout: f64,
+    ) -> PyResult<Vec<Py<PyAny>>> {
+        let mut at = 0u64;
+        let mut gets = Vec::with_capacity(items.len());
+        for (hash, _, room) in &items {
+            gets.push(GetInto::block(hash_of(hash)?, at, *room));
+            at += room;
+        }
+        let deadline = deadline(timeout)?;
+        let (shared, id) = (&self.shared, self.handle.id());
+        let got = shared.block_on(py, async {
+            let (staging, plane) = shared.staging(at.max(1)).await?;
+            let staged = staging.staged();
+            let got = plane
+                .get_into(id, staged.id, &gets, deadline)
+                .await
+                .map_err(to_py)?;
+            for ((get, (_, address, room)), got) in gets.iter().zip(&items).zip(&got) {
+                if let Got::Found { len, .. } = got {
+                    let len = usize::try_from((*len).min(*room)).unwrap_or(0);
+                    let out = caller_memory_mut(*address, len);
+                    staged
+                        .region
+                        .read_into(get.region_offset, out)
+                        .map_err(|error| invalid(error.to_string()))?;
+                }
+            }
+            Ok(got)
+        })?;
+        got_results(py, got)
+    }
+
+    /// Puts blocks from scattered caller memory, in order: items are
+    /// (parent or None, tokens, address, length). Staged compactly through
+    /// the client's registered buffer (one copy); results as
+    /// [`Namespace::put_from`].
+    #[pyo3(signature = (items, timeout=30.0))]
+    fn put_from_addresses(
+        &self,
+        py: Python<'_>,
+        items: Vec<AddressPut>,
+        timeout: f64,
+    ) -> PyResult<Vec<Py<PyAny>>> {
+        let mut at = 0u64;
+        let mut puts = Vec::with_capacity(items.len());
+        for (parent, tokens, _, len) in &items {
+            puts.push(PutFrom {
+                parent: parent_of(parent.as_deref())?,
+                tokens: tokens.clone(),
+                extra: Vec::new(),
+                region_offset: at,
+                len: *len,
+            });
+            at += u64::from(*len);
+        }
+        let deadline = deadline(timeout)?;
+        let (shared, id) = (&self.shared, self.handle.id());
+        let results = shared.block_on(py, async {
+            let (staging, plane) = shared.staging(at.max(1)).await?;
+            let staged = staging.staged();
+            for (put, (_, _, address, len)) in puts.iter().zip(&items) {
+                let source = caller_memory(*address, *len as usize);
+                staged
+                    .region
+                    .write(put.region_offset, source)
+                    .map_err(|error| invalid(error.to_string()))?;
+            }
+            plane
+                .put_from(id, staged.id, &puts, deadline)
+                .await
+                .map_err(to_py)
+        })?;
+        put_results(py, results)
     }
 
     /// A whole block (or the range `offset..offset + length`; 0: to the

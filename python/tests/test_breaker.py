@@ -41,12 +41,17 @@ def test_opens_after_failures_in_a_row_then_probes():
     assert not breaker.open
 
 
-def test_request_errors_are_raised_not_counted():
+def test_request_errors_fall_back_without_counting():
     breaker = Breaker(failures=1, clock=Clock())
 
     def invalid():
         raise pagoda.PagodaError(3, "INVALID_ARGUMENT", "bad")
 
-    with pytest.raises(pagoda.PagodaError):
-        breaker.call(invalid, None)
+    assert breaker.call(invalid, "fallback") == "fallback"
     assert not breaker.open
+
+
+def test_other_exceptions_are_bugs_and_raise():
+    breaker = Breaker(clock=Clock())
+    with pytest.raises(ZeroDivisionError):
+        breaker.call(lambda: 1 / 0, None)

@@ -203,3 +203,21 @@ def test_tcp_returns_the_same_bytes(node, ns):
     assert ns.get(ns.hash_tokens(tokens(110))[0]) == payload(110)
     with pytest.raises(pagoda.PagodaError):
         pagoda.Client(node.url, TOKENS["acme"], transport="carrier-pigeon")
+
+
+def test_scattered_memory_by_address(ns):
+    import ctypes
+
+    sources = [ctypes.create_string_buffer(payload(b, 5000), 5000) for b in (120, 121)]
+    items = [(pagoda.ROOT, tokens(120 + i), ctypes.addressof(s), 5000) for i, s in enumerate(sources)]
+    results = ns.put_from_addresses(items)
+    assert [outcome for _, outcome in results] == ["stored", "stored"]
+    targets = [ctypes.create_string_buffer(5000) for _ in range(3)]
+    got = ns.get_into_addresses(
+        [(results[1][0], ctypes.addressof(targets[0]), 5000),
+         (os.urandom(32), ctypes.addressof(targets[1]), 5000),
+         (results[0][0], ctypes.addressof(targets[2]), 5000)]
+    )
+    assert got[0] == 5000 and got[1] is None and got[2] == 5000
+    assert targets[0].raw == payload(121, 5000) and targets[2].raw == payload(120, 5000)
+    assert targets[1].raw == bytes(5000)

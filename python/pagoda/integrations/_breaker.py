@@ -4,6 +4,7 @@ at once for ``cooldown`` seconds, then one is let through to probe."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Callable, TypeVar
@@ -11,6 +12,8 @@ from typing import Callable, TypeVar
 from .. import PagodaError
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 #: Codes that say the node, not the request, is in trouble.
 TRIPPING = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
@@ -32,15 +35,18 @@ class Breaker:
             return self._clock() < self._open_until
 
     def call(self, fn: Callable[[], T], fallback: T) -> T:
-        """``fn()``, or ``fallback`` while open or when ``fn`` fails with a
-        tripping error (which counts toward opening); other errors raise."""
+        """``fn()``, or ``fallback`` while open or when ``fn`` fails: an
+        engine's storage hook never raises (a failed load is a miss, the
+        engine recomputes). A tripping error counts toward opening; others
+        are logged."""
         if self.open:
             return fallback
         try:
             result = fn()
         except PagodaError as error:
             if error.name not in TRIPPING:
-                raise
+                logger.warning("Pagoda call failed: %s", error)
+                return fallback
             with self._lock:
                 self._row += 1
                 if self._row >= self.failures:
