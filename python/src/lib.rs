@@ -133,7 +133,8 @@ fn deadline(timeout: f64) -> PyResult<Duration> {
 struct Shared {
     runtime: tokio::runtime::Runtime,
     client: RustClient,
-    plane: tokio::sync::OnceCell<Arc<DataPlane>>,
+    /// The data plane, replaced by a new connection once it broke.
+    plane: tokio::sync::Mutex<Option<Arc<DataPlane>>>,
     /// The transport asked for (None: the fastest available).
     transport: Option<Transport>,
     /// The registered buffer that stages caller memory, grown on demand.
@@ -143,6 +144,8 @@ struct Shared {
 struct Staged {
     region: Arc<pagoda_shm::Region>,
     id: RegionId,
+    /// The data plane it is registered on.
+    plane: Arc<DataPlane>,
 }
 
 impl Shared {
@@ -154,29 +157,33 @@ impl Shared {
         py.detach(|| self.runtime.block_on(future))
     }
 
+    /// The data plane; a broken one (the node went away) is replaced by a
+    /// new connection, so calls work again once the node is back.
     async fn plane(&self) -> PyResult<Arc<DataPlane>> {
-        self.plane
-            .get_or_try_init(|| async {
-                match self.transport {
-                    Some(transport) => DataPlane::connect_with(&self.client, transport).await,
-                    None => DataPlane::connect(&self.client).await,
-                }
-                .map(Arc::new)
-                .map_err(to_py)
-            })
-            .await
-            .cloned()
+        let mut plane = self.plane.lock().await;
+        if let Some(live) = plane.as_ref().filter(|plane| !plane.is_broken()) {
+            return Ok(Arc::clone(live));
+        }
+        let connected = match self.transport {
+            Some(transport) => DataPlane::connect_with(&self.client, transport).await,
+            None => DataPlane::connect(&self.client).await,
+        };
+        let connected = Arc::new(connected.map_err(to_py)?);
+        *plane = Some(Arc::clone(&connected));
+        Ok(connected)
     }
 
     /// The staging buffer, at least `len` bytes, held for the caller's call.
     async fn staging(&self, len: u64) -> PyResult<(StagingGuard<'_>, Arc<DataPlane>)> {
         let plane = self.plane().await?;
         let mut guard = self.staging.lock().await;
-        let small = guard
+        let stale = guard
             .as_ref()
-            .is_none_or(|staged| staged.region.len() < len);
-        if small {
-            if let Some(old) = guard.take() {
+            .is_none_or(|staged| staged.region.len() < len || !Arc::ptr_eq(&staged.plane, &plane));
+        if stale {
+            if let Some(old) = guard.take()
+                && Arc::ptr_eq(&old.plane, &plane)
+            {
                 plane.unregister(old.id).await.map_err(to_py)?;
             }
             let size = len.max(1 << 20).next_power_of_two();
@@ -185,7 +192,11 @@ impl Shared {
                     .map_err(|error| pagoda_error(8, error.to_string()))?,
             );
             let id = plane.register(Arc::clone(&region)).await.map_err(to_py)?;
-            *guard = Some(Staged { region, id });
+            *guard = Some(Staged {
+                region,
+                id,
+                plane: Arc::clone(&plane),
+            });
         }
         Ok((StagingGuard(guard), plane))
     }
@@ -253,7 +264,7 @@ impl Client {
             shared: Arc::new(Shared {
                 runtime,
                 client,
-                plane: tokio::sync::OnceCell::new(),
+                plane: tokio::sync::Mutex::new(None),
                 transport,
                 staging: tokio::sync::Mutex::new(None),
             }),

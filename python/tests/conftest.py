@@ -31,12 +31,13 @@ def _hash(binary: str, token: str) -> str:
 
 
 class Node:
-    def __init__(self, directory: pathlib.Path):
+    def __init__(self, directory: pathlib.Path, grpc_port: int = 0, http_port: int = 0):
         binary = _binary()
+        directory.mkdir(parents=True, exist_ok=True)
         config = directory / "node.toml"
         config.write_text(
-            f"""grpc_addr = "127.0.0.1:0"
-http_addr = "127.0.0.1:0"
+            f"""grpc_addr = "127.0.0.1:{grpc_port}"
+http_addr = "127.0.0.1:{http_port}"
 data_dir = "{directory / 'data'}"
 durability = "memory"
 dram_bytes = "256MiB"

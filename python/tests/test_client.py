@@ -221,3 +221,34 @@ def test_scattered_memory_by_address(ns):
     assert got[0] == 5000 and got[1] is None and got[2] == 5000
     assert targets[0].raw == payload(121, 5000) and targets[2].raw == payload(120, 5000)
     assert targets[1].raw == bytes(5000)
+
+
+def test_calls_work_again_once_a_restarted_node_is_back(tmp_path):
+    import socket
+
+    from conftest import Node
+
+    def free_port():
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return probe.getsockname()[1]
+
+    grpc, http = free_port(), free_port()
+    first = Node(tmp_path / "a", grpc, http)
+    client = pagoda.Client(first.url, TOKENS["acme"])
+    ns = client.create_namespace("acme", "llama", "restart")
+    hash, _ = ns.put(pagoda.ROOT, tokens(130), payload(130))
+    first.stop()
+    with pytest.raises(pagoda.PagodaError) as error:
+        ns.get_into([hash], bytearray(BLOCK), BLOCK)
+    assert error.value.name == "UNAVAILABLE"
+    # The same node again (memory durability: its blocks are gone); the
+    # client connects a new data plane by itself.
+    second = Node(tmp_path / "b", grpc, http)
+    try:
+        ns = client.create_namespace("acme", "llama", "restart")
+        assert ns.get_into([hash], bytearray(BLOCK), BLOCK) == [None]
+        assert ns.put(pagoda.ROOT, tokens(130), payload(130))[1] == "stored"
+        assert ns.get(hash) == payload(130)
+    finally:
+        second.stop()

@@ -160,6 +160,11 @@ impl Conn {
         })
     }
 
+    /// Whether the connection broke (every call on it fails `UNAVAILABLE`).
+    pub(super) fn is_broken(&self) -> bool {
+        self.shared.broken.load(Ordering::Acquire)
+    }
+
     /// Queues a request; its answer arrives on the returned channel.
     pub(super) fn submit(
         &self,

@@ -408,6 +408,14 @@ impl DataPlane {
         })
     }
 
+    /// Whether the connection broke (the node went away, or broke the
+    /// protocol): every call on it fails `UNAVAILABLE`, and a caller that
+    /// wants to go on connects a new data plane (and registers its regions
+    /// there again).
+    pub fn is_broken(&self) -> bool {
+        self.conn.is_broken()
+    }
+
     /// The transport in use.
     pub fn transport(&self) -> Transport {
         self.transport
