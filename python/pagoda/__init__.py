@@ -110,7 +110,10 @@ class Buffer:
 
     ``view`` is a writable ``memoryview`` of its bytes (``numpy.frombuffer(buf.view,
     dtype=...)`` and ``torch.frombuffer(buf.view, dtype=...)`` wrap it without a
-    copy). The memory lives as long as the ``Buffer`` or any view of it.
+    copy). The memory lives as long as the ``Buffer`` or any view of it. A
+    buffer is registered on one connection: calls with it fail
+    ``UNAVAILABLE`` once that connection broke (the node restarted), while
+    the client's other calls reconnect by themselves; make a new buffer then.
     """
 
     def __init__(self, native: _NativeBuffer):
