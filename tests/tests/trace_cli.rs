@@ -168,6 +168,23 @@ fn replay_is_deterministic_and_the_kvcache_scheduler_beats_round_robin() {
         goodput(kvcache) > 0.0 && goodput(kvcache) >= goodput(round_robin),
         "{first}"
     );
+    // Over every request, no policy reuses more than an infinite cache
+    // would (`trace analyze` on the same 400 requests); over admitted
+    // requests alone a policy that rejects may show more.
+    let dir = std::env::temp_dir().join(format!("pagoda-replay-bound-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let whole = std::fs::read_to_string(repo("traces/conversation_trace.jsonl")).unwrap();
+    let first_400 = whole.lines().take(400).collect::<Vec<_>>().join("\n") + "\n";
+    let trace = dir.join("conversation_400.jsonl");
+    std::fs::write(&trace, first_400).unwrap();
+    let infinite = analyze(&trace, "1000", &dir)["prefix_hit_infinite_block"]
+        .as_f64()
+        .unwrap();
+    for report in first.as_array().unwrap() {
+        let admitted = report["hit_ratio_admitted"].as_f64().unwrap();
+        assert!(hit(report) <= infinite, "{report} against {infinite}");
+        assert!(hit(report) <= admitted, "{report}");
+    }
     let cost = |r: &serde_json::Value, key: &str| r[key].as_f64().unwrap();
     assert!(
         cost(kvcache, "dollars_per_million_tokens")

@@ -137,8 +137,13 @@ struct Outcome {
     met: usize,
     ttft: Vec<f64>,
     tbt: Vec<f64>,
+    /// Blocks of admitted requests found cached (their reused prefix).
     reused_blocks: u64,
+    /// Blocks of admitted requests.
     blocks: u64,
+    /// Blocks of every request, rejected ones included (a rejected request
+    /// reuses nothing).
+    blocks_all: u64,
     transferred_bytes: u64,
     prefill_seconds: f64,
     prefill_seconds_uncached: f64,
@@ -259,6 +264,7 @@ fn replay_once(
         let now = (request.timestamp - first) as f64 / 1000.0 / rate_scale;
         outcome.requests += 1;
         let hashes: Vec<ChainHash> = request.hash_ids.iter().map(|id| trace_hash(*id)).collect();
+        outcome.blocks_all += hashes.len() as u64;
         let full_blocks = request.input_length / 512;
         for instance in &mut decode {
             instance.running.retain(|(end, _)| *end > now);
@@ -339,7 +345,12 @@ fn report(name: &str, outcome: &Outcome, model: &Preset, args: &ReplayArgs) -> s
         "tbt_p50": quantile(&outcome.tbt, 0.5),
         "tbt_p90": quantile(&outcome.tbt, 0.9),
         "tbt_p99": quantile(&outcome.tbt, 0.99),
-        "hit_ratio": outcome.reused_blocks as f64 / outcome.blocks.max(1) as f64,
+        // Over every request (rejected ones reuse nothing): comparable with
+        // `pagoda trace analyze`'s infinite-cache figure, never above it.
+        "hit_ratio": outcome.reused_blocks as f64 / outcome.blocks_all.max(1) as f64,
+        // Over the admitted requests only: higher wherever rejection drops
+        // cold requests.
+        "hit_ratio_admitted": outcome.reused_blocks as f64 / outcome.blocks.max(1) as f64,
         "transferred_bytes": outcome.transferred_bytes,
         "gpu_seconds_saved": (outcome.prefill_seconds_uncached - outcome.prefill_seconds) * f64::from(model.gpus),
         "goodput_requests_per_second": outcome.met as f64 / seconds,
@@ -391,13 +402,13 @@ pub(crate) fn run(args: &ReplayArgs) -> Result<(), String> {
         return Ok(());
     }
     println!(
-        "| policy | SLO met | rejected | goodput req/s | TTFT p50/p90/p99 s | TBT p50/p99 ms | hit ratio | GPU-s saved | $/1M tokens |"
+        "| policy | SLO met | rejected | goodput req/s | TTFT p50/p90/p99 s | TBT p50/p99 ms | hit ratio all / admitted | GPU-s saved | $/1M tokens |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for r in &reports {
         let f = |key: &str| r[key].as_f64().unwrap_or(0.0);
         println!(
-            "| {} | {:.1} % | {} | {:.3} | {:.2} / {:.2} / {:.2} | {:.1} / {:.1} | {:.1} % | {:.0} | {:.3} |",
+            "| {} | {:.1} % | {} | {:.3} | {:.2} / {:.2} / {:.2} | {:.1} / {:.1} | {:.1} / {:.1} % | {:.0} | {:.3} |",
             r["policy"].as_str().unwrap_or("?"),
             f("slo_attainment") * 100.0,
             r["rejected"],
@@ -408,6 +419,7 @@ pub(crate) fn run(args: &ReplayArgs) -> Result<(), String> {
             f("tbt_p50") * 1e3,
             f("tbt_p99") * 1e3,
             f("hit_ratio") * 100.0,
+            f("hit_ratio_admitted") * 100.0,
             f("gpu_seconds_saved"),
             f("dollars_per_million_tokens"),
         );
