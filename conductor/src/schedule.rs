@@ -252,9 +252,50 @@ fn choose_decode(
         .ok_or(Rejection::Tbt(f64::INFINITY))
 }
 
-/// Places `request` by `policy`; `turn` drives round-robin.
+/// Whether a placement may refuse a request whose predicted TTFT or TBT
+/// misses its SLO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Reject early, before any work (Mooncake's overload-oriented
+    /// scheduling).
+    EarlyReject,
+    /// Admit everything; a request late past its SLO still runs.
+    AdmitAll,
+}
+
+impl Admission {
+    /// The rule a policy runs with unless told otherwise: early rejection
+    /// for the KVCache-aware scheduler, admit-all for the baselines.
+    pub fn default_for(policy: Policy) -> Self {
+        if policy == Policy::KvCache {
+            Admission::EarlyReject
+        } else {
+            Admission::AdmitAll
+        }
+    }
+}
+
+/// Places `request` by `policy` under its default admission rule
+/// ([`Admission::default_for`]); `turn` drives round-robin.
 pub fn place(
     policy: Policy,
+    model: &Preset,
+    prefill: &[PrefillView],
+    decode: &[DecodeView],
+    request: Request,
+    slo: Slo,
+    turn: u64,
+) -> Result<Placement, Rejection> {
+    let admission = Admission::default_for(policy);
+    place_admitting(policy, admission, model, prefill, decode, request, slo, turn)
+}
+
+/// [`place`] under an explicit admission rule: any policy may reject early
+/// (a fair comparison at overload), or admit everything.
+#[expect(clippy::too_many_arguments, reason = "place's arguments and the admission rule")]
+pub fn place_admitting(
+    policy: Policy,
+    admission: Admission,
     model: &Preset,
     prefill: &[PrefillView],
     decode: &[DecodeView],
@@ -281,9 +322,7 @@ pub fn place(
     };
     let (prefill_index, ttft, reused, transfer_from, pool_blocks) = chosen;
     let (decode_index, tbt) = choose_decode(model, decode, request)?;
-    // Early rejection is part of the KVCache-aware scheduler; the baselines
-    // admit everything and miss their SLOs instead.
-    if policy == Policy::KvCache {
+    if admission == Admission::EarlyReject {
         if ttft > slo.ttft_seconds {
             return Err(Rejection::Ttft(ttft));
         }
@@ -471,6 +510,50 @@ mod tests {
         )
         .unwrap();
         assert_eq!((local.prefill, local.transfer_from), (0, None));
+    }
+
+    #[test]
+    fn any_policy_rejects_early_under_that_rule_and_none_under_admit_all() {
+        let prefill = [PrefillView {
+            queue_seconds: 5.0,
+            prefix_blocks: 0,
+        }];
+        let tight = Slo {
+            ttft_seconds: 2.0,
+            tbt_seconds: 1.0,
+        };
+        for policy in [
+            Policy::KvCache,
+            Policy::RoundRobin,
+            Policy::LeastLoaded,
+            Policy::LocalOnly,
+        ] {
+            let placed = |admission| {
+                place_admitting(
+                    policy,
+                    admission,
+                    &model(),
+                    &prefill,
+                    &decode(),
+                    request(),
+                    tight,
+                    0,
+                )
+            };
+            assert!(
+                matches!(placed(Admission::EarlyReject), Err(Rejection::Ttft(_))),
+                "{policy:?}"
+            );
+            assert!(placed(Admission::AdmitAll).is_ok(), "{policy:?}");
+        }
+        assert_eq!(
+            Admission::default_for(Policy::KvCache),
+            Admission::EarlyReject
+        );
+        assert_eq!(
+            Admission::default_for(Policy::LocalOnly),
+            Admission::AdmitAll
+        );
     }
 
     #[test]

@@ -13,6 +13,11 @@
 //! `output_length` steps at the predicted TBT. A request meets its SLOs when
 //! it was admitted and both its TTFT and TBT are within them.
 //!
+//! A policy runs under its default admission rule or the one its name asks
+//! for (`+reject`: reject early when the predicted TTFT or TBT misses the
+//! SLO; `+admit`: admit everything), so the baselines can be compared with
+//! the same early rejection.
+//!
 //! `--sweep-rate` replays each policy at growing rate scales and reports the
 //! highest scale at which ≥ 90 % of requests meet both SLOs (the effective
 //! request capacity), and the ratio of `kvcache` to each baseline.
@@ -20,7 +25,9 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use pagoda_conductor::schedule::{DecodeView, Policy, PrefillView, Request, Slo, place};
+use pagoda_conductor::schedule::{
+    Admission, DecodeView, Policy, PrefillView, Request, Slo, place_admitting,
+};
 use pagoda_cost::{Preset, preset};
 use pagoda_engine::PolicyKind;
 use pagoda_engine::trace::{BlockCache, trace_hash};
@@ -43,7 +50,10 @@ pub(crate) struct ReplayArgs {
     /// Decode instances.
     #[arg(long, default_value_t = 4)]
     decode: usize,
-    /// Policies to compare (kvcache, round-robin, least-loaded, local-only).
+    /// Policies to compare (kvcache, round-robin, least-loaded, local-only),
+    /// each under its default admission rule (kvcache rejects early, the
+    /// baselines admit everything) or, with a `+reject` or `+admit` suffix,
+    /// under that one (`round-robin+reject`, `kvcache+admit`).
     #[arg(long, value_delimiter = ',', default_values_t = ["kvcache".to_string(), "round-robin".to_string(), "least-loaded".to_string(), "local-only".to_string()])]
     policy: Vec<String>,
     /// TTFT SLO, seconds.
@@ -243,7 +253,7 @@ fn replay_once(
     requests: &[TraceRequest],
     model: &Preset,
     args: &ReplayArgs,
-    policy: Policy,
+    (policy, admission): (Policy, Admission),
     rate_scale: f64,
 ) -> Result<Outcome, String> {
     let mut prefill: Vec<PrefillInstance> = (0..args.prefill)
@@ -276,8 +286,9 @@ fn replay_once(
             block_tokens: 512,
             pool_blocks: 0,
         };
-        let Ok(placed) = place(
+        let Ok(placed) = place_admitting(
             policy,
+            admission,
             model,
             &prefill_views,
             &decode_views,
@@ -371,14 +382,10 @@ pub(crate) fn run(args: &ReplayArgs) -> Result<(), String> {
     if let Some(limit) = args.limit {
         requests.truncate(limit);
     }
-    let policies: Vec<(String, Policy)> = args
+    let policies: Vec<(String, (Policy, Admission))> = args
         .policy
         .iter()
-        .map(|name| {
-            Policy::parse(name)
-                .map(|policy| (name.clone(), policy))
-                .ok_or_else(|| format!("unknown policy {name:?}"))
-        })
+        .map(|name| parse_policy(name).map(|spec| (name.clone(), spec)))
         .collect::<Result<_, _>>()?;
     if args.sweep_rate {
         return sweep(&requests, &model, args, &policies);
@@ -427,6 +434,18 @@ pub(crate) fn run(args: &ReplayArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// A policy name with an optional `+reject` or `+admit` suffix.
+fn parse_policy(name: &str) -> Result<(Policy, Admission), String> {
+    let (base, admission) = match name.split_once('+') {
+        Some((base, "reject")) => (base, Some(Admission::EarlyReject)),
+        Some((base, "admit")) => (base, Some(Admission::AdmitAll)),
+        Some(_) => return Err(format!("unknown admission rule in {name:?}: +reject or +admit")),
+        None => (name, None),
+    };
+    let policy = Policy::parse(base).ok_or_else(|| format!("unknown policy {name:?}"))?;
+    Ok((policy, admission.unwrap_or(Admission::default_for(policy))))
+}
+
 /// Rate scales tried by `--sweep-rate`.
 const SCALES: [f64; 12] = [
     0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0,
@@ -436,7 +455,7 @@ fn sweep(
     requests: &[TraceRequest],
     model: &Preset,
     args: &ReplayArgs,
-    policies: &[(String, Policy)],
+    policies: &[(String, (Policy, Admission))],
 ) -> Result<(), String> {
     let mut capacities = Vec::new();
     let mut curves = Vec::new();
