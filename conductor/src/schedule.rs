@@ -287,12 +287,17 @@ pub fn place(
     turn: u64,
 ) -> Result<Placement, Rejection> {
     let admission = Admission::default_for(policy);
-    place_admitting(policy, admission, model, prefill, decode, request, slo, turn)
+    place_admitting(
+        policy, admission, model, prefill, decode, request, slo, turn,
+    )
 }
 
 /// [`place`] under an explicit admission rule: any policy may reject early
 /// (a fair comparison at overload), or admit everything.
-#[expect(clippy::too_many_arguments, reason = "place's arguments and the admission rule")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "place's arguments and the admission rule"
+)]
 pub fn place_admitting(
     policy: Policy,
     admission: Admission,

@@ -439,7 +439,11 @@ fn parse_policy(name: &str) -> Result<(Policy, Admission), String> {
     let (base, admission) = match name.split_once('+') {
         Some((base, "reject")) => (base, Some(Admission::EarlyReject)),
         Some((base, "admit")) => (base, Some(Admission::AdmitAll)),
-        Some(_) => return Err(format!("unknown admission rule in {name:?}: +reject or +admit")),
+        Some(_) => {
+            return Err(format!(
+                "unknown admission rule in {name:?}: +reject or +admit"
+            ));
+        }
         None => (name, None),
     };
     let policy = Policy::parse(base).ok_or_else(|| format!("unknown policy {name:?}"))?;
