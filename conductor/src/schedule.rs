@@ -517,16 +517,20 @@ mod tests {
         assert_eq!((local.prefill, local.transfer_from), (0, None));
     }
 
+    /// A prefill instance with 5 s of work queued, and a 2 s TTFT SLO it
+    /// cannot meet.
+    const BUSY: [PrefillView; 1] = [PrefillView {
+        queue_seconds: 5.0,
+        prefix_blocks: 0,
+    }];
+    const TIGHT: Slo = Slo {
+        ttft_seconds: 2.0,
+        tbt_seconds: 1.0,
+    };
+
     #[test]
     fn any_policy_rejects_early_under_that_rule_and_none_under_admit_all() {
-        let prefill = [PrefillView {
-            queue_seconds: 5.0,
-            prefix_blocks: 0,
-        }];
-        let tight = Slo {
-            ttft_seconds: 2.0,
-            tbt_seconds: 1.0,
-        };
+        let (prefill, tight) = (BUSY, TIGHT);
         for policy in [
             Policy::KvCache,
             Policy::RoundRobin,
@@ -563,14 +567,7 @@ mod tests {
 
     #[test]
     fn requests_that_cannot_meet_their_slo_are_rejected_early() {
-        let prefill = [PrefillView {
-            queue_seconds: 5.0,
-            prefix_blocks: 0,
-        }];
-        let tight = Slo {
-            ttft_seconds: 2.0,
-            tbt_seconds: 1.0,
-        };
+        let (prefill, tight) = (BUSY, TIGHT);
         assert!(matches!(
             place(Policy::KvCache, &model(), &prefill, &decode(), request(), tight, 0),
             Err(Rejection::Ttft(ttft)) if ttft > 5.0

@@ -506,7 +506,7 @@ impl Namespace {
         items: Vec<PutItem>,
         timeout: f64,
     ) -> PyResult<Vec<Py<PyAny>>> {
-        let items = put_items(&items, 0)?;
+        let items = put_items(&items)?;
         let deadline = deadline(timeout)?;
         let (plane, id) = (&buffer.plane, self.handle.id());
         let results = self.shared.block_on(py, async {
@@ -531,7 +531,21 @@ impl Namespace {
         timeout: f64,
     ) -> PyResult<Vec<Py<PyAny>>> {
         let source = caller_memory(address, length);
-        self.put_staged(py, source, &items, timeout)
+        let pieces = items
+            .iter()
+            .map(|(parent, tokens, offset, len)| {
+                let bytes = usize::try_from(*offset)
+                    .ok()
+                    .and_then(|start| source.get(start..start.checked_add(*len as usize)?))
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "bytes {offset}..+{len} are outside the {length}-byte source"
+                        ))
+                    })?;
+                Ok((parent_of(parent.as_deref())?, tokens.clone(), bytes))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        self.put_pieces(py, &pieces, timeout)
     }
 
     /// Puts one block from `data` (bytes): (hash, outcome).
@@ -544,10 +558,8 @@ impl Namespace {
         data: &[u8],
         timeout: f64,
     ) -> PyResult<Py<PyAny>> {
-        let len = u32::try_from(data.len())
-            .map_err(|_| invalid(format!("a block of {} bytes is too long", data.len())))?;
-        let items = [(parent, tokens, 0, len)];
-        let mut results = self.put_staged(py, data, &items, timeout)?;
+        let pieces = [(parent_of(parent.as_deref())?, tokens, data)];
+        let mut results = self.put_pieces(py, &pieces, timeout)?;
         let result = results.pop().expect("one result per item");
         if let Ok(error) = result.bind(py).cast::<PagodaError>() {
             return Err(PyErr::from_value(error.clone().into_any()));
@@ -682,36 +694,14 @@ impl Namespace {
         items: Vec<AddressPut>,
         timeout: f64,
     ) -> PyResult<Vec<Py<PyAny>>> {
-        let mut at = 0u64;
-        let mut puts = Vec::with_capacity(items.len());
-        for (parent, tokens, _, len) in &items {
-            puts.push(PutFrom {
-                parent: parent_of(parent.as_deref())?,
-                tokens: tokens.clone(),
-                extra: Vec::new(),
-                region_offset: at,
-                len: *len,
-            });
-            at += u64::from(*len);
-        }
-        let deadline = deadline(timeout)?;
-        let (shared, id) = (&self.shared, self.handle.id());
-        let results = shared.block_on(py, async {
-            let (staging, plane) = shared.staging(at.max(1)).await?;
-            let staged = staging.staged();
-            for (put, (_, _, address, len)) in puts.iter().zip(&items) {
-                let source = caller_memory(*address, *len as usize);
-                staged
-                    .region
-                    .write(put.region_offset, source)
-                    .map_err(|error| invalid(error.to_string()))?;
-            }
-            plane
-                .put_from(id, staged.id, &puts, deadline)
-                .await
-                .map_err(to_py)
-        })?;
-        put_results(py, results)
+        let pieces = items
+            .iter()
+            .map(|(parent, tokens, address, len)| {
+                let bytes = caller_memory(*address, *len as usize);
+                Ok((parent_of(parent.as_deref())?, tokens.clone(), bytes))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        self.put_pieces(py, &pieces, timeout)
     }
 
     /// A whole block (or the range `offset..offset + length`; 0: to the
@@ -769,25 +759,42 @@ impl Namespace {
 }
 
 impl Namespace {
-    fn put_staged(
+    /// Stores `pieces` (parent, tokens, bytes) in order: each copied into the
+    /// client's staging buffer, back to back, then put from there in one
+    /// call (one copy, whatever memory the bytes are in).
+    fn put_pieces(
         &self,
         py: Python<'_>,
-        source: &[u8],
-        items: &[PutItem],
+        pieces: &[(ChainHash, Vec<u32>, &[u8])],
         timeout: f64,
     ) -> PyResult<Vec<Py<PyAny>>> {
-        let items = put_items(items, source.len() as u64)?;
+        let mut at = 0u64;
+        let mut puts = Vec::with_capacity(pieces.len());
+        for (parent, tokens, bytes) in pieces {
+            let len = u32::try_from(bytes.len())
+                .map_err(|_| invalid(format!("a block of {} bytes is too long", bytes.len())))?;
+            puts.push(PutFrom {
+                parent: *parent,
+                tokens: tokens.clone(),
+                extra: Vec::new(),
+                region_offset: at,
+                len,
+            });
+            at += u64::from(len);
+        }
         let deadline = deadline(timeout)?;
         let (shared, id) = (&self.shared, self.handle.id());
         let results = shared.block_on(py, async {
-            let (staging, plane) = shared.staging(source.len() as u64).await?;
+            let (staging, plane) = shared.staging(at.max(1)).await?;
             let staged = staging.staged();
-            staged
-                .region
-                .write(0, source)
-                .map_err(|error| invalid(error.to_string()))?;
+            for (put, (_, _, bytes)) in puts.iter().zip(pieces) {
+                staged
+                    .region
+                    .write(put.region_offset, bytes)
+                    .map_err(|error| invalid(error.to_string()))?;
+            }
             plane
-                .put_from(id, staged.id, &items, deadline)
+                .put_from(id, staged.id, &puts, deadline)
                 .await
                 .map_err(to_py)
         })?;
@@ -795,18 +802,11 @@ impl Namespace {
     }
 }
 
-/// Put items, checked against a window of `window` bytes (0: the buffer's
-/// own bounds, checked by the node).
-fn put_items(items: &[PutItem], window: u64) -> PyResult<Vec<PutFrom>> {
+/// Put items from a registered buffer (the node checks their bounds).
+fn put_items(items: &[PutItem]) -> PyResult<Vec<PutFrom>> {
     items
         .iter()
         .map(|(parent, tokens, offset, len)| {
-            let end = offset.checked_add(u64::from(*len));
-            if window > 0 && end.is_none_or(|end| end > window) {
-                return Err(invalid(format!(
-                    "bytes {offset}..+{len} are outside the {window}-byte source"
-                )));
-            }
             Ok(PutFrom {
                 parent: parent_of(parent.as_deref())?,
                 tokens: tokens.clone(),

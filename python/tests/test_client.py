@@ -130,6 +130,10 @@ def test_misses_failures_and_bad_arguments(ns):
         ns.get_ranges_into([(hash, 2 * BLOCK, BLOCK, 0, 0)], out)
     with pytest.raises(TypeError):
         ns.get_into([hash], b"read-only", BLOCK)
+    # A put item past the end of its source is refused before anything moves.
+    with pytest.raises(pagoda.PagodaError) as error:
+        ns.put_many([(pagoda.ROOT, tokens(41), 10, BLOCK)], bytearray(BLOCK))
+    assert error.value.name == "INVALID_ARGUMENT"
 
 
 def test_existence_is_the_leading_run(ns):
