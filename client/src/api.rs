@@ -627,10 +627,33 @@ impl NamespaceHandle {
     /// Pins the cached leading blocks of `hashes` for `duration`; returns the
     /// lease id and the number pinned.
     pub async fn pin(&self, hashes: &[ChainHash], duration: Duration) -> Result<(Vec<u8>, u32)> {
+        self.pin_kind(hashes, duration, false).await
+    }
+
+    /// The scheduler's pin-for-soon hint for a queued request's prefix: the
+    /// cached leading blocks of `hashes` in DRAM are evicted last until
+    /// `duration` passes or [`Self::unpin`] (call it when the request is
+    /// served). Nothing is held against eviction or the quota. Returns the
+    /// lease id and the number hinted.
+    pub async fn expect_soon(
+        &self,
+        hashes: &[ChainHash],
+        duration: Duration,
+    ) -> Result<(Vec<u8>, u32)> {
+        self.pin_kind(hashes, duration, true).await
+    }
+
+    async fn pin_kind(
+        &self,
+        hashes: &[ChainHash],
+        duration: Duration,
+        soft: bool,
+    ) -> Result<(Vec<u8>, u32)> {
         let message = pb::PinRequest {
             namespace_id: self.id.0.to_vec(),
             chain_hashes: concat(hashes),
             duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+            soft,
         };
         let answer = self
             .client

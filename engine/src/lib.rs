@@ -80,10 +80,12 @@
 //!
 //! # Policies
 //!
-//! Pluggable per [`policy::Policy`]: [`PolicyKind::Lru`], the default
-//! [`PolicyKind::PrefixLru`] (tail demotion, reuse bonus, leaf-first; it
-//! beats LRU at every capacity on both Mooncake traces, see
-//! `pagoda bench policies`), and [`PolicyKind::S3Fifo`].
+//! Pluggable per [`policy::Policy`], one instance per tenant:
+//! [`PolicyKind::Lru`], the default [`PolicyKind::Reuse`] (recency plus a
+//! history of how often each key was requested, kept across evictions, and
+//! the scheduler's pin-for-soon hints, [`Engine::expect`]; see
+//! `docs/eviction.md` and `pagoda bench policies`), the previous default
+//! [`PolicyKind::PrefixLru`] and [`PolicyKind::S3Fifo`].
 //!
 //! # Limits
 //!

@@ -13,7 +13,15 @@
 //!
 //! - [`Lru`]: least recently used, an intrusive doubly linked list over block
 //!   ids. Mooncake's policy (approximate LRU at a 90 % watermark).
-//! - [`S3Fifo`] (the default): the S3-FIFO policy of Yang et al. (SOSP '23):
+//! - [`Reuse`] (the default): reuse-aware LRU. A block's rank is its last
+//!   use plus a bonus for how many requests named its key before, counted in
+//!   a small history sketch keyed by fingerprint that outlives evictions (a
+//!   block evicted and requested again comes back with its standing), and
+//!   blocks the scheduler expects to read soon (a queued request's prefix,
+//!   [`Policy::expect`]) rank above all others until that request is served.
+//! - [`PrefixLru`] (the default before `reuse`): tail demotion and a reuse
+//!   bonus on hits; selectable as `prefix-lru`.
+//! - [`S3Fifo`]: the S3-FIFO policy of Yang et al. (SOSP '23):
 //!   a small probationary FIFO (10 % of the blocks) that new blocks enter, a
 //!   main FIFO for blocks that were reused while on probation, a ghost list
 //!   of recently evicted ids that lets a block seen again go straight to main,
@@ -36,16 +44,24 @@ type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 pub enum PolicyKind {
     /// Least recently used.
     Lru,
-    /// Prefix-aware LRU: tail demotion and a reuse bonus (the default).
-    #[default]
+    /// Prefix-aware LRU: tail demotion and a reuse bonus (the default until
+    /// [`PolicyKind::Reuse`]).
     PrefixLru,
     /// S3-FIFO with leaf-first eviction.
     S3Fifo,
+    /// Reuse-aware LRU with history and scheduler hints (the default).
+    #[default]
+    Reuse,
 }
 
 impl PolicyKind {
     /// Every kind, for reports.
-    pub const ALL: [PolicyKind; 3] = [PolicyKind::Lru, PolicyKind::PrefixLru, PolicyKind::S3Fifo];
+    pub const ALL: [PolicyKind; 4] = [
+        PolicyKind::Lru,
+        PolicyKind::PrefixLru,
+        PolicyKind::S3Fifo,
+        PolicyKind::Reuse,
+    ];
 
     /// A new, empty policy of this kind.
     pub fn build(self) -> Box<dyn Policy> {
@@ -53,15 +69,17 @@ impl PolicyKind {
             PolicyKind::Lru => Box::new(Lru::default()),
             PolicyKind::PrefixLru => Box::new(PrefixLru::default()),
             PolicyKind::S3Fifo => Box::new(S3Fifo::default()),
+            PolicyKind::Reuse => Box::new(Reuse::default()),
         }
     }
 
-    /// `"lru"`, `"prefix-lru"` or `"s3fifo"`.
+    /// `"lru"`, `"prefix-lru"`, `"s3fifo"` or `"reuse"`.
     pub fn name(self) -> &'static str {
         match self {
             PolicyKind::Lru => "lru",
             PolicyKind::PrefixLru => "prefix-lru",
             PolicyKind::S3Fifo => "s3fifo",
+            PolicyKind::Reuse => "reuse",
         }
     }
 
@@ -69,8 +87,9 @@ impl PolicyKind {
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "lru" => Some(PolicyKind::Lru),
-            "prefix-lru" | "default" => Some(PolicyKind::PrefixLru),
+            "prefix-lru" => Some(PolicyKind::PrefixLru),
             "s3fifo" | "s3-fifo" => Some(PolicyKind::S3Fifo),
+            "reuse" | "default" => Some(PolicyKind::Reuse),
             _ => None,
         }
     }
@@ -96,6 +115,11 @@ pub trait Policy: Send + std::fmt::Debug {
     fn unblocked(&mut self, id: u32);
     /// A block got its first cached child (it is a parent now, not a tail).
     fn child_added(&mut self, _id: u32) {}
+    /// The scheduler expects to read a block soon (`soon`: a queued request
+    /// names it) or no longer (`!soon`: that request was served or dropped).
+    /// Calls nest; policies that use the hint keep such blocks over all
+    /// others while any expectation is open. The default ignores it.
+    fn expect(&mut self, _id: u32, _soon: bool) {}
     /// Appends to `out` up to `count` blocks that [`Policy::victim`] would
     /// look at next, coldest first, without changing anything: the engine
     /// picks one of them by size (and then calls [`Policy::remove`]). An
@@ -320,6 +344,271 @@ impl Policy for PrefixLru {
 
     fn len(&self) -> usize {
         self.ranks.len()
+    }
+}
+
+/// Rank offset of a block the scheduler expects soon: above every other.
+const SOON_OFFSET: i64 = 1 << 56;
+
+/// Smallest lap of [`Reuse`]'s bonus, in uses (for tiers of a few blocks).
+const REUSE_LAP_MIN: usize = 64;
+
+/// Keys [`History`] remembers per tracked block, and at least.
+const HISTORY_PER_BLOCK: usize = 8;
+const HISTORY_MIN: usize = 1 << 16;
+/// Highest count of [`History`].
+const HISTORY_COUNT_MAX: u8 = 15;
+
+/// How many requests named each key, for keys whose blocks left the tier
+/// (a cached block carries its own count): a map from the low 32 bits of
+/// the fingerprint to a count (at most 15) and a flag for blocks that left
+/// as tails, bounded to `max(HISTORY_MIN, HISTORY_PER_BLOCK × tracked)`
+/// keys and forgetting the least recently added key first (a FIFO of keys,
+/// as S3-FIFO's ghost queue). A block evicted and requested again comes
+/// back with its count. About 13 bytes a key. Only inserts and evictions
+/// touch it; a hit touches the block's own entry alone.
+#[derive(Debug, Default)]
+struct History {
+    counts: HashMap<u32, u8>,
+    order: VecDeque<u32>,
+}
+
+/// [`History`]'s flag on a key whose block was evicted as a tail.
+const HISTORY_TAIL: u8 = 0x80;
+
+impl History {
+    /// The 32-bit tag a fingerprint is remembered by.
+    #[expect(clippy::cast_possible_truncation, reason = "a 32-bit tag of the key")]
+    fn tag(fingerprint: u64) -> u32 {
+        fingerprint as u32
+    }
+
+    /// The count remembered for `tag` (0 if none), and whether its block
+    /// left as a tail (that flag is cleared: it is reported once).
+    fn recall(&mut self, tag: u32) -> (u8, bool) {
+        match self.counts.get_mut(&tag) {
+            Some(count) => {
+                let tail = *count & HISTORY_TAIL != 0;
+                *count &= !HISTORY_TAIL;
+                (*count, tail)
+            }
+            None => (0, false),
+        }
+    }
+
+    /// Remembers that `tag`'s block left with `uses` (`tail`: as a tail).
+    /// `tracked` (blocks in the tier) sizes the bound.
+    fn remember(&mut self, tag: u32, uses: u8, tail: bool, tracked: usize) {
+        let value = uses.min(HISTORY_COUNT_MAX) | if tail { HISTORY_TAIL } else { 0 };
+        if let Some(count) = self.counts.get_mut(&tag) {
+            *count = value;
+            return;
+        }
+        self.counts.insert(tag, value);
+        self.order.push_back(tag);
+        let bound = tracked.saturating_mul(HISTORY_PER_BLOCK).max(HISTORY_MIN);
+        while self.order.len() > bound {
+            if let Some(old) = self.order.pop_front() {
+                self.counts.remove(&old);
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ReuseEntry {
+    rank: i64,
+    /// [`History::tag`] of the block's fingerprint.
+    tag: u32,
+    /// Requests that named the key, this block's included (at most 15).
+    uses: u8,
+    /// Open expectations ([`Policy::expect`]).
+    soon: u16,
+}
+
+impl ReuseEntry {
+    fn key(&self) -> i64 {
+        if self.soon > 0 {
+            self.rank.saturating_add(SOON_OFFSET)
+        } else {
+            self.rank
+        }
+    }
+}
+
+/// Reuse-aware LRU (the default; see the module docs and
+/// `docs/eviction.md`). A use ranks a block at `clock + u · W / 2`,
+/// where `clock` counts uses, `W` is the number of blocks tracked (at least
+/// 64) and `u` (at most 15)
+/// how many earlier requests named the block's key (from [`History`]): a
+/// block named before outlives half a pass over the whole tier per earlier
+/// use. A block whose key was never named before and that has no
+/// child is a new prompt's tail, ranked below all others (as [`PrefixLru`]
+/// does). Ranks live in a `BTreeSet`; every operation is `O(log n)`.
+/// Leaf-first like the others: a parent is parked while it has children.
+#[derive(Debug, Default)]
+pub struct Reuse {
+    entries: HashMap<u32, ReuseEntry>,
+    order: std::collections::BTreeSet<(i64, u32)>,
+    parked: HashSet<u32>,
+    history: History,
+    clock: i64,
+    /// Tails evicted, and of those requested again while remembered
+    /// (halved together every [`TAIL_SAMPLE`] evictions).
+    tails_evicted: u32,
+    tails_returned: u32,
+}
+
+/// Evicted tails per halving of [`Reuse`]'s tail statistics.
+const TAIL_SAMPLE: u32 = 4096;
+
+impl Reuse {
+    /// Whether new tails are demoted: while at most one in eight evicted
+    /// tails was requested again (a prompt's last, partial block on the
+    /// Mooncake traces: about 1 %). Where tails are continued (multi-turn
+    /// traffic whose turns end on a block boundary), demoting them costs
+    /// hits, and the policy stops.
+    fn demote_tails(&self) -> bool {
+        self.tails_returned.saturating_mul(8) <= self.tails_evicted
+    }
+
+    /// Notes that a block leaves; a tail's key is flagged in the history.
+    fn leaving(&mut self, entry: ReuseEntry) {
+        let tail = entry.rank < 0;
+        self.history
+            .remember(entry.tag, entry.uses, tail, self.entries.len());
+        if tail {
+            self.tails_evicted += 1;
+            if self.tails_evicted >= TAIL_SAMPLE {
+                self.tails_evicted /= 2;
+                self.tails_returned /= 2;
+            }
+        }
+    }
+
+    /// Half the bonus lap for a tier of `tracked` blocks.
+    fn half_lap(tracked: usize) -> i64 {
+        i64::try_from(tracked.max(REUSE_LAP_MIN) / 2).unwrap_or(i64::MAX / 32)
+    }
+
+    /// The rank of a use now, for a key named by `uses` earlier requests.
+    fn rank_now(&mut self, uses: u8) -> i64 {
+        self.clock += 1;
+        self.clock + Self::half_lap(self.entries.len()) * i64::from(uses)
+    }
+
+    /// Changes an entry and moves it in `order` (unless parked).
+    fn update(&mut self, id: u32, change: impl FnOnce(&mut ReuseEntry)) {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        let old = entry.key();
+        change(entry);
+        let new = entry.key();
+        if old != new && self.order.remove(&(old, id)) {
+            self.order.insert((new, id));
+        }
+    }
+}
+
+impl Policy for Reuse {
+    fn insert(&mut self, id: u32, fingerprint: u64) {
+        self.remove(id);
+        let tag = History::tag(fingerprint);
+        let (uses, was_tail) = self.history.recall(tag);
+        if was_tail {
+            self.tails_returned += 1;
+        }
+        let mut rank = self.rank_now(uses);
+        if uses == 0 && self.demote_tails() {
+            // A key never named before with no child (yet): the last block
+            // of a new prompt, on the Mooncake traces almost never reused.
+            // Below everything until it gets a child or a hit.
+            rank -= TAIL_OFFSET;
+        }
+        let entry = ReuseEntry {
+            rank,
+            tag,
+            uses: uses.saturating_add(1).min(HISTORY_COUNT_MAX),
+            soon: 0,
+        };
+        self.entries.insert(id, entry);
+        self.order.insert((entry.key(), id));
+    }
+
+    fn access(&mut self, id: u32) {
+        // On the lookup path: one hash probe and the move in `order`.
+        let half_lap = Self::half_lap(self.entries.len());
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        self.clock += 1;
+        let old = entry.key();
+        entry.rank = self.clock + half_lap * i64::from(entry.uses);
+        entry.uses = entry.uses.saturating_add(1).min(HISTORY_COUNT_MAX);
+        let new = entry.key();
+        if self.order.remove(&(old, id)) {
+            self.order.insert((new, id));
+        }
+    }
+
+    fn child_added(&mut self, id: u32) {
+        self.update(id, |entry| {
+            if entry.rank < 0 {
+                entry.rank += TAIL_OFFSET;
+            }
+        });
+    }
+
+    fn expect(&mut self, id: u32, soon: bool) {
+        self.update(id, |entry| {
+            entry.soon = if soon {
+                entry.soon.saturating_add(1)
+            } else {
+                entry.soon.saturating_sub(1)
+            };
+        });
+    }
+
+    fn remove(&mut self, id: u32) {
+        if let Some(entry) = self.entries.remove(&id) {
+            self.order.remove(&(entry.key(), id));
+            self.leaving(entry);
+        }
+        self.parked.remove(&id);
+    }
+
+    fn unblocked(&mut self, id: u32) {
+        if self.parked.remove(&id)
+            && let Some(entry) = self.entries.get(&id)
+        {
+            self.order.insert((entry.key(), id));
+        }
+    }
+
+    fn peek(&self, count: usize, out: &mut Vec<u32>) {
+        out.extend(self.order.iter().take(count).map(|&(_, id)| id));
+    }
+
+    fn victim(&mut self, evictable: &mut dyn FnMut(u32) -> bool) -> Option<u32> {
+        let id = loop {
+            if let Some((_, id)) = self.order.pop_first() {
+                if evictable(id) {
+                    break id;
+                }
+                self.parked.insert(id);
+            } else {
+                break take_parked(&mut self.parked, evictable)?;
+            }
+        };
+        if let Some(entry) = self.entries.remove(&id) {
+            self.leaving(entry);
+        }
+        Some(id)
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
     }
 }
 
@@ -602,6 +891,101 @@ mod tests {
     }
 
     #[test]
+    fn reuse_keeps_keys_named_before_over_new_ones_even_after_eviction() {
+        let mut policy = Reuse::default();
+        for id in 0..4 {
+            policy.insert(id, u64::from(id));
+        }
+        // All leave; the history remembers their keys.
+        assert_eq!(drain(&mut policy, |_| true), vec![0, 1, 2, 3]);
+        // Key 1 comes back under a new id, between two keys never seen.
+        policy.insert(10, 100);
+        policy.insert(11, 1);
+        policy.insert(12, 101);
+        assert_eq!(drain(&mut policy, |_| true), vec![10, 12, 11]);
+        // A use ranks a block ahead of plain recency too.
+        for id in 20..23 {
+            policy.insert(id, u64::from(id) + 1000);
+        }
+        policy.access(20);
+        assert_eq!(drain(&mut policy, |_| true), vec![21, 22, 20]);
+    }
+
+    #[test]
+    fn reuse_stops_demoting_tails_when_evicted_tails_come_back() {
+        let mut policy = Reuse::default();
+        policy.insert(0, 1_000);
+        assert!(policy.entries[&0].rank < 0, "a new tail ranks below all");
+        assert_eq!(policy.victim(&mut |_| true), Some(0));
+        // Tails that are requested again after they left (continued turns).
+        for key in 0..64 {
+            policy.insert(1, key);
+            assert_eq!(policy.victim(&mut |_| true), Some(1));
+            policy.insert(1, key);
+            assert_eq!(policy.victim(&mut |_| true), Some(1));
+        }
+        assert!(!policy.demote_tails());
+        policy.insert(2, 5_000);
+        assert!(policy.entries[&2].rank > 0, "no longer demoted");
+    }
+
+    #[test]
+    fn reuse_keeps_expected_blocks_until_the_expectation_closes() {
+        let mut policy = Reuse::default();
+        for id in 0..4 {
+            policy.insert(id, u64::from(id));
+        }
+        policy.expect(0, true);
+        policy.expect(0, true);
+        policy.expect(1, true);
+        policy.expect(1, false);
+        // 0 is expected (twice): last; 1's expectation closed.
+        let mut peeked = Vec::new();
+        policy.peek(4, &mut peeked);
+        assert_eq!(peeked, vec![1, 2, 3, 0]);
+        policy.expect(0, false);
+        assert_eq!(policy.victim(&mut |_| true), Some(1));
+        policy.expect(0, false);
+        assert_eq!(drain(&mut policy, |_| true), vec![0, 2, 3]);
+        // Expecting a block that is not tracked changes nothing.
+        policy.expect(42, true);
+        assert!(policy.is_empty());
+    }
+
+    #[test]
+    fn history_remembers_counts_and_tails_and_forgets_the_oldest_keys_first() {
+        let mut history = History::default();
+        assert_eq!(History::tag(7 | 1 << 40), 7);
+        assert_eq!(history.recall(7), (0, false));
+        history.remember(7, 20, true, 0);
+        assert_eq!(history.recall(7), (HISTORY_COUNT_MAX, true));
+        assert_eq!(
+            history.recall(7),
+            (HISTORY_COUNT_MAX, false),
+            "the flag is reported once"
+        );
+        // The bound grows with the tier: HISTORY_MIN keys for a small one.
+        let min = u32::try_from(HISTORY_MIN).unwrap();
+        for key in 0..min {
+            history.remember(1_000 + key, 1, false, 0);
+        }
+        assert_eq!(
+            history.recall(7),
+            (0, false),
+            "key 7 was the oldest and left"
+        );
+        assert_eq!(history.recall(1_000 + min - 1), (1, false));
+        // A bigger tier remembers more keys.
+        let tracked = HISTORY_MIN;
+        for key in 0..min * 2 {
+            history.remember((1 << 20) + key, 2, false, tracked);
+        }
+        assert_eq!(history.recall(1 << 20), (2, false));
+        assert_eq!(history.recall(1_000), (1, false));
+        assert!(history.order.len() <= tracked * HISTORY_PER_BLOCK);
+    }
+
+    #[test]
     fn s3fifo_keeps_reused_blocks_over_a_scan() {
         let mut policy = S3Fifo::default();
         for id in 0..10 {
@@ -625,15 +1009,23 @@ mod tests {
         let mut lru = Lru::default();
         let mut prefix = PrefixLru::default();
         let mut s3 = S3Fifo::default();
+        let mut reuse = Reuse::default();
         for id in 0..6 {
             lru.insert(id, u64::from(id));
             prefix.insert(id, u64::from(id));
             s3.insert(id, u64::from(id));
+            reuse.insert(id, u64::from(id));
         }
         lru.access(0);
         prefix.access(0);
         s3.access(0);
-        for policy in [&mut lru as &mut dyn Policy, &mut prefix, &mut s3] {
+        reuse.access(0);
+        for policy in [
+            &mut lru as &mut dyn Policy,
+            &mut prefix,
+            &mut s3,
+            &mut reuse,
+        ] {
             let mut peeked = Vec::new();
             policy.peek(3, &mut peeked);
             assert_eq!(peeked, vec![1, 2, 3], "{policy:?}");

@@ -130,6 +130,9 @@ pub(crate) struct Lease {
     pub(crate) tenant: u16,
     pub(crate) blocks: Vec<(u32, u32)>,
     pub(crate) bytes: u64,
+    /// A pin-for-soon hint ([`crate::Engine::expect_soon`]): the blocks
+    /// stay evictable, their policy was told; no pin counts, no bytes.
+    pub(crate) soft: bool,
 }
 
 /// All metadata.

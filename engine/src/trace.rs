@@ -115,6 +115,12 @@ impl BlockCache {
         Ok(self.engine.lookup(&self.ns.id, hashes)?.matched)
     }
 
+    /// Tells the policy that the cached prefix of `hashes` is about to be
+    /// read (`soon`) or no longer ([`Engine::expect`]).
+    pub fn expect(&self, hashes: &[ChainHash], soon: bool) -> Result<usize> {
+        self.engine.expect(&self.ns.id, hashes, soon)
+    }
+
     /// Stores `hashes[from..]`, each the child of the one before, as far as
     /// they fit (a chain longer than the cache is cached in part).
     pub fn store(&self, hashes: &[ChainHash], from: usize) -> Result<()> {
@@ -140,19 +146,46 @@ impl BlockCache {
 /// Replays `requests` into a DRAM-only engine holding `capacity` blocks
 /// (`None`: unbounded) with `policy`; returns the prefix hits.
 pub fn replay(requests: &[Request], capacity: Option<u64>, policy: PolicyKind) -> Result<HitCount> {
+    replay_queued(requests, capacity, policy, 0)
+}
+
+/// [`replay`] with a scheduler queue of `queued` requests: each request is
+/// known `queued` requests before it is served, and its cached prefix is
+/// announced to the policy then ([`BlockCache::expect`]) and released when
+/// it is served — what a Conductor with that many requests waiting knows.
+/// Blocks cached after the announcement are not announced (as in a real
+/// queue, the hint names what was cached when the request arrived).
+pub fn replay_queued(
+    requests: &[Request],
+    capacity: Option<u64>,
+    policy: PolicyKind,
+    queued: usize,
+) -> Result<HitCount> {
     let unique = requests
         .iter()
         .flatten()
         .collect::<std::collections::HashSet<_>>()
         .len() as u64;
     let cache = BlockCache::new(capacity.unwrap_or(unique), policy)?;
+    let chains: Vec<Vec<ChainHash>> = requests
+        .iter()
+        .map(|request| request.iter().map(|id| trace_hash(*id)).collect())
+        .collect();
+    for hashes in chains.iter().take(queued) {
+        cache.expect(hashes, true)?;
+    }
     let mut count = HitCount::default();
-    for request in requests {
-        let hashes: Vec<ChainHash> = request.iter().map(|id| trace_hash(*id)).collect();
-        let matched = cache.matched(&hashes)?;
+    for (index, hashes) in chains.iter().enumerate() {
+        if queued > 0 {
+            cache.expect(hashes, false)?;
+            if let Some(arriving) = chains.get(index + queued) {
+                cache.expect(arriving, true)?;
+            }
+        }
+        let matched = cache.matched(hashes)?;
         count.hits += matched as u64;
         count.blocks += hashes.len() as u64;
-        cache.store(&hashes, matched)?;
+        cache.store(hashes, matched)?;
     }
     Ok(count)
 }

@@ -291,3 +291,79 @@ fn a_put_under_the_low_watermark_wakes_the_maintenance_thread() {
     assert_eq!(eviction.evictions_on_demand, 0);
     assert_eq!(free_pages(&engine), 16);
 }
+
+#[test]
+fn blocks_the_scheduler_expects_soon_are_evicted_last_and_only_while_expected() {
+    let engine = Engine::open(EngineOptions {
+        policy: PolicyKind::Reuse,
+        dram_free_reserve: 0.0,
+        ..memory_options(8 * PAGE as u64, PAGE)
+    })
+    .unwrap();
+    let ns = engine.create_namespace(&namespace("acme", "r1")).unwrap();
+    for chain in 0..8 {
+        assert_eq!(put_one(&engine, &ns, chain, SMALL), PutOutcome::Stored);
+    }
+    // A queued request names blocks 0 and 1 (the two coldest), and a block
+    // that is not cached: only the cached leading run is told.
+    assert_eq!(engine.expect(&ns, &[hash(0, 0)], true).unwrap(), 1);
+    assert_eq!(
+        engine
+            .expect(&ns, &[hash(1, 0), hash(99, 0)], true)
+            .unwrap(),
+        1
+    );
+    for chain in 100..106 {
+        assert_eq!(put_one(&engine, &ns, chain, SMALL), PutOutcome::Stored);
+    }
+    assert!(cached(&engine, &ns, 0) && cached(&engine, &ns, 1));
+    assert!((2..8).all(|chain| !cached(&engine, &ns, chain)));
+    // Served: the expectation closes and they are ordinary cold blocks again.
+    engine.expect(&ns, &[hash(0, 0)], false).unwrap();
+    engine.expect(&ns, &[hash(1, 0)], false).unwrap();
+    assert_eq!(put_one(&engine, &ns, 200, SMALL), PutOutcome::Stored);
+    assert_eq!(put_one(&engine, &ns, 201, SMALL), PutOutcome::Stored);
+    assert!(!cached(&engine, &ns, 0) && !cached(&engine, &ns, 1));
+    // A hint never makes a block unevictable: with every block expected, a
+    // put still finds room.
+    let all: Vec<u64> = (100..106).chain(200..202).collect();
+    for chain in &all {
+        engine.expect(&ns, &[hash(*chain, 0)], true).unwrap();
+    }
+    assert_eq!(put_one(&engine, &ns, 300, SMALL), PutOutcome::Stored);
+    // And a namespace it does not know is an error, not a panic.
+    let other = NamespaceId([7; 32]);
+    assert!(engine.expect(&other, &[hash(0, 0)], true).is_err());
+}
+
+#[test]
+fn a_soft_pin_hints_until_its_lease_expires_and_holds_nothing() {
+    let clock = pagoda_engine::ManualClock::new();
+    let engine = Engine::open(EngineOptions {
+        policy: PolicyKind::Reuse,
+        dram_free_reserve: 0.0,
+        clock: clock.clone(),
+        ..memory_options(8 * PAGE as u64, PAGE)
+    })
+    .unwrap();
+    let ns = engine.create_namespace(&namespace("acme", "r1")).unwrap();
+    for chain in 0..8 {
+        assert_eq!(put_one(&engine, &ns, chain, SMALL), PutOutcome::Stored);
+    }
+    let lease = engine
+        .expect_soon(&ns, &[hash(0, 0)], Duration::from_millis(500))
+        .unwrap();
+    assert_eq!((lease.pinned, lease.bytes), (1, 0));
+    assert_eq!(engine.stats().tenants[0].pinned_bytes, 0);
+    for chain in 100..107 {
+        assert_eq!(put_one(&engine, &ns, chain, SMALL), PutOutcome::Stored);
+    }
+    assert!(cached(&engine, &ns, 0));
+    assert!((1..8).all(|chain| !cached(&engine, &ns, chain)));
+    // The lease expires: block 0 is the coldest again and goes next.
+    clock.advance(Duration::from_millis(500));
+    engine.maintain().unwrap();
+    assert!(!engine.unpin(lease.id), "expired leases are gone");
+    assert_eq!(put_one(&engine, &ns, 200, SMALL), PutOutcome::Stored);
+    assert!(!cached(&engine, &ns, 0));
+}

@@ -750,6 +750,25 @@ impl Namespace {
         Ok((PyBytes::new(py, &lease), pinned))
     }
 
+    /// The scheduler's pin-for-soon hint: the cached leading blocks of
+    /// `hashes` in the node's DRAM are evicted last for `seconds` or until
+    /// `unpin(lease)` (a queued request's prefix; unpin once it is served).
+    /// Holds nothing against eviction: (lease, blocks hinted).
+    fn expect_soon<'py>(
+        &self,
+        py: Python<'py>,
+        hashes: Vec<Vec<u8>>,
+        seconds: f64,
+    ) -> PyResult<(Bound<'py, PyBytes>, u32)> {
+        let hashes = hashes_of(&hashes)?;
+        let duration = deadline(seconds)?;
+        let handle = &self.handle;
+        let (lease, hinted) = self.shared.block_on(py, async {
+            handle.expect_soon(&hashes, duration).await.map_err(to_py)
+        })?;
+        Ok((PyBytes::new(py, &lease), hinted))
+    }
+
     /// Releases a lease early; whether it was still held.
     fn unpin(&self, py: Python<'_>, lease: &[u8]) -> PyResult<bool> {
         let handle = &self.handle;

@@ -150,7 +150,12 @@ def test_remove_pin_unpin(ns):
     lease, pinned = ns.pin(hashes, 60.0)
     assert pinned == 3
     assert ns.unpin(lease) is True
+    # A soft pin (pin-for-soon) hints the blocks but holds nothing: the
+    # remove below takes them all while its lease is open.
+    soft, hinted = ns.expect_soon(hashes, 60.0)
+    assert hinted == 3
     assert ns.remove(hashes) == 3
+    assert ns.unpin(soft) is True
     assert ns.leading(hashes) == 0
     assert ns.get(hashes[0]) is None
 

@@ -326,7 +326,8 @@ pub struct ServerConfig {
     /// may ask for (the API's `DURABILITY_MEMORY`, `DURABILITY_BUFFERED`
     /// and `DURABILITY_SYNC`, `formats/SPEC.md` §11).
     pub durability: String,
-    /// `prefix-lru`, `lru` or `s3fifo`.
+    /// `reuse` (the default), `prefix-lru` (the default before it), `lru` or
+    /// `s3fifo`.
     pub policy: String,
     /// Allow binding a non-loopback address without tenants (no auth).
     pub insecure: bool,
@@ -367,7 +368,7 @@ impl Default for ServerConfig {
             ssd_bytes: 16 << 30,
             page_bytes: 64 << 10,
             durability: "async".into(),
-            policy: "prefix-lru".into(),
+            policy: "reuse".into(),
             insecure: false,
             admin_token_file: None,
             tls: None,
@@ -444,7 +445,7 @@ impl ServerConfig {
         }
         if pagoda_engine::PolicyKind::parse(&self.policy).is_none() {
             return Err(Error::Config(format!(
-                "policy {:?} is not one of prefix-lru, lru, s3fifo",
+                "policy {:?} is not one of reuse, prefix-lru, lru, s3fifo",
                 self.policy
             )));
         }

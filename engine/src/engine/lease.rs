@@ -1,5 +1,10 @@
 //! Pins and leases.
 //!
+//! A soft lease ([`Engine::expect_soon`]) is the scheduler's pin-for-soon
+//! hint: its blocks stay evictable, the tenant's policy evicts them last
+//! until the lease is released or expires; it holds no pin counts and no
+//! quota, only a place among `LEASES_MAX`.
+//!
 //! A pin holds the cached leading blocks of a chain against eviction (from
 //! DRAM and, by the SSD quota, from SSD) and removal until its lease is
 //! released ([`Engine::unpin`]) or expires. Invariants:
@@ -31,31 +36,12 @@ impl Engine {
     /// `ttl` passes or [`Engine::unpin`]; their bytes count against the
     /// tenant's DRAM quota while pinned.
     pub fn pin(&self, id: &NamespaceId, hashes: &[ChainHash], ttl: Duration) -> Result<LeaseInfo> {
-        let min_ttl = Duration::from_millis(pagoda_formats::limits::PIN_DURATION_MS_MIN);
-        let max_ttl = Duration::from_millis(pagoda_formats::limits::PIN_DURATION_MS_MAX);
-        if ttl < min_ttl || ttl > max_ttl {
-            return Err(Error::InvalidArgument(format!(
-                "a pin lasts {} to {} ms, not {} ms",
-                min_ttl.as_millis(),
-                max_ttl.as_millis(),
-                ttl.as_millis()
-            )));
-        }
-        let max = pagoda_formats::limits::KEYS_PER_REQUEST_MAX as usize;
-        if hashes.len() > max {
-            return Err(Error::InvalidArgument(format!(
-                "{} blocks in one pin, over the limit of {max}",
-                hashes.len()
-            )));
-        }
+        check_lease_request(hashes, ttl)?;
         self.inner.expire_leases();
         let mut state = self.inner.lock();
         let slot = live_slot(&state, id)?;
         if state.leases.len() >= limits::LEASES_MAX {
-            return Err(Error::ResourceExhausted(format!(
-                "{} leases are held, the limit",
-                limits::LEASES_MAX
-            )));
+            return Err(leases_exhausted());
         }
         let tenant = state.namespaces[slot as usize].tenant;
         let mut blocks = Vec::new();
@@ -83,26 +69,58 @@ impl Engine {
             state.meta_mut(*block_id).pins += 1;
         }
         state.tenants[tenant as usize].pinned_bytes += bytes;
-        let lease_id = state.next_lease;
-        state.next_lease += 1;
-        let pinned = blocks.len();
-        state.leases.insert(
-            lease_id,
-            Lease {
-                tenant,
-                blocks,
-                bytes,
-            },
-        );
-        state.deadlines.push(std::cmp::Reverse((
-            self.inner.options.clock.now() + ttl,
-            lease_id,
-        )));
-        Ok(LeaseInfo {
-            id: lease_id,
-            pinned,
+        let lease = Lease {
+            tenant,
+            blocks,
             bytes,
-        })
+            soft: false,
+        };
+        Ok(self.inner.hold_lease(&mut state, lease, ttl))
+    }
+
+    /// The scheduler's pin-for-soon hint under a lease: the cached leading
+    /// blocks of `hashes` that are in DRAM are evicted last by the tenant's
+    /// policy ([`crate::policy::Policy::expect`]) until `ttl` passes or
+    /// [`Engine::unpin`] — for a queued request's prefix. Unlike
+    /// [`Engine::pin`] nothing becomes unevictable and nothing counts
+    /// against the quota; the lease counts against `LEASES_MAX`. Returns
+    /// the lease with the number of blocks hinted and 0 bytes.
+    pub fn expect_soon(
+        &self,
+        id: &NamespaceId,
+        hashes: &[ChainHash],
+        ttl: Duration,
+    ) -> Result<LeaseInfo> {
+        check_lease_request(hashes, ttl)?;
+        self.inner.expire_leases();
+        let mut state = self.inner.lock();
+        let slot = live_slot(&state, id)?;
+        if state.leases.len() >= limits::LEASES_MAX {
+            return Err(leases_exhausted());
+        }
+        let tenant = state.namespaces[slot as usize].tenant;
+        let mut blocks = Vec::new();
+        for hash in hashes {
+            let Some(block_id) = state.find_servable(slot, hash) else {
+                break;
+            };
+            let meta = state.meta(block_id);
+            if meta.dram.is_some() {
+                blocks.push((block_id, meta.epoch));
+            }
+        }
+        for (block_id, _) in &blocks {
+            state.tenants[tenant as usize]
+                .policy
+                .expect(*block_id, true);
+        }
+        let lease = Lease {
+            tenant,
+            blocks,
+            bytes: 0,
+            soft: true,
+        };
+        Ok(self.inner.hold_lease(&mut state, lease, ttl))
     }
 
     /// Releases a lease early; false when it was unknown or had expired.
@@ -112,7 +130,50 @@ impl Engine {
     }
 }
 
+/// The duration and size checks every lease request passes.
+fn check_lease_request(hashes: &[ChainHash], ttl: Duration) -> Result<()> {
+    let min_ttl = Duration::from_millis(pagoda_formats::limits::PIN_DURATION_MS_MIN);
+    let max_ttl = Duration::from_millis(pagoda_formats::limits::PIN_DURATION_MS_MAX);
+    if ttl < min_ttl || ttl > max_ttl {
+        return Err(Error::InvalidArgument(format!(
+            "a pin lasts {} to {} ms, not {} ms",
+            min_ttl.as_millis(),
+            max_ttl.as_millis(),
+            ttl.as_millis()
+        )));
+    }
+    let max = pagoda_formats::limits::KEYS_PER_REQUEST_MAX as usize;
+    if hashes.len() > max {
+        return Err(Error::InvalidArgument(format!(
+            "{} blocks in one pin, over the limit of {max}",
+            hashes.len()
+        )));
+    }
+    Ok(())
+}
+
+fn leases_exhausted() -> Error {
+    Error::ResourceExhausted(format!("{} leases are held, the limit", limits::LEASES_MAX))
+}
+
 impl Inner {
+    /// Records `lease` with its deadline `ttl` from now.
+    fn hold_lease(&self, state: &mut State, lease: Lease, ttl: Duration) -> LeaseInfo {
+        let lease_id = state.next_lease;
+        state.next_lease += 1;
+        let info = LeaseInfo {
+            id: lease_id,
+            pinned: lease.blocks.len(),
+            bytes: lease.bytes,
+        };
+        state.leases.insert(lease_id, lease);
+        state.deadlines.push(std::cmp::Reverse((
+            self.options.clock.now() + ttl,
+            lease_id,
+        )));
+        info
+    }
+
     pub(super) fn expire_leases(&self) {
         let now = self.options.clock.now();
         let mut state = self.lock();
@@ -130,6 +191,16 @@ fn release_lease(state: &mut State, lease: u64) -> bool {
     let Some(lease) = state.leases.remove(&lease) else {
         return false;
     };
+    if lease.soft {
+        for (id, epoch) in lease.blocks {
+            let meta = state.meta(id);
+            if meta.epoch == epoch && meta.dram.is_some() {
+                let tenant = state.tenant_of(id) as usize;
+                state.tenants[tenant].policy.expect(id, false);
+            }
+        }
+        return true;
+    }
     for (id, epoch) in lease.blocks {
         let meta = state.meta_mut(id);
         if meta.epoch == epoch && meta.pins > 0 {

@@ -223,6 +223,37 @@ impl Engine {
         })
     }
 
+    /// Tells the eviction policy that the leading cached blocks of `hashes`
+    /// (a queued request's prefix) will be read soon (`soon`), or no longer
+    /// (`!soon`, once that request was served or dropped): the scheduler's
+    /// pin-for-soon hint. Unlike a pin it never makes a block unevictable; a
+    /// policy that uses it ([`crate::PolicyKind::Reuse`]) evicts such blocks
+    /// last. Calls nest per block. Not a use: nothing is touched or counted.
+    /// Returns how many DRAM blocks were told.
+    pub fn expect(&self, id: &NamespaceId, hashes: &[ChainHash], soon: bool) -> Result<usize> {
+        let max = pagoda_formats::limits::BLOCKS_PER_LOOKUP_MAX as usize;
+        if hashes.len() > max {
+            return Err(Error::InvalidArgument(format!(
+                "{} blocks in one expect, over the limit of {max}",
+                hashes.len()
+            )));
+        }
+        let mut state = self.inner.lock();
+        let slot = live_slot(&state, id)?;
+        let mut told = 0;
+        for hash in hashes {
+            let Some(block_id) = state.find_servable(slot, hash) else {
+                break;
+            };
+            if state.meta(block_id).dram.is_some() {
+                let tenant = state.tenant_of(block_id) as usize;
+                state.tenants[tenant].policy.expect(block_id, soon);
+                told += 1;
+            }
+        }
+        Ok(told)
+    }
+
     /// Removes blocks from every tier, deepest first: a block that still has
     /// cached children after the deeper ones of `hashes` are gone is kept
     /// (removing it would cut its children off). Pinned blocks are kept.

@@ -247,7 +247,15 @@ impl pb::store_server::Store for StoreService {
         } = self.shared.enter_namespace(request, Role::Write, "pin")?;
         let hashes = hashes_of(&request.chain_hashes)?;
         let ttl = Duration::from_millis(request.duration_ms);
-        let lease = blocking(move || engine.pin(&id, &hashes, ttl)).await?;
+        let soft = request.soft;
+        let lease = blocking(move || {
+            if soft {
+                engine.expect_soon(&id, &hashes, ttl)
+            } else {
+                engine.pin(&id, &hashes, ttl)
+            }
+        })
+        .await?;
         self.shared.note_lease(&caller.tenant, lease.id);
         Ok(Response::new(pb::PinResponse {
             lease_id: lease.id.to_le_bytes().to_vec(),
