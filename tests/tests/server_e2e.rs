@@ -191,8 +191,16 @@ async fn put_get_lookup_remove_round_trips() {
     let (lease, pinned) = ns.pin(&hashes, Duration::from_secs(5)).await.unwrap();
     assert_eq!(pinned, 4);
     assert!(ns.unpin(&lease).await.unwrap());
+    // A soft pin (the scheduler's pin-for-soon hint) names the same blocks
+    // but holds nothing: the remove below still removes two of them.
+    let (soft, hinted) = ns
+        .expect_soon(&hashes, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(hinted, 4);
     assert_eq!(ns.replicate_to_dram(&hashes).await.unwrap(), (4, 0));
     assert_eq!(ns.remove(&hashes[2..]).await.unwrap(), 2);
+    assert!(ns.unpin(&soft).await.unwrap());
     assert_eq!(ns.lookup_hashes(&hashes).await.unwrap().matched, 2);
     assert_eq!(ns.get(&hashes[3]).await.unwrap(), None);
 

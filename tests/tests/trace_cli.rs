@@ -192,3 +192,89 @@ fn replay_is_deterministic_and_the_kvcache_scheduler_beats_round_robin() {
         "SSD is the cheaper tier: {first}"
     );
 }
+
+#[test]
+fn replay_runs_the_router_over_local_lru_caches_baseline() {
+    let output = Command::new(pagoda_binary())
+        .args([
+            "replay",
+            "--json",
+            "--limit",
+            "400",
+            "--cache-blocks",
+            "150",
+            "--policy",
+            "local-only,router-lru,router-lru+reject",
+            "--trace",
+        ])
+        .arg(repo("traces/conversation_trace.jsonl"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let reports = serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap();
+    let [local, router, router_reject] = reports.as_array().unwrap().as_slice() else {
+        panic!("three reports: {reports}");
+    };
+    assert_eq!(router["policy"], "router-lru");
+    assert_eq!(router_reject["policy"], "router-lru+reject");
+    // The same placement over caches that evict differently (LRU against
+    // the engine's default) finds different prefixes in full caches.
+    assert_ne!(local["hit_ratio"], router["hit_ratio"], "{reports}");
+    // Admit-all by default, like the other baselines; `+reject` rejects.
+    assert_eq!(router["rejected"], 0, "{reports}");
+    assert!(
+        router_reject["rejected"].as_u64().unwrap() >= router["rejected"].as_u64().unwrap(),
+        "{reports}"
+    );
+}
+
+#[test]
+fn bench_policies_prints_the_gap_to_belady_closed_as_a_fraction() {
+    let dir = std::env::temp_dir().join(format!("pagoda-bench-policies-{}", std::process::id()));
+    let output = Command::new(pagoda_binary())
+        .args(["bench", "policies", "--capacities", "500,2000", "--svg-dir"])
+        .arg(&dir)
+        .arg(repo("traces/synthetic_trace.jsonl"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let table = String::from_utf8(output.stdout).unwrap();
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .filter(|line| line.starts_with("| synthetic_trace"))
+        .map(|line| line.trim_matches('|').split('|').map(str::trim).collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    let percent = |cell: &str| cell.trim_end_matches(" %").parse::<f64>().unwrap();
+    for row in &rows {
+        // LRU, S3-FIFO, prefix-lru, reuse, reuse + hints, Belady, 2 gaps.
+        assert_eq!(row.len(), 10, "{row:?}");
+        let (lru, default, hinted, optimum) = (
+            percent(row[2]),
+            percent(row[5]),
+            percent(row[6]),
+            percent(row[7]),
+        );
+        assert!(
+            optimum >= default && optimum >= hinted && default >= lru,
+            "{row:?}"
+        );
+        let gap: f64 = row[8].parse().unwrap();
+        let expected = (default - lru) / (optimum - lru);
+        assert!(
+            (gap - expected).abs() < 0.01,
+            "{row:?}: {gap} against {expected}"
+        );
+    }
+    let svg = std::fs::read_to_string(dir.join("policies-synthetic_trace.svg")).unwrap();
+    assert!(svg.contains("reuse (default)") && svg.contains("Belady"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

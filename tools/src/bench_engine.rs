@@ -23,9 +23,11 @@
 //!    tree links and SSD FIFO; payload pages and RocksDB's block cache
 //!    excluded). Goal ≤ 128 B.
 //!
-//! `bench policies`: prefix hit ratio on the shared traces at 1k..100k blocks
-//! for LRU, the default policy, S3-FIFO and Belady's optimum, as a table (and
-//! an SVG chart with `--svg`).
+//! `bench policies`: prefix hit ratio on traces at 1k..100k blocks for LRU,
+//! S3-FIFO, the previous default (prefix-lru), the default (reuse) without
+//! and with the scheduler's queue hints, and Belady's optimum, with the share
+//! of the LRU → Belady gap the default closes, as a table (and one SVG chart
+//! per trace with `--svg-dir`).
 
 #![expect(
     clippy::cast_precision_loss,
@@ -37,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use pagoda_engine::trace::{belady, parse_trace, replay};
+use pagoda_engine::trace::{belady, parse_trace, replay_queued};
 use pagoda_engine::{Durability, Engine, EngineOptions, MasterKey, PolicyKind, TenantConfig};
 use pagoda_formats::chain::{ChainHash, TenantSecret};
 use pagoda_formats::namespace::{Dtype, KvKind, KvLayout, Namespace, NamespaceId};
@@ -66,6 +68,15 @@ pub(crate) struct EngineBenchArgs {
     /// Only these figures (comma-separated; default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Figure>,
+    /// Eviction policy of the lookup figure's engine (every block of the
+    /// lookup is a policy access): reuse (the default), prefix-lru, lru or
+    /// s3fifo.
+    #[arg(long, default_value = "reuse", value_parser = parse_policy_kind)]
+    policy: PolicyKind,
+}
+
+fn parse_policy_kind(text: &str) -> Result<PolicyKind, String> {
+    PolicyKind::parse(text).ok_or_else(|| format!("unknown policy {text:?}"))
 }
 
 /// The figures of `pagoda bench engine`.
@@ -92,9 +103,15 @@ pub(crate) struct PolicyBenchArgs {
     /// Capacities in blocks.
     #[arg(long, value_delimiter = ',', default_values_t = [1_000u64, 5_000, 10_000, 20_000, 50_000, 100_000])]
     capacities: Vec<u64>,
-    /// Write a chart of hit ratio against capacity here.
+    /// Requests the scheduler's queue holds in the `reuse + queue hints`
+    /// column: each request's cached prefix is announced to the policy this
+    /// many requests before it is served (`Engine::expect`).
+    #[arg(long, default_value_t = 32)]
+    queued: usize,
+    /// Write one chart of hit ratio against capacity per trace here
+    /// (`policies-TRACE.svg`).
     #[arg(long)]
-    svg: Option<PathBuf>,
+    svg_dir: Option<PathBuf>,
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -202,7 +219,10 @@ fn more_rows(
     }
     let (lookup, hashing) = lookup_million(args)?;
     rows.push((
-        "lookup 1,048,576 tokens (65,536 blocks)".into(),
+        format!(
+            "lookup 1,048,576 tokens (65,536 blocks), policy {}",
+            args.policy.name()
+        ),
         format!("{:.2} ms", lookup * 1e3),
         format!("BLAKE3 chain {:.2} ms", hashing * 1e3),
         lookup / hashing,
@@ -579,6 +599,7 @@ fn lookup_million(args: &EngineBenchArgs) -> Result<(f64, f64), String> {
     const TOKENS: usize = 1 << 20;
     let options = EngineOptions {
         page_bytes: 64,
+        policy: args.policy,
         maintenance_interval: None,
         tenants: vec![tenant()?],
         ..EngineOptions::in_memory(70_000 * 64)
@@ -697,54 +718,85 @@ fn warm_restart(args: &EngineBenchArgs) -> Result<Restart, String> {
     })
 }
 
+/// The columns of `bench policies`: label, policy and queue depth (`None`:
+/// Belady's offline optimum).
+const POLICY_COLUMNS: [(&str, Option<(PolicyKind, bool)>); 6] = [
+    ("LRU", Some((PolicyKind::Lru, false))),
+    ("S3-FIFO", Some((PolicyKind::S3Fifo, false))),
+    (
+        "prefix-lru (old default)",
+        Some((PolicyKind::PrefixLru, false)),
+    ),
+    ("reuse (default)", Some((PolicyKind::Reuse, false))),
+    ("reuse + queue hints", Some((PolicyKind::Reuse, true))),
+    ("Belady", None),
+];
+
+/// The share of the LRU → Belady gap a policy closes (0: LRU, 1: Belady;
+/// negative: below LRU). `None` when there is no gap.
+fn gap_closed(lru: f64, policy: f64, optimum: f64) -> Option<f64> {
+    (optimum - lru > 1e-9).then(|| (policy - lru) / (optimum - lru))
+}
+
+fn format_gap(gap: Option<f64>) -> String {
+    gap.map_or_else(|| "—".to_string(), |gap| format!("{gap:.2}"))
+}
+
 pub(crate) fn run_policies(args: &PolicyBenchArgs) -> Result<(), String> {
-    let mut series: Vec<(String, Vec<(u64, f64)>)> = Vec::new();
+    let header: Vec<&str> = POLICY_COLUMNS.iter().map(|(label, _)| *label).collect();
     println!(
-        "| trace | capacity (blocks) | LRU | default (prefix-lru) | S3-FIFO | Belady | default / LRU |"
+        "| trace | capacity (blocks) | {} | gap closed: default | gap closed: with hints |",
+        header.join(" | ")
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|{}---|---|", "---|".repeat(POLICY_COLUMNS.len()));
     for path in &args.traces {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let requests = parse_trace(&text).map_err(|e| e.to_string())?;
         let name = path
             .file_stem()
             .map_or("trace".into(), |s| s.to_string_lossy().into_owned());
-        let mut lines: Vec<Vec<(u64, f64)>> = vec![Vec::new(); 4];
+        let mut lines: Vec<Vec<(u64, f64)>> = vec![Vec::new(); POLICY_COLUMNS.len()];
         for &capacity in &args.capacities {
             eprintln!("{name}: capacity {capacity}");
             let mut ratios = Vec::new();
-            for policy in PolicyKind::ALL {
-                ratios.push(
-                    replay(&requests, Some(capacity), policy)
-                        .map_err(|e| e.to_string())?
-                        .ratio(),
-                );
+            for (_, column) in POLICY_COLUMNS {
+                ratios.push(match column {
+                    Some((policy, hinted)) => {
+                        let queued = if hinted { args.queued } else { 0 };
+                        replay_queued(&requests, Some(capacity), policy, queued)
+                            .map_err(|e| e.to_string())?
+                            .ratio()
+                    }
+                    None => belady(&requests, capacity).ratio(),
+                });
             }
-            ratios.push(belady(&requests, capacity).ratio());
-            let (lru, prefix, s3, optimum) = (ratios[0], ratios[1], ratios[2], ratios[3]);
+            let (lru, default, hinted, optimum) = (ratios[0], ratios[3], ratios[4], ratios[5]);
+            let cells: Vec<String> = ratios
+                .iter()
+                .map(|ratio| format!("{:.2} %", ratio * 100.0))
+                .collect();
             println!(
-                "| {name} | {capacity} | {:.2} % | {:.2} % | {:.2} % | {:.2} % | {:.3} |",
-                lru * 100.0,
-                prefix * 100.0,
-                s3 * 100.0,
-                optimum * 100.0,
-                if lru > 0.0 { prefix / lru } else { 1.0 }
+                "| {name} | {capacity} | {} | {} | {} |",
+                cells.join(" | "),
+                format_gap(gap_closed(lru, default, optimum)),
+                format_gap(gap_closed(lru, hinted, optimum)),
             );
             for (line, ratio) in lines.iter_mut().zip(&ratios) {
                 line.push((capacity, *ratio));
             }
         }
-        for (label, line) in ["LRU", "prefix-lru (default)", "S3-FIFO", "Belady"]
-            .iter()
-            .zip(lines)
-        {
-            series.push((format!("{name} {label}"), line));
+        if let Some(dir) = &args.svg_dir {
+            let series: Vec<(String, Vec<(u64, f64)>)> = POLICY_COLUMNS
+                .iter()
+                .zip(lines)
+                .map(|((label, _), line)| ((*label).to_string(), line))
+                .collect();
+            let svg = dir.join(format!("policies-{name}.svg"));
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            std::fs::write(&svg, chart(&series, &HIT_RATIO_AXES))
+                .map_err(|e| format!("{}: {e}", svg.display()))?;
+            eprintln!("chart written to {}", svg.display());
         }
-    }
-    if let Some(svg) = &args.svg {
-        std::fs::write(svg, chart(&series, &HIT_RATIO_AXES))
-            .map_err(|e| format!("{}: {e}", svg.display()))?;
-        eprintln!("chart written to {}", svg.display());
     }
     Ok(())
 }

@@ -50,11 +50,12 @@ pub(crate) struct ReplayArgs {
     /// Decode instances.
     #[arg(long, default_value_t = 4)]
     decode: usize,
-    /// Policies to compare (kvcache, round-robin, least-loaded, local-only),
-    /// each under its default admission rule (kvcache rejects early, the
+    /// Policies to compare (kvcache, round-robin, least-loaded, local-only,
+    /// router-lru: local-only placement over per-instance LRU caches, the
+    /// vLLM-behind-a-router baseline), each under its default admission rule (kvcache rejects early, the
     /// baselines admit everything) or, with a `+reject` or `+admit` suffix,
     /// under that one (`round-robin+reject`, `kvcache+admit`).
-    #[arg(long, value_delimiter = ',', default_values_t = ["kvcache".to_string(), "round-robin".to_string(), "least-loaded".to_string(), "local-only".to_string()])]
+    #[arg(long, value_delimiter = ',', default_values_t = ["kvcache".to_string(), "round-robin".to_string(), "least-loaded".to_string(), "local-only".to_string(), "router-lru".to_string()])]
     policy: Vec<String>,
     /// TTFT SLO, seconds.
     #[arg(long, default_value_t = 10.0)]
@@ -203,9 +204,9 @@ struct DecodeInstance {
     running: Vec<(f64, u64)>,
 }
 
-fn prefill_instance(cache_blocks: u64) -> Result<PrefillInstance, String> {
+fn prefill_instance(cache_blocks: u64, eviction: PolicyKind) -> Result<PrefillInstance, String> {
     Ok(PrefillInstance {
-        cache: BlockCache::new(cache_blocks, PolicyKind::default()).map_err(|e| e.to_string())?,
+        cache: BlockCache::new(cache_blocks, eviction).map_err(|e| e.to_string())?,
         busy_until: 0.0,
     })
 }
@@ -253,11 +254,15 @@ fn replay_once(
     requests: &[TraceRequest],
     model: &Preset,
     args: &ReplayArgs,
-    (policy, admission): (Policy, Admission),
+    PolicySpec {
+        policy,
+        admission,
+        eviction,
+    }: PolicySpec,
     rate_scale: f64,
 ) -> Result<Outcome, String> {
     let mut prefill: Vec<PrefillInstance> = (0..args.prefill)
-        .map(|_| prefill_instance(args.cache_blocks))
+        .map(|_| prefill_instance(args.cache_blocks, eviction))
         .collect::<Result<_, _>>()?;
     let mut decode: Vec<DecodeInstance> = (0..args.decode)
         .map(|_| DecodeInstance {
@@ -382,7 +387,7 @@ pub(crate) fn run(args: &ReplayArgs) -> Result<(), String> {
     if let Some(limit) = args.limit {
         requests.truncate(limit);
     }
-    let policies: Vec<(String, (Policy, Admission))> = args
+    let policies: Vec<(String, PolicySpec)> = args
         .policy
         .iter()
         .map(|name| parse_policy(name).map(|spec| (name.clone(), spec)))
@@ -434,8 +439,22 @@ pub(crate) fn run(args: &ReplayArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// A policy name with an optional `+reject` or `+admit` suffix.
-fn parse_policy(name: &str) -> Result<(Policy, Admission), String> {
+/// A scheduler as `pagoda replay` runs it: placement, admission rule, and
+/// the eviction policy of every prefill instance's cache.
+#[derive(Clone, Copy, Debug)]
+struct PolicySpec {
+    policy: Policy,
+    admission: Admission,
+    eviction: PolicyKind,
+}
+
+/// A policy name with an optional `+reject` or `+admit` suffix. `router-lru`
+/// is the baseline deployments run today: vLLM-style instances, each with its
+/// own LRU prefix cache of the same capacity, behind a cache-aware router
+/// (Dynamo's or SGLang's: the longest cached prefix, the shorter queue on a
+/// tie); it is `local-only` placement over LRU caches. Every other policy's
+/// instances evict with the engine's default policy.
+fn parse_policy(name: &str) -> Result<PolicySpec, String> {
     let (base, admission) = match name.split_once('+') {
         Some((base, "reject")) => (base, Some(Admission::EarlyReject)),
         Some((base, "admit")) => (base, Some(Admission::AdmitAll)),
@@ -446,8 +465,17 @@ fn parse_policy(name: &str) -> Result<(Policy, Admission), String> {
         }
         None => (name, None),
     };
-    let policy = Policy::parse(base).ok_or_else(|| format!("unknown policy {name:?}"))?;
-    Ok((policy, admission.unwrap_or(Admission::default_for(policy))))
+    let (policy, eviction) = if base == "router-lru" {
+        (Policy::LocalOnly, PolicyKind::Lru)
+    } else {
+        let policy = Policy::parse(base).ok_or_else(|| format!("unknown policy {name:?}"))?;
+        (policy, PolicyKind::default())
+    };
+    Ok(PolicySpec {
+        policy,
+        admission: admission.unwrap_or(Admission::default_for(policy)),
+        eviction,
+    })
 }
 
 /// Rate scales tried by `--sweep-rate`.
@@ -459,7 +487,7 @@ fn sweep(
     requests: &[TraceRequest],
     model: &Preset,
     args: &ReplayArgs,
-    policies: &[(String, (Policy, Admission))],
+    policies: &[(String, PolicySpec)],
 ) -> Result<(), String> {
     let mut capacities = Vec::new();
     let mut curves = Vec::new();

@@ -64,7 +64,7 @@ pub(crate) struct ServeArgs {
     /// memory, async or sync.
     #[arg(long, env = "PAGODA_DURABILITY")]
     durability: Option<String>,
-    /// prefix-lru, lru or s3fifo.
+    /// reuse (the default), prefix-lru, lru or s3fifo.
     #[arg(long, env = "PAGODA_POLICY")]
     policy: Option<String>,
     /// Serve a non-loopback address without authentication.

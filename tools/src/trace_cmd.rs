@@ -14,8 +14,8 @@
 //! `synth` writes a synthetic trace in the same format, deterministic from
 //! `--seed`: `--tenants` tenants whose prompts never share blocks across
 //! tenants, each prompt a shared prefix (a system prompt or document) plus
-//! unique turns; `--reuse high` draws prefixes from a small, skewed pool
-//! (Zipf-like) and often continues an earlier conversation, `--reuse low`
+//! unique turns; `--reuse high` draws prefixes from a skewed pool of
+//! `--prefixes` per tenant (Zipf-like) and often continues an earlier conversation, `--reuse low`
 //! almost never repeats; arrivals are Poisson at `--rate`, multiplied by
 //! `--burst` during one burst second in ten.
 
@@ -70,6 +70,10 @@ pub(crate) struct SynthArgs {
     /// `low` or `high` prefix reuse.
     #[arg(long, default_value = "high")]
     reuse: String,
+    /// Shared prefixes (system prompts, documents) per tenant with
+    /// `--reuse high`, drawn with a skew towards the first ones.
+    #[arg(long, default_value_t = 8)]
+    prefixes: u32,
     /// Arrival-rate multiplier during bursts (1: no bursts).
     #[arg(long, default_value_t = 4.0)]
     burst: f64,
@@ -502,8 +506,11 @@ fn synth(args: &SynthArgs) -> Result<(), String> {
         "low" => false,
         other => return Err(format!("--reuse {other:?}: low or high")),
     };
-    if args.rate <= 0.0 || args.burst < 1.0 || args.tenants == 0 {
-        return Err("--rate must be positive, --burst at least 1, --tenants at least 1".into());
+    if args.rate <= 0.0 || args.burst < 1.0 || args.tenants == 0 || args.prefixes == 0 {
+        return Err("--rate must be positive, --burst, --tenants and --prefixes at least 1".into());
+    }
+    if args.prefixes > 1 << 20 {
+        return Err("--prefixes is at most 1048576".into());
     }
     let mut rng = Rng(args.seed);
     // Prefix-chained ids: (parent id, content) → dense id.
@@ -540,7 +547,7 @@ fn synth(args: &SynthArgs) -> Result<(), String> {
         };
         if path.is_empty() {
             // A shared prefix: one of a few system prompts (skewed), or unique.
-            let pool = if high { 8 } else { 1_000_000 };
+            let pool = if high { args.prefixes } else { 1_000_000 };
             let pick = (rng.unit().powi(3) * f64::from(pool)) as u64;
             let prefix_blocks = if high { 2 + pick % 6 } else { 1 };
             path = (0..prefix_blocks)
