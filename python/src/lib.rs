@@ -741,13 +741,7 @@ impl Namespace {
         hashes: Vec<Vec<u8>>,
         seconds: f64,
     ) -> PyResult<(Bound<'py, PyBytes>, u32)> {
-        let hashes = hashes_of(&hashes)?;
-        let duration = deadline(seconds)?;
-        let handle = &self.handle;
-        let (lease, pinned) = self.shared.block_on(py, async {
-            handle.pin(&hashes, duration).await.map_err(to_py)
-        })?;
-        Ok((PyBytes::new(py, &lease), pinned))
+        self.lease(py, &hashes, seconds, false)
     }
 
     /// The scheduler's pin-for-soon hint: the cached leading blocks of
@@ -760,13 +754,7 @@ impl Namespace {
         hashes: Vec<Vec<u8>>,
         seconds: f64,
     ) -> PyResult<(Bound<'py, PyBytes>, u32)> {
-        let hashes = hashes_of(&hashes)?;
-        let duration = deadline(seconds)?;
-        let handle = &self.handle;
-        let (lease, hinted) = self.shared.block_on(py, async {
-            handle.expect_soon(&hashes, duration).await.map_err(to_py)
-        })?;
-        Ok((PyBytes::new(py, &lease), hinted))
+        self.lease(py, &hashes, seconds, true)
     }
 
     /// Releases a lease early; whether it was still held.
@@ -778,6 +766,29 @@ impl Namespace {
 }
 
 impl Namespace {
+    /// A pin (`soft`: a pin-for-soon hint) of the cached leading blocks of
+    /// `hashes` for `seconds`: (lease, blocks).
+    fn lease<'py>(
+        &self,
+        py: Python<'py>,
+        hashes: &[Vec<u8>],
+        seconds: f64,
+        soft: bool,
+    ) -> PyResult<(Bound<'py, PyBytes>, u32)> {
+        let hashes = hashes_of(hashes)?;
+        let duration = deadline(seconds)?;
+        let handle = &self.handle;
+        let (lease, blocks) = self.shared.block_on(py, async {
+            if soft {
+                handle.expect_soon(&hashes, duration).await
+            } else {
+                handle.pin(&hashes, duration).await
+            }
+            .map_err(to_py)
+        })?;
+        Ok((PyBytes::new(py, &lease), blocks))
+    }
+
     /// Stores `pieces` (parent, tokens, bytes) in order: each copied into the
     /// client's staging buffer, back to back, then put from there in one
     /// call (one copy, whatever memory the bytes are in).

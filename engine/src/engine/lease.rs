@@ -20,6 +20,7 @@
 //! tenants' `pinned_bytes` and their policies (a block unpinned in DRAM is
 //! evictable again).
 
+use std::sync::MutexGuard;
 use std::time::Duration;
 
 use pagoda_formats::chain::ChainHash;
@@ -36,14 +37,7 @@ impl Engine {
     /// `ttl` passes or [`Engine::unpin`]; their bytes count against the
     /// tenant's DRAM quota while pinned.
     pub fn pin(&self, id: &NamespaceId, hashes: &[ChainHash], ttl: Duration) -> Result<LeaseInfo> {
-        check_lease_request(hashes, ttl)?;
-        self.inner.expire_leases();
-        let mut state = self.inner.lock();
-        let slot = live_slot(&state, id)?;
-        if state.leases.len() >= limits::LEASES_MAX {
-            return Err(leases_exhausted());
-        }
-        let tenant = state.namespaces[slot as usize].tenant;
+        let (mut state, slot, tenant) = self.open_lease(id, hashes, ttl)?;
         let mut blocks = Vec::new();
         let mut bytes = 0u64;
         for hash in hashes {
@@ -91,14 +85,7 @@ impl Engine {
         hashes: &[ChainHash],
         ttl: Duration,
     ) -> Result<LeaseInfo> {
-        check_lease_request(hashes, ttl)?;
-        self.inner.expire_leases();
-        let mut state = self.inner.lock();
-        let slot = live_slot(&state, id)?;
-        if state.leases.len() >= limits::LEASES_MAX {
-            return Err(leases_exhausted());
-        }
-        let tenant = state.namespaces[slot as usize].tenant;
+        let (mut state, slot, tenant) = self.open_lease(id, hashes, ttl)?;
         let mut blocks = Vec::new();
         for hash in hashes {
             let Some(block_id) = state.find_servable(slot, hash) else {
@@ -121,6 +108,26 @@ impl Engine {
             soft: true,
         };
         Ok(self.inner.hold_lease(&mut state, lease, ttl))
+    }
+
+    /// What every lease request does first: checks its size and duration,
+    /// expires old leases and locks the state with room for one more lease;
+    /// returns the lock, the namespace's slot and its tenant.
+    fn open_lease(
+        &self,
+        id: &NamespaceId,
+        hashes: &[ChainHash],
+        ttl: Duration,
+    ) -> Result<(MutexGuard<'_, State>, u32, u16)> {
+        check_lease_request(hashes, ttl)?;
+        self.inner.expire_leases();
+        let state = self.inner.lock();
+        let slot = live_slot(&state, id)?;
+        if state.leases.len() >= limits::LEASES_MAX {
+            return Err(leases_exhausted());
+        }
+        let tenant = state.namespaces[slot as usize].tenant;
+        Ok((state, slot, tenant))
     }
 
     /// Releases a lease early; false when it was unknown or had expired.
