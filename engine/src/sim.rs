@@ -228,10 +228,7 @@ impl Sim {
             1 => Durability::Async,
             _ => Durability::Sync,
         };
-        template.policy = PolicyKind::ALL[usize::try_from(
-            rng.below(u64::try_from(PolicyKind::ALL.len()).unwrap_or(1)),
-        )
-        .expect("small")];
+        template.policy = PolicyKind::ALL[usize::try_from(rng.below(4)).expect("small")];
         template.admission = if rng.one_in(2) {
             Admission::All
         } else {
