@@ -326,6 +326,13 @@ class Namespace:
         """Pins the cached leading blocks for ``seconds``: (lease, pinned)."""
         return self._native.pin(list(hashes), seconds)
 
+    def expect_soon(self, hashes: Sequence[bytes], seconds: float) -> Tuple[bytes, int]:
+        """The scheduler's pin-for-soon hint for a queued request's prefix: the
+        cached leading blocks in the node's DRAM are evicted last for ``seconds``
+        or until ``unpin(lease)``; nothing is held against eviction or removal.
+        Returns (lease, hinted)."""
+        return self._native.expect_soon(list(hashes), seconds)
+
     def unpin(self, lease: bytes) -> bool:
         """Releases a lease early."""
         return self._native.unpin(lease)
