@@ -120,6 +120,13 @@ pub trait Policy: Send + std::fmt::Debug {
     /// Calls nest; policies that use the hint keep such blocks over all
     /// others while any expectation is open. The default ignores it.
     fn expect(&mut self, _id: u32, _soon: bool) {}
+    /// [`Policy::expect`] for a key not in the tier (its block is on SSD
+    /// only, or not stored yet: a queued request names blocks that requests
+    /// ahead of it will put), by fingerprint: the expectation waits for the
+    /// key's insert. An expectation on a block that leaves goes back to
+    /// waiting on its key, so `expect` and `expect_key` pair up whichever
+    /// way the block moved in between.
+    fn expect_key(&mut self, _fingerprint: u64, _soon: bool) {}
     /// Appends to `out` up to `count` blocks that [`Policy::victim`] would
     /// look at next, coldest first, without changing anything: the engine
     /// picks one of them by size (and then calls [`Policy::remove`]). An
@@ -373,6 +380,21 @@ struct History {
     order: VecDeque<u32>,
 }
 
+/// How many keys [`History`] (and [`Reuse`]'s other key maps) keep for a
+/// tier of `tracked` blocks.
+fn history_bound(tracked: usize) -> usize {
+    tracked.saturating_mul(HISTORY_PER_BLOCK).max(HISTORY_MIN)
+}
+
+/// An open-expectation count after one more (`soon`) or one less.
+fn nest(open: u16, soon: bool) -> u16 {
+    if soon {
+        open.saturating_add(1)
+    } else {
+        open.saturating_sub(1)
+    }
+}
+
 /// [`History`]'s flag on a key whose block was evicted as a tail.
 const HISTORY_TAIL: u8 = 0x80;
 
@@ -406,7 +428,7 @@ impl History {
         }
         self.counts.insert(tag, value);
         self.order.push_back(tag);
-        let bound = tracked.saturating_mul(HISTORY_PER_BLOCK).max(HISTORY_MIN);
+        let bound = history_bound(tracked);
         while self.order.len() > bound {
             if let Some(old) = self.order.pop_front() {
                 self.counts.remove(&old);
@@ -424,6 +446,9 @@ struct ReuseEntry {
     uses: u8,
     /// Open expectations ([`Policy::expect`]).
     soon: u16,
+    /// A new prompt's last block, demoted by a lap until it gets a child
+    /// or a hit.
+    tail: bool,
 }
 
 impl ReuseEntry {
@@ -437,21 +462,26 @@ impl ReuseEntry {
 }
 
 /// Reuse-aware LRU (the default; see the module docs and
-/// `docs/eviction.md`). A use ranks a block at `clock + u · W / 2`,
-/// where `clock` counts uses, `W` is the number of blocks tracked (at least
-/// 64) and `u` (at most 15)
-/// how many earlier requests named the block's key (from [`History`]): a
-/// block named before outlives half a pass over the whole tier per earlier
-/// use. A block whose key was never named before and that has no
-/// child is a new prompt's tail, ranked below all others (as [`PrefixLru`]
-/// does). Ranks live in a `BTreeSet`; every operation is `O(log n)`.
-/// Leaf-first like the others: a parent is parked while it has children.
+/// `docs/eviction.md`). A use ranks a block at `clock + u · W`, where
+/// `clock` counts uses, `u` (at most 15) how many earlier requests named
+/// the block's key (from [`History`]) and the lap `W` is the number of
+/// blocks tracked (at least 64): a block named before outlives a pass over
+/// the whole tier per earlier request. A block whose key was never named
+/// before and that has no child is a new prompt's tail, ranked a lap lower
+/// until it gets a child or a hit. Blocks
+/// the scheduler expects ([`Policy::expect`], [`Policy::expect_key`]) rank
+/// above all others. Ranks live in a `BTreeSet`; every operation is
+/// `O(log n)`. Leaf-first like the others: a parent is parked while it has
+/// children.
 #[derive(Debug, Default)]
 pub struct Reuse {
     entries: HashMap<u32, ReuseEntry>,
     order: std::collections::BTreeSet<(i64, u32)>,
     parked: HashSet<u32>,
     history: History,
+    /// Open expectations of keys not in the tier, by [`History::tag`]
+    /// (bounded like [`History`]; past it a new key's hint is dropped).
+    expected: HashMap<u32, u16>,
     clock: i64,
     /// Tails evicted, and of those requested again while remembered
     /// (halved together every [`TAIL_SAMPLE`] evictions).
@@ -472,11 +502,16 @@ impl Reuse {
         self.tails_returned.saturating_mul(8) <= self.tails_evicted
     }
 
-    /// Notes that a block leaves; a tail's key is flagged in the history.
+    /// Notes that a block leaves; a tail's key is flagged in the history,
+    /// and its open expectations wait on its key.
     fn leaving(&mut self, entry: ReuseEntry) {
-        let tail = entry.rank < 0;
+        let tail = entry.tail;
         self.history
             .remember(entry.tag, entry.uses, tail, self.entries.len());
+        if entry.soon > 0 {
+            let waiting = self.expected.entry(entry.tag).or_default();
+            *waiting = waiting.saturating_add(entry.soon);
+        }
         if tail {
             self.tails_evicted += 1;
             if self.tails_evicted >= TAIL_SAMPLE {
@@ -486,15 +521,16 @@ impl Reuse {
         }
     }
 
-    /// Half the bonus lap for a tier of `tracked` blocks.
-    fn half_lap(tracked: usize) -> i64 {
-        i64::try_from(tracked.max(REUSE_LAP_MIN) / 2).unwrap_or(i64::MAX / 32)
+    /// The bonus per earlier request: one pass over the blocks tracked
+    /// (at least [`REUSE_LAP_MIN`]).
+    fn lap(&self) -> i64 {
+        i64::try_from(self.entries.len().max(REUSE_LAP_MIN)).unwrap_or(i64::MAX / 32)
     }
 
     /// The rank of a use now, for a key named by `uses` earlier requests.
     fn rank_now(&mut self, uses: u8) -> i64 {
         self.clock += 1;
-        self.clock + Self::half_lap(self.entries.len()) * i64::from(uses)
+        self.clock + self.lap() * i64::from(uses)
     }
 
     /// Changes an entry and moves it in `order` (unless parked).
@@ -520,17 +556,19 @@ impl Policy for Reuse {
             self.tails_returned += 1;
         }
         let mut rank = self.rank_now(uses);
-        if uses == 0 && self.demote_tails() {
+        let tail = uses == 0 && self.demote_tails();
+        if tail {
             // A key never named before with no child (yet): the last block
-            // of a new prompt, on the Mooncake traces almost never reused.
-            // Below everything until it gets a child or a hit.
-            rank -= TAIL_OFFSET;
+            // of a new prompt, on the Mooncake traces rarely reused. Ranked
+            // as if used a lap earlier until it gets a child or a hit.
+            rank -= self.lap();
         }
         let entry = ReuseEntry {
             rank,
             tag,
             uses: uses.saturating_add(1).min(HISTORY_COUNT_MAX),
-            soon: 0,
+            soon: self.expected.remove(&tag).unwrap_or(0),
+            tail,
         };
         self.entries.insert(id, entry);
         self.order.insert((entry.key(), id));
@@ -538,14 +576,15 @@ impl Policy for Reuse {
 
     fn access(&mut self, id: u32) {
         // On the lookup path: one hash probe and the move in `order`.
-        let half_lap = Self::half_lap(self.entries.len());
+        let lap = self.lap();
         let Some(entry) = self.entries.get_mut(&id) else {
             return;
         };
         self.clock += 1;
         let old = entry.key();
-        entry.rank = self.clock + half_lap * i64::from(entry.uses);
+        entry.rank = self.clock + lap * i64::from(entry.uses);
         entry.uses = entry.uses.saturating_add(1).min(HISTORY_COUNT_MAX);
+        entry.tail = false;
         let new = entry.key();
         if self.order.remove(&(old, id)) {
             self.order.insert((new, id));
@@ -553,21 +592,33 @@ impl Policy for Reuse {
     }
 
     fn child_added(&mut self, id: u32) {
+        let lap = self.lap();
         self.update(id, |entry| {
-            if entry.rank < 0 {
-                entry.rank += TAIL_OFFSET;
+            if entry.tail {
+                entry.tail = false;
+                entry.rank += lap;
             }
         });
     }
 
     fn expect(&mut self, id: u32, soon: bool) {
-        self.update(id, |entry| {
-            entry.soon = if soon {
-                entry.soon.saturating_add(1)
-            } else {
-                entry.soon.saturating_sub(1)
-            };
-        });
+        self.update(id, |entry| entry.soon = nest(entry.soon, soon));
+    }
+
+    fn expect_key(&mut self, fingerprint: u64, soon: bool) {
+        let tag = History::tag(fingerprint);
+        if soon
+            && !self.expected.contains_key(&tag)
+            && self.expected.len() >= history_bound(self.entries.len())
+        {
+            return;
+        }
+        let open = nest(self.expected.get(&tag).copied().unwrap_or(0), soon);
+        if open == 0 {
+            self.expected.remove(&tag);
+        } else {
+            self.expected.insert(tag, open);
+        }
     }
 
     fn remove(&mut self, id: u32) {
@@ -915,7 +966,7 @@ mod tests {
     fn reuse_stops_demoting_tails_when_evicted_tails_come_back() {
         let mut policy = Reuse::default();
         policy.insert(0, 1_000);
-        assert!(policy.entries[&0].rank < 0, "a new tail ranks below all");
+        assert!(policy.entries[&0].tail, "a new tail is demoted");
         assert_eq!(policy.victim(&mut |_| true), Some(0));
         // Tails that are requested again after they left (continued turns).
         for key in 0..64 {
@@ -926,7 +977,7 @@ mod tests {
         }
         assert!(!policy.demote_tails());
         policy.insert(2, 5_000);
-        assert!(policy.entries[&2].rank > 0, "no longer demoted");
+        assert!(!policy.entries[&2].tail, "no longer demoted");
     }
 
     #[test]
@@ -950,6 +1001,48 @@ mod tests {
         // Expecting a block that is not tracked changes nothing.
         policy.expect(42, true);
         assert!(policy.is_empty());
+    }
+
+    #[test]
+    fn reuse_expectations_of_keys_not_in_the_tier_wait_for_their_insert() {
+        let mut policy = Reuse::default();
+        // A queued request names key 3 before anyone put it.
+        policy.expect_key(3, true);
+        for id in 0..4 {
+            policy.insert(id, u64::from(id));
+        }
+        let mut peeked = Vec::new();
+        policy.peek(4, &mut peeked);
+        assert_eq!(peeked, vec![0, 1, 2, 3], "3 arrived expected: last");
+        // The block leaves while expected: the expectation waits on its
+        // key again, and comes back with it under any id.
+        policy.remove(3);
+        policy.insert(7, 3);
+        peeked.clear();
+        policy.peek(4, &mut peeked);
+        assert_eq!(peeked.last(), Some(&7));
+        // Closed by key while it was out: gone for good.
+        policy.remove(7);
+        policy.expect_key(3, false);
+        assert!(policy.expected.is_empty());
+        policy.insert(7, 3);
+        assert_eq!(policy.entries[&7].soon, 0);
+        // Closing what was never opened changes nothing.
+        policy.expect_key(99, false);
+        assert!(policy.expected.is_empty());
+    }
+
+    #[test]
+    fn reuse_expectations_of_absent_keys_are_bounded() {
+        let mut policy = Reuse::default();
+        let bound = history_bound(0) as u64;
+        for key in 0..bound + 10 {
+            policy.expect_key(key, true);
+        }
+        assert_eq!(policy.expected.len() as u64, bound);
+        // A key already waiting still nests past the bound.
+        policy.expect_key(0, true);
+        assert_eq!(policy.expected[&0], 2);
     }
 
     #[test]

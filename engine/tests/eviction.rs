@@ -304,8 +304,8 @@ fn blocks_the_scheduler_expects_soon_are_evicted_last_and_only_while_expected() 
     for chain in 0..8 {
         assert_eq!(put_one(&engine, &ns, chain, SMALL), PutOutcome::Stored);
     }
-    // A queued request names blocks 0 and 1 (the two coldest), and a block
-    // that is not cached: only the cached leading run is told.
+    // A queued request names blocks 0 and 1 (the two coldest) and block 99,
+    // which nobody has put yet: the two in DRAM are told now.
     assert_eq!(engine.expect(&ns, &[hash(0, 0)], true).unwrap(), 1);
     assert_eq!(
         engine
@@ -318,17 +318,28 @@ fn blocks_the_scheduler_expects_soon_are_evicted_last_and_only_while_expected() 
     }
     assert!(cached(&engine, &ns, 0) && cached(&engine, &ns, 1));
     assert!((2..8).all(|chain| !cached(&engine, &ns, chain)));
-    // Served: the expectation closes and they are ordinary cold blocks again.
+    // A request ahead in the queue puts 99: it arrives expected and
+    // outlives every newer block that is not.
+    assert_eq!(put_one(&engine, &ns, 99, SMALL), PutOutcome::Stored);
+    for chain in 106..112 {
+        assert_eq!(put_one(&engine, &ns, chain, SMALL), PutOutcome::Stored);
+    }
+    assert!([0, 1, 99].iter().all(|&chain| cached(&engine, &ns, chain)));
+    assert!(!cached(&engine, &ns, 106));
+    // Served: the expectations close and they are ordinary cold blocks again.
     engine.expect(&ns, &[hash(0, 0)], false).unwrap();
-    engine.expect(&ns, &[hash(1, 0)], false).unwrap();
-    assert_eq!(put_one(&engine, &ns, 200, SMALL), PutOutcome::Stored);
-    assert_eq!(put_one(&engine, &ns, 201, SMALL), PutOutcome::Stored);
-    assert!(!cached(&engine, &ns, 0) && !cached(&engine, &ns, 1));
+    engine
+        .expect(&ns, &[hash(1, 0), hash(99, 0)], false)
+        .unwrap();
+    for chain in 200..203 {
+        assert_eq!(put_one(&engine, &ns, chain, SMALL), PutOutcome::Stored);
+    }
+    assert!([0, 1, 99].iter().all(|&chain| !cached(&engine, &ns, chain)));
     // A hint never makes a block unevictable: with every block expected, a
     // put still finds room.
-    let all: Vec<u64> = (100..106).chain(200..202).collect();
+    let all: Vec<u64> = (107..112).chain(200..203).collect();
     for chain in &all {
-        engine.expect(&ns, &[hash(*chain, 0)], true).unwrap();
+        assert_eq!(engine.expect(&ns, &[hash(*chain, 0)], true).unwrap(), 1);
     }
     assert_eq!(put_one(&engine, &ns, 300, SMALL), PutOutcome::Stored);
     // And a namespace it does not know is an error, not a panic.
@@ -350,8 +361,10 @@ fn a_soft_pin_hints_until_its_lease_expires_and_holds_nothing() {
     for chain in 0..8 {
         assert_eq!(put_one(&engine, &ns, chain, SMALL), PutOutcome::Stored);
     }
+    // The queued request's prompt: block 0, cached, and block 50, which a
+    // request ahead of it will put.
     let lease = engine
-        .expect_soon(&ns, &[hash(0, 0)], Duration::from_millis(500))
+        .expect_soon(&ns, &[hash(0, 0), hash(50, 0)], Duration::from_millis(500))
         .unwrap();
     assert_eq!((lease.pinned, lease.bytes), (1, 0));
     assert_eq!(engine.stats().tenants[0].pinned_bytes, 0);
@@ -360,10 +373,17 @@ fn a_soft_pin_hints_until_its_lease_expires_and_holds_nothing() {
     }
     assert!(cached(&engine, &ns, 0));
     assert!((1..8).all(|chain| !cached(&engine, &ns, chain)));
+    assert_eq!(put_one(&engine, &ns, 50, SMALL), PutOutcome::Stored);
+    for chain in 107..113 {
+        assert_eq!(put_one(&engine, &ns, chain, SMALL), PutOutcome::Stored);
+    }
+    assert!(cached(&engine, &ns, 0) && cached(&engine, &ns, 50));
+    assert!((100..107).all(|chain| !cached(&engine, &ns, chain)));
     // The lease expires: block 0 is the coldest again and goes next.
     clock.advance(Duration::from_millis(500));
     engine.maintain().unwrap();
     assert!(!engine.unpin(lease.id), "expired leases are gone");
     assert_eq!(put_one(&engine, &ns, 200, SMALL), PutOutcome::Stored);
-    assert!(!cached(&engine, &ns, 0));
+    assert_eq!(put_one(&engine, &ns, 201, SMALL), PutOutcome::Stored);
+    assert!(!cached(&engine, &ns, 0) && !cached(&engine, &ns, 50));
 }
