@@ -630,11 +630,13 @@ impl NamespaceHandle {
         self.pin_kind(hashes, duration, false).await
     }
 
-    /// The scheduler's pin-for-soon hint for a queued request's prefix: the
-    /// cached leading blocks of `hashes` in DRAM are evicted last until
-    /// `duration` passes or [`Self::unpin`] (call it when the request is
-    /// served). Nothing is held against eviction or the quota. Returns the
-    /// lease id and the number hinted.
+    /// The scheduler's pin-for-soon hint for a queued request's prompt: the
+    /// blocks of `hashes` are evicted last until `duration` passes or
+    /// [`Self::unpin`] (call it when the request is served); those in the
+    /// node's DRAM at once, the others (on SSD, or still to be put by
+    /// requests ahead in the queue) once they arrive. Nothing is held
+    /// against eviction or the quota. Returns the lease id and the number
+    /// of DRAM blocks hinted at once.
     pub async fn expect_soon(
         &self,
         hashes: &[ChainHash],

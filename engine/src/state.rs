@@ -130,9 +130,10 @@ pub(crate) struct Lease {
     pub(crate) tenant: u16,
     pub(crate) blocks: Vec<(u32, u32)>,
     pub(crate) bytes: u64,
-    /// A pin-for-soon hint ([`crate::Engine::expect_soon`]): the blocks
-    /// stay evictable, their policy was told; no pin counts, no bytes.
-    pub(crate) soft: bool,
+    /// A pin-for-soon hint ([`crate::Engine::expect_soon`]): the namespace
+    /// slot and the keys its tenant's policy was told about (cached or
+    /// not). No blocks, no pin counts, no bytes.
+    pub(crate) soft: Option<(u32, Vec<ChainHash>)>,
 }
 
 /// All metadata.
@@ -208,7 +209,8 @@ impl State {
         }
     }
 
-    fn hash(&self, ns: u32, chain: &ChainHash) -> u64 {
+    /// The policy's fingerprint of a key (cached or not).
+    pub(crate) fn hash(&self, ns: u32, chain: &ChainHash) -> u64 {
         self.hasher.hash_one((ns, chain.0))
     }
 

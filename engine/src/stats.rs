@@ -172,6 +172,10 @@ pub struct TenantStats {
     pub ssd_bytes: u64,
     /// Bytes pinned by leases.
     pub pinned_bytes: u64,
+    /// Leases held: pins and soft pins (the scheduler's pin-for-soon hints).
+    pub leases: u64,
+    /// Of those, soft pins.
+    pub soft_leases: u64,
     /// DRAM quota.
     pub dram_quota: u64,
     /// SSD quota.

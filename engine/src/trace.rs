@@ -115,7 +115,7 @@ impl BlockCache {
         Ok(self.engine.lookup(&self.ns.id, hashes)?.matched)
     }
 
-    /// Tells the policy that the cached prefix of `hashes` is about to be
+    /// Tells the policy that the blocks of `hashes` are about to be
     /// read (`soon`) or no longer ([`Engine::expect`]).
     pub fn expect(&self, hashes: &[ChainHash], soon: bool) -> Result<usize> {
         self.engine.expect(&self.ns.id, hashes, soon)
@@ -150,11 +150,10 @@ pub fn replay(requests: &[Request], capacity: Option<u64>, policy: PolicyKind) -
 }
 
 /// [`replay`] with a scheduler queue of `queued` requests: each request is
-/// known `queued` requests before it is served, and its cached prefix is
-/// announced to the policy then ([`BlockCache::expect`]) and released when
-/// it is served — what a Conductor with that many requests waiting knows.
-/// Blocks cached after the announcement are not announced (as in a real
-/// queue, the hint names what was cached when the request arrived).
+/// known `queued` requests before it is served, and its blocks are
+/// announced to the policy then ([`BlockCache::expect`]: those cached at
+/// once, the others when a request ahead puts them) and released when it is
+/// served — what a Conductor with that many requests waiting knows.
 pub fn replay_queued(
     requests: &[Request],
     capacity: Option<u64>,

@@ -327,10 +327,11 @@ class Namespace:
         return self._native.pin(list(hashes), seconds)
 
     def expect_soon(self, hashes: Sequence[bytes], seconds: float) -> Tuple[bytes, int]:
-        """The scheduler's pin-for-soon hint for a queued request's prefix: the
-        cached leading blocks in the node's DRAM are evicted last for ``seconds``
-        or until ``unpin(lease)``; nothing is held against eviction or removal.
-        Returns (lease, hinted)."""
+        """The scheduler's pin-for-soon hint for a queued request's prompt: its
+        blocks are evicted last for ``seconds`` or until ``unpin(lease)``, those
+        in the node's DRAM at once and the others (on SSD, or still to be put by
+        requests ahead in the queue) once they arrive; nothing is held against
+        eviction or removal. Returns (lease, DRAM blocks hinted at once)."""
         return self._native.expect_soon(list(hashes), seconds)
 
     def unpin(self, lease: bytes) -> bool:

@@ -744,10 +744,11 @@ impl Namespace {
         self.lease(py, &hashes, seconds, false)
     }
 
-    /// The scheduler's pin-for-soon hint: the cached leading blocks of
-    /// `hashes` in the node's DRAM are evicted last for `seconds` or until
-    /// `unpin(lease)` (a queued request's prefix; unpin once it is served).
-    /// Holds nothing against eviction: (lease, blocks hinted).
+    /// The scheduler's pin-for-soon hint: the blocks of `hashes` (a queued
+    /// request's prompt; unpin once it is served) are evicted last for
+    /// `seconds` or until `unpin(lease)`, those in the node's DRAM at once
+    /// and the others once they arrive. Holds nothing against eviction:
+    /// (lease, DRAM blocks hinted at once).
     fn expect_soon<'py>(
         &self,
         py: Python<'py>,
@@ -766,8 +767,8 @@ impl Namespace {
 }
 
 impl Namespace {
-    /// A pin (`soft`: a pin-for-soon hint) of the cached leading blocks of
-    /// `hashes` for `seconds`: (lease, blocks).
+    /// A pin of the cached leading blocks of `hashes` (`soft`: a
+    /// pin-for-soon hint of all of them) for `seconds`: (lease, blocks).
     fn lease<'py>(
         &self,
         py: Python<'py>,

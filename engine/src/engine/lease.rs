@@ -27,6 +27,7 @@ use pagoda_formats::chain::ChainHash;
 use pagoda_formats::namespace::NamespaceId;
 
 use super::catalog::live_slot;
+use super::read::hint;
 use super::{Engine, Inner, LeaseInfo};
 use crate::error::{Error, Result};
 use crate::options::limits;
@@ -67,18 +68,20 @@ impl Engine {
             tenant,
             blocks,
             bytes,
-            soft: false,
+            soft: None,
         };
         Ok(self.inner.hold_lease(&mut state, lease, ttl))
     }
 
-    /// The scheduler's pin-for-soon hint under a lease: the cached leading
-    /// blocks of `hashes` that are in DRAM are evicted last by the tenant's
-    /// policy ([`crate::policy::Policy::expect`]) until `ttl` passes or
-    /// [`Engine::unpin`] — for a queued request's prefix. Unlike
-    /// [`Engine::pin`] nothing becomes unevictable and nothing counts
-    /// against the quota; the lease counts against `LEASES_MAX`. Returns
-    /// the lease with the number of blocks hinted and 0 bytes.
+    /// The scheduler's pin-for-soon hint under a lease: the blocks of
+    /// `hashes` are evicted last by the tenant's policy until `ttl` passes
+    /// or [`Engine::unpin`] — for a queued request's prompt. Blocks in DRAM
+    /// are told at once; keys not there yet (on SSD, or to be put by
+    /// requests ahead in the queue) when they arrive
+    /// ([`crate::policy::Policy::expect_key`]). Unlike [`Engine::pin`]
+    /// nothing becomes unevictable and nothing counts against the quota;
+    /// the lease counts against `LEASES_MAX`. Returns the lease with the
+    /// number of DRAM blocks hinted now and 0 bytes.
     pub fn expect_soon(
         &self,
         id: &NamespaceId,
@@ -86,28 +89,16 @@ impl Engine {
         ttl: Duration,
     ) -> Result<LeaseInfo> {
         let (mut state, slot, tenant) = self.open_lease(id, hashes, ttl)?;
-        let mut blocks = Vec::new();
-        for hash in hashes {
-            let Some(block_id) = state.find_servable(slot, hash) else {
-                break;
-            };
-            let meta = state.meta(block_id);
-            if meta.dram.is_some() {
-                blocks.push((block_id, meta.epoch));
-            }
-        }
-        for (block_id, _) in &blocks {
-            state.tenants[tenant as usize]
-                .policy
-                .expect(*block_id, true);
-        }
+        let hinted = hint(&mut state, slot, hashes, true);
         let lease = Lease {
             tenant,
-            blocks,
+            blocks: Vec::new(),
             bytes: 0,
-            soft: true,
+            soft: Some((slot, hashes.to_vec())),
         };
-        Ok(self.inner.hold_lease(&mut state, lease, ttl))
+        let mut info = self.inner.hold_lease(&mut state, lease, ttl);
+        info.pinned = hinted;
+        Ok(info)
     }
 
     /// What every lease request does first: checks its size and duration,
@@ -198,14 +189,8 @@ fn release_lease(state: &mut State, lease: u64) -> bool {
     let Some(lease) = state.leases.remove(&lease) else {
         return false;
     };
-    if lease.soft {
-        for (id, epoch) in lease.blocks {
-            let meta = state.meta(id);
-            if meta.epoch == epoch && meta.dram.is_some() {
-                let tenant = state.tenant_of(id) as usize;
-                state.tenants[tenant].policy.expect(id, false);
-            }
-        }
+    if let Some((slot, hashes)) = lease.soft {
+        hint(state, slot, &hashes, false);
         return true;
     }
     for (id, epoch) in lease.blocks {

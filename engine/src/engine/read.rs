@@ -223,13 +223,15 @@ impl Engine {
         })
     }
 
-    /// Tells the eviction policy that the leading cached blocks of `hashes`
-    /// (a queued request's prefix) will be read soon (`soon`), or no longer
-    /// (`!soon`, once that request was served or dropped): the scheduler's
-    /// pin-for-soon hint. Unlike a pin it never makes a block unevictable; a
-    /// policy that uses it ([`crate::PolicyKind::Reuse`]) evicts such blocks
-    /// last. Calls nest per block. Not a use: nothing is touched or counted.
-    /// Returns how many DRAM blocks were told.
+    /// Tells the eviction policy that the blocks of `hashes` (a queued
+    /// request's prompt) will be read soon (`soon`), or no longer (`!soon`,
+    /// once that request was served or dropped): the scheduler's
+    /// pin-for-soon hint. Blocks in DRAM are told at once, other keys when
+    /// they arrive (see [`hint`]). Unlike a pin it never makes a block
+    /// unevictable; a policy that uses it ([`crate::PolicyKind::Reuse`])
+    /// evicts such blocks last. Calls nest per key; pair each `soon` with a
+    /// `!soon` on the same hashes. Not a use: nothing is touched or counted.
+    /// Returns how many DRAM blocks were told now.
     pub fn expect(&self, id: &NamespaceId, hashes: &[ChainHash], soon: bool) -> Result<usize> {
         let max = pagoda_formats::limits::BLOCKS_PER_LOOKUP_MAX as usize;
         if hashes.len() > max {
@@ -240,18 +242,7 @@ impl Engine {
         }
         let mut state = self.inner.lock();
         let slot = live_slot(&state, id)?;
-        let mut told = 0;
-        for hash in hashes {
-            let Some(block_id) = state.find_servable(slot, hash) else {
-                break;
-            };
-            if state.meta(block_id).dram.is_some() {
-                let tenant = state.tenant_of(block_id) as usize;
-                state.tenants[tenant].policy.expect(block_id, soon);
-                told += 1;
-            }
-        }
-        Ok(told)
+        Ok(hint(&mut state, slot, hashes, soon))
     }
 
     /// Removes blocks from every tier, deepest first: a block that still has
@@ -300,4 +291,28 @@ fn touch(state: &mut State, ids: &[u32]) {
             state.tenants[tenant].policy.access(id);
         }
     }
+}
+
+/// Tells the policy of namespace `slot`'s tenant that the keys of `hashes`
+/// are expected soon (or no longer): a block in DRAM by id
+/// ([`crate::policy::Policy::expect`]), any other key by fingerprint
+/// ([`crate::policy::Policy::expect_key`]; the policy moves the expectation
+/// between the two as the block enters and leaves DRAM, so a later `!soon`
+/// finds it either way). Returns how many DRAM blocks were told.
+pub(super) fn hint(state: &mut State, slot: u32, hashes: &[ChainHash], soon: bool) -> usize {
+    let tenant = state.namespaces[slot as usize].tenant as usize;
+    let mut told = 0;
+    for hash in hashes {
+        match state.find_servable(slot, hash) {
+            Some(block_id) if state.meta(block_id).dram.is_some() => {
+                state.tenants[tenant].policy.expect(block_id, soon);
+                told += 1;
+            }
+            _ => {
+                let fingerprint = state.hash(slot, hash);
+                state.tenants[tenant].policy.expect_key(fingerprint, soon);
+            }
+        }
+    }
+    told
 }

@@ -24,6 +24,7 @@ impl Engine {
     pub fn stats(&self) -> EngineStats {
         let inner = &*self.inner;
         let ssd_used = inner.ssd.as_ref().map_or(0, |ssd| wal_bytes(&ssd.wal));
+        inner.expire_leases();
         let state = inner.lock();
         let mut tenants: Vec<TenantStats> = state
             .tenants
@@ -34,12 +35,20 @@ impl Engine {
                 dram_bytes: tenant.dram_bytes,
                 ssd_bytes: tenant.ssd_bytes,
                 pinned_bytes: tenant.pinned_bytes,
+                leases: 0,
+                soft_leases: 0,
                 dram_quota: tenant.config.dram_quota,
                 ssd_quota: tenant.config.ssd_quota,
                 dram_blocks: tenant.dram_blocks,
                 ssd_blocks: tenant.ssd_blocks,
             })
             .collect();
+        for lease in state.leases.values() {
+            if let Some(tenant) = tenants.get_mut(lease.tenant as usize) {
+                tenant.leases += 1;
+                tenant.soft_leases += u64::from(lease.soft.is_some());
+            }
+        }
         let mut namespaces = Vec::new();
         for slot in &state.namespaces {
             let counters = slot.counters.snapshot();
