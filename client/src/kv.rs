@@ -144,6 +144,35 @@ impl KvNamespace {
         }
     }
 
+    /// The scheduler's pin-for-soon hint for a queued request's prompt
+    /// ([`NamespaceHandle::expect_soon`]): its blocks are evicted last until
+    /// `duration` passes or [`Self::unpin`]. Returns the lease, or `None`
+    /// on a cluster (its nodes get no hints yet: a request's blocks are
+    /// spread over several nodes, each would need a lease of its own).
+    pub async fn expect_soon(
+        &self,
+        hashes: &[ChainHash],
+        duration: std::time::Duration,
+    ) -> Result<Option<Vec<u8>>> {
+        match self {
+            KvNamespace::Node(ns) => ns
+                .expect_soon(hashes, duration)
+                .await
+                .map(|(lease, _)| Some(lease)),
+            #[cfg(feature = "cluster")]
+            KvNamespace::Cluster(_) => Ok(None),
+        }
+    }
+
+    /// Releases a lease of [`Self::expect_soon`]; whether it was held.
+    pub async fn unpin(&self, lease: &[u8]) -> Result<bool> {
+        match self {
+            KvNamespace::Node(ns) => ns.unpin(lease).await,
+            #[cfg(feature = "cluster")]
+            KvNamespace::Cluster(_) => Ok(false),
+        }
+    }
+
     /// The node's block events (`None` on a cluster: Conductors there rely
     /// on lookups alone).
     pub async fn watch(

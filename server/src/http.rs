@@ -160,6 +160,8 @@ fn tenant_json(tenant: &TenantStats) -> Value {
         "dram_bytes": tenant.dram_bytes,
         "ssd_bytes": tenant.ssd_bytes,
         "pinned_bytes": tenant.pinned_bytes,
+        "leases": tenant.leases,
+        "soft_leases": tenant.soft_leases,
         "dram_blocks": tenant.dram_blocks,
         "ssd_blocks": tenant.ssd_blocks,
     })

@@ -10,7 +10,8 @@
 //! requests); a prefill worker SIGKILLed while requests wait on it is dropped
 //! and its requests fail over to the other; the second Conductor, with a
 //! TTFT objective no request can meet, rejects early with 429; bad input is
-//! a 400 and the Conductor keeps serving.
+//! a 400 and the Conductor keeps serving. A second scenario: a prefill
+//! that waits behind another holds a pin-for-soon hint in the store.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use std::collections::{HashMap, HashSet};
@@ -376,4 +377,117 @@ fn conductor_and_cpu_workers_serve_the_conversation_trace_and_fail_over() {
     assert!(measured >= figure * 0.5, "{measured} vs {figure}");
     assert!(state["hot_replicated"].as_u64().unwrap() > 0, "{state}");
     drop(workers);
+}
+
+/// Soft leases the node holds now, over its tenants (`/v1/stats`).
+fn soft_leases(node: SocketAddr) -> u64 {
+    let (code, body) = http_get(node, "/v1/stats").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let stats: Value = serde_json::from_str(&body).unwrap();
+    stats["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|tenant| tenant["soft_leases"].as_u64().unwrap())
+        .sum()
+}
+
+/// A Conductor with one prefill and one decode `sim` worker on `node`,
+/// registered: the processes and the Conductor's HTTP address. Prefill
+/// runs at 10 × the cost model's time (a 4,096-token prompt: about 2 s).
+fn one_of_each(node: &Node) -> (Vec<Process>, SocketAddr) {
+    let store = node.url();
+    let common = [
+        "--store",
+        store.as_str(),
+        "--preset",
+        "llama3-8b-h100",
+        "--block-tokens",
+        "16",
+        "--time-scale",
+        "10",
+    ];
+    let spawn = |name: &str, args: &[&str]| {
+        let mut all: Vec<&str> = Vec::new();
+        all.extend_from_slice(args);
+        all.extend(common);
+        Process::spawn(&node.dir, name, &all)
+    };
+    let mut conductor = spawn(
+        "conductor",
+        &[
+            "conductor",
+            "--http",
+            "127.0.0.1:0",
+            "--grpc",
+            "127.0.0.1:0",
+            "--ttft-slo-ms",
+            "60000",
+        ],
+    );
+    let bound = conductor.listening();
+    let (http, grpc) = (bound["http"], format!("http://{}", bound["grpc"]));
+    let mut processes = vec![conductor];
+    for (role, name) in [("prefill", "p0"), ("decode", "d0")] {
+        processes.push(spawn(
+            name,
+            &[
+                "worker",
+                "--role",
+                role,
+                "--backend",
+                "sim",
+                "--id",
+                name,
+                "--listen",
+                "127.0.0.1:0",
+                "--conductor",
+                &grpc,
+            ],
+        ));
+    }
+    let deadline = Instant::now() + Duration::from_mins(1);
+    while status(http)["instances"].as_array().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "workers did not register");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (processes, http)
+}
+
+/// A prefill that waits behind another holds a pin-for-soon hint on its
+/// prompt's blocks in the store (a soft lease, `docs/eviction.md`) while it
+/// waits, and lets go of it once it runs: with one prefill worker and two
+/// long prompts at once, the node shows one soft lease while the second
+/// waits and none after both are served.
+#[test]
+fn a_queued_prefill_hints_its_prompt_to_the_store_while_it_waits() {
+    let node = Node::start("serving-hint", "");
+    let (_processes, http) = one_of_each(&node);
+    assert_eq!(soft_leases(node.http), 0);
+    let clients: Vec<_> = (0..2u32)
+        .map(|client| {
+            std::thread::spawn(move || {
+                let prompt: Vec<u32> = (0..4096).map(|token| client * 100_000 + token).collect();
+                let body = serde_json::json!({ "tokens": prompt, "max_tokens": 1 });
+                http_post(http, "/v1/generate", &body.to_string()).unwrap()
+            })
+        })
+        .collect();
+    let mut most = 0;
+    while clients.iter().any(|client| !client.is_finished()) {
+        most = most.max(soft_leases(node.http));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for client in clients {
+        let (code, answer) = client.join().unwrap();
+        assert_eq!(code, 200, "{answer}");
+        assert_eq!(events(&answer).last().unwrap()["event"], "done", "{answer}");
+    }
+    assert_eq!(most, 1, "the second prompt waited with one hint open");
+    // Released when its prefill started (asynchronously: poll briefly).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while soft_leases(node.http) > 0 {
+        assert!(Instant::now() < deadline, "the hint was never released");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

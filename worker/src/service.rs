@@ -3,7 +3,8 @@
 //!
 //! - **Prefill** (one request at a time, like a GPU instance running one
 //!   prefill batch; the rest wait in a queue of at most
-//!   [`limits::QUEUE`]): hash the prompt's full blocks with the namespace's
+//!   [`limits::QUEUE`], each with a pin-for-soon hint on its prompt's
+//!   blocks in the store until it starts): hash the prompt's full blocks with the namespace's
 //!   chain key, look the chain up in the store, fetch the matched prefix
 //!   (checking its bytes on `cpu`/`cuda`), "compute" the rest (sleep the cost
 //!   model's prefill time × `time_scale`), and put the new blocks in chain
@@ -47,6 +48,9 @@ pub mod limits {
     pub const QUEUE: usize = 1024;
     /// Largest gRPC message a worker accepts (a 1M-token prompt is ~5 MB).
     pub const MESSAGE_BYTES: usize = 8 << 20;
+    /// Longest a queued prefill's pin-for-soon hint lasts (it is released
+    /// when the prefill starts; a longer wait loses the hint, nothing else).
+    pub const HINT: std::time::Duration = std::time::Duration::from_mins(1);
 }
 
 /// Which half of serving a worker does.
@@ -256,6 +260,43 @@ impl State {
         permit.map_err(|_| Status::unavailable("worker shutting down"))
     }
 
+    /// [`Self::admit`] for a prefill. While the request waits behind
+    /// another, its prompt's blocks are hinted to the store (a soft pin:
+    /// the scheduler's pin-for-soon hint, `docs/eviction.md`), so the
+    /// prefix it is about to read is evicted last meanwhile; the hint is
+    /// released when the prefill starts. A hint that fails is logged and
+    /// dropped: it is never worth failing a request for.
+    async fn admit_prefill(
+        &self,
+        hashes: &[ChainHash],
+    ) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        if let Ok(permit) = self.prefill_slot.try_acquire() {
+            return Ok(permit);
+        }
+        let lease = if hashes.is_empty() {
+            None
+        } else {
+            self.namespace
+                .expect_soon(hashes, limits::HINT)
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::debug!(%error, "a queued prefill's hint was not taken");
+                    None
+                })
+        };
+        let permit = self.admit(&self.prefill_slot).await;
+        if let Some(lease) = lease {
+            // Off the prefill's path: the lookup does not wait for it.
+            let namespace = self.namespace.clone();
+            tokio::spawn(async move {
+                if let Err(error) = namespace.unpin(&lease).await {
+                    tracing::debug!(%error, "a queued prefill's hint was not released (it expires)");
+                }
+            });
+        }
+        permit
+    }
+
     #[expect(clippy::cast_possible_truncation, reason = "block counts ≤ 2^20")]
     async fn prefill(&self, request: pb::PrefillRequest) -> Result<pb::PrefillResponse> {
         if self.config.role != Role::Prefill {
@@ -263,7 +304,7 @@ impl State {
         }
         let arrived = Instant::now();
         let hashes = self.hashes(&request.tokens)?;
-        let _slot = self.admit(&self.prefill_slot).await?;
+        let _slot = self.admit_prefill(&hashes).await?;
         let started = Instant::now();
         let block_tokens = self.namespace.block_tokens() as usize;
         let matched = self
