@@ -237,7 +237,15 @@ fn replay_runs_the_router_over_local_lru_caches_baseline() {
 fn bench_policies_prints_the_gap_to_belady_closed_as_a_fraction() {
     let dir = std::env::temp_dir().join(format!("pagoda-bench-policies-{}", std::process::id()));
     let output = Command::new(pagoda_binary())
-        .args(["bench", "policies", "--capacities", "500,2000", "--svg-dir"])
+        .args([
+            "bench",
+            "policies",
+            "--capacities",
+            "500,2000",
+            "--queued",
+            "16,64",
+            "--svg-dir",
+        ])
         .arg(&dir)
         .arg(repo("traces/synthetic_trace.jsonl"))
         .output()
@@ -256,24 +264,22 @@ fn bench_policies_prints_the_gap_to_belady_closed_as_a_fraction() {
     assert_eq!(rows.len(), 2, "{table}");
     let percent = |cell: &str| cell.trim_end_matches(" %").parse::<f64>().unwrap();
     for row in &rows {
-        // LRU, S3-FIFO, prefix-lru, reuse, reuse + hints, Belady, 2 gaps.
-        assert_eq!(row.len(), 10, "{row:?}");
-        let (lru, default, hinted, optimum) = (
-            percent(row[2]),
-            percent(row[5]),
-            percent(row[6]),
-            percent(row[7]),
-        );
-        assert!(
-            optimum >= default && optimum >= hinted && default >= lru,
-            "{row:?}"
-        );
-        let gap: f64 = row[8].parse().unwrap();
-        let expected = (default - lru) / (optimum - lru);
-        assert!(
-            (gap - expected).abs() < 0.01,
-            "{row:?}: {gap} against {expected}"
-        );
+        // LRU, S3-FIFO, prefix-lru, reuse, reuse + hints at queues of 16
+        // and 64, Belady; then the gap closed by reuse and by each hinted.
+        assert_eq!(row.len(), 12, "{row:?}");
+        let (lru, optimum) = (percent(row[2]), percent(row[8]));
+        let default = percent(row[5]);
+        assert!(default >= lru, "{row:?}");
+        for (column, gap) in [(5, 9), (6, 10), (7, 11)] {
+            let ratio = percent(row[column]);
+            assert!(optimum >= ratio, "{row:?}");
+            let gap: f64 = row[gap].parse().unwrap();
+            let expected = (ratio - lru) / (optimum - lru);
+            assert!(
+                (gap - expected).abs() < 0.01,
+                "{row:?}: {gap} against {expected}"
+            );
+        }
     }
     let svg = std::fs::read_to_string(dir.join("policies-synthetic_trace.svg")).unwrap();
     assert!(svg.contains("reuse (default)") && svg.contains("Belady"));

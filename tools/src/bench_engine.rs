@@ -103,11 +103,12 @@ pub(crate) struct PolicyBenchArgs {
     /// Capacities in blocks.
     #[arg(long, value_delimiter = ',', default_values_t = [1_000u64, 5_000, 10_000, 20_000, 50_000, 100_000])]
     capacities: Vec<u64>,
-    /// Requests the scheduler's queue holds in the `reuse + queue hints`
-    /// column: each request's cached prefix is announced to the policy this
-    /// many requests before it is served (`Engine::expect`).
-    #[arg(long, default_value_t = 32)]
-    queued: usize,
+    /// Queue depths of the `reuse + hints` columns, one column each: each
+    /// request's blocks are announced to the policy this many requests
+    /// before it is served (`Engine::expect`, what a prefill worker's queue
+    /// sends as soft pins) and released when it is.
+    #[arg(long, value_delimiter = ',', default_values_t = [32usize, 128])]
+    queued: Vec<usize>,
     /// Write one chart of hit ratio against capacity per trace here
     /// (`policies-TRACE.svg`).
     #[arg(long)]
@@ -718,19 +719,28 @@ fn warm_restart(args: &EngineBenchArgs) -> Result<Restart, String> {
     })
 }
 
-/// The columns of `bench policies`: label, policy and queue depth (`None`:
-/// Belady's offline optimum).
-const POLICY_COLUMNS: [(&str, Option<(PolicyKind, bool)>); 6] = [
-    ("LRU", Some((PolicyKind::Lru, false))),
-    ("S3-FIFO", Some((PolicyKind::S3Fifo, false))),
-    (
-        "prefix-lru (old default)",
-        Some((PolicyKind::PrefixLru, false)),
-    ),
-    ("reuse (default)", Some((PolicyKind::Reuse, false))),
-    ("reuse + queue hints", Some((PolicyKind::Reuse, true))),
-    ("Belady", None),
-];
+/// The columns of `bench policies`: label, and policy with queue depth
+/// (`None`: Belady's offline optimum). LRU first, the default without hints
+/// fourth, Belady last; one `reuse + hints` column per queue depth.
+fn policy_columns(queued: &[usize]) -> Vec<(String, Option<(PolicyKind, usize)>)> {
+    let mut columns: Vec<(String, Option<(PolicyKind, usize)>)> = vec![
+        ("LRU".into(), Some((PolicyKind::Lru, 0))),
+        ("S3-FIFO".into(), Some((PolicyKind::S3Fifo, 0))),
+        (
+            "prefix-lru (old default)".into(),
+            Some((PolicyKind::PrefixLru, 0)),
+        ),
+        ("reuse (default)".into(), Some((PolicyKind::Reuse, 0))),
+    ];
+    for &depth in queued {
+        columns.push((
+            format!("reuse + hints, queue {depth}"),
+            Some((PolicyKind::Reuse, depth)),
+        ));
+    }
+    columns.push(("Belady".into(), None));
+    columns
+}
 
 /// The share of the LRU → Belady gap a policy closes (0: LRU, 1: Belady;
 /// negative: below LRU). `None` when there is no gap.
@@ -743,26 +753,34 @@ fn format_gap(gap: Option<f64>) -> String {
 }
 
 pub(crate) fn run_policies(args: &PolicyBenchArgs) -> Result<(), String> {
-    let header: Vec<&str> = POLICY_COLUMNS.iter().map(|(label, _)| *label).collect();
+    let columns = policy_columns(&args.queued);
+    let header: Vec<&str> = columns.iter().map(|(label, _)| label.as_str()).collect();
+    let gaps: Vec<String> = std::iter::once("gap closed: default".to_string())
+        .chain(
+            args.queued
+                .iter()
+                .map(|depth| format!("gap closed: queue {depth}")),
+        )
+        .collect();
     println!(
-        "| trace | capacity (blocks) | {} | gap closed: default | gap closed: with hints |",
-        header.join(" | ")
+        "| trace | capacity (blocks) | {} | {} |",
+        header.join(" | "),
+        gaps.join(" | ")
     );
-    println!("|---|---|{}---|---|", "---|".repeat(POLICY_COLUMNS.len()));
+    println!("|---|---|{}", "---|".repeat(columns.len() + gaps.len()));
     for path in &args.traces {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let requests = parse_trace(&text).map_err(|e| e.to_string())?;
         let name = path
             .file_stem()
             .map_or("trace".into(), |s| s.to_string_lossy().into_owned());
-        let mut lines: Vec<Vec<(u64, f64)>> = vec![Vec::new(); POLICY_COLUMNS.len()];
+        let mut lines: Vec<Vec<(u64, f64)>> = vec![Vec::new(); columns.len()];
         for &capacity in &args.capacities {
             eprintln!("{name}: capacity {capacity}");
             let mut ratios = Vec::new();
-            for (_, column) in POLICY_COLUMNS {
-                ratios.push(match column {
-                    Some((policy, hinted)) => {
-                        let queued = if hinted { args.queued } else { 0 };
+            for (_, column) in &columns {
+                ratios.push(match *column {
+                    Some((policy, queued)) => {
                         replay_queued(&requests, Some(capacity), policy, queued)
                             .map_err(|e| e.to_string())?
                             .ratio()
@@ -770,26 +788,30 @@ pub(crate) fn run_policies(args: &PolicyBenchArgs) -> Result<(), String> {
                     None => belady(&requests, capacity).ratio(),
                 });
             }
-            let (lru, default, hinted, optimum) = (ratios[0], ratios[3], ratios[4], ratios[5]);
+            let (lru, optimum) = (ratios[0], ratios[ratios.len() - 1]);
+            // The default (fourth column) and each hinted column after it.
+            let closed: Vec<String> = ratios[3..ratios.len() - 1]
+                .iter()
+                .map(|ratio| format_gap(gap_closed(lru, *ratio, optimum)))
+                .collect();
             let cells: Vec<String> = ratios
                 .iter()
                 .map(|ratio| format!("{:.2} %", ratio * 100.0))
                 .collect();
             println!(
-                "| {name} | {capacity} | {} | {} | {} |",
+                "| {name} | {capacity} | {} | {} |",
                 cells.join(" | "),
-                format_gap(gap_closed(lru, default, optimum)),
-                format_gap(gap_closed(lru, hinted, optimum)),
+                closed.join(" | "),
             );
             for (line, ratio) in lines.iter_mut().zip(&ratios) {
                 line.push((capacity, *ratio));
             }
         }
         if let Some(dir) = &args.svg_dir {
-            let series: Vec<(String, Vec<(u64, f64)>)> = POLICY_COLUMNS
+            let series: Vec<(String, Vec<(u64, f64)>)> = columns
                 .iter()
                 .zip(lines)
-                .map(|((label, _), line)| ((*label).to_string(), line))
+                .map(|((label, _), line)| (label.clone(), line))
                 .collect();
             let svg = dir.join(format!("policies-{name}.svg"));
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
