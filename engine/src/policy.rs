@@ -128,11 +128,12 @@ pub trait Policy: Send + std::fmt::Debug {
     /// way the block moved in between.
     fn expect_key(&mut self, _fingerprint: u64, _soon: bool) {}
     /// Appends to `out` up to `count` blocks that [`Policy::victim`] would
-    /// look at next, coldest first, without changing anything: the engine
+    /// look at next, coldest first, without changing which blocks those are
+    /// (a policy may tidy its own bookkeeping to find them): the engine
     /// picks one of them by size (and then calls [`Policy::remove`]). An
     /// approximation is fine; the default offers none, and the engine then
     /// evicts in plain policy order.
-    fn peek(&self, _count: usize, _out: &mut Vec<u32>) {}
+    fn peek(&mut self, _count: usize, _out: &mut Vec<u32>) {}
     /// Blocks tracked.
     fn len(&self) -> usize;
     /// Whether no block is tracked.
@@ -226,7 +227,7 @@ impl Policy for Lru {
         }
     }
 
-    fn peek(&self, count: usize, out: &mut Vec<u32>) {
+    fn peek(&mut self, count: usize, out: &mut Vec<u32>) {
         let mut at = self.oldest;
         for _ in 0..count {
             let Some(&(_, newer)) = self.links.get(&at) else {
@@ -331,7 +332,7 @@ impl Policy for PrefixLru {
         }
     }
 
-    fn peek(&self, count: usize, out: &mut Vec<u32>) {
+    fn peek(&mut self, count: usize, out: &mut Vec<u32>) {
         out.extend(self.order.iter().take(count).map(|&(_, id)| id));
     }
 
@@ -449,6 +450,10 @@ struct ReuseEntry {
     /// A new prompt's last block, demoted by a lap until it gets a child
     /// or a hit.
     tail: bool,
+    /// The key it is filed under in `order` (while there): at most
+    /// [`ReuseEntry::key`]. A hit raises the key without moving the entry;
+    /// [`Reuse::settle`] moves it when it reaches the cold end.
+    queued: i64,
 }
 
 impl ReuseEntry {
@@ -534,15 +539,54 @@ impl Reuse {
     }
 
     /// Changes an entry and moves it in `order` (unless parked).
+    /// A key that rose stays filed where it was (see
+    /// [`ReuseEntry::queued`]); one that fell moves at once.
     fn update(&mut self, id: u32, change: impl FnOnce(&mut ReuseEntry)) {
         let Some(entry) = self.entries.get_mut(&id) else {
             return;
         };
-        let old = entry.key();
         change(entry);
         let new = entry.key();
-        if old != new && self.order.remove(&(old, id)) {
-            self.order.insert((new, id));
+        if new < entry.queued {
+            if self.order.remove(&(entry.queued, id)) {
+                self.order.insert((new, id));
+            }
+            entry.queued = new;
+        }
+    }
+
+    /// Files the entries at the cold end of `order` under their current
+    /// keys until its first `count` entries are in place: afterwards `order`
+    /// begins exactly as if every rise had moved its entry at once. Each
+    /// entry moves at most once per rise, so the work is what eager moves
+    /// would have cost, paid only for entries that reach the cold end.
+    fn settle(&mut self, count: usize) {
+        let mut in_place = 0;
+        let mut cursor: Option<(i64, u32)> = None;
+        while in_place < count {
+            let next = match cursor {
+                None => self.order.first().copied(),
+                Some(after) => self
+                    .order
+                    .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+                    .next()
+                    .copied(),
+            };
+            let Some((queued, id)) = next else {
+                break;
+            };
+            match self.entries.get_mut(&id) {
+                Some(entry) if entry.key() != queued => {
+                    // Its key only rose: it files after `cursor`.
+                    self.order.remove(&(queued, id));
+                    entry.queued = entry.key();
+                    self.order.insert((entry.queued, id));
+                }
+                _ => {
+                    in_place += 1;
+                    cursor = Some((queued, id));
+                }
+            }
         }
     }
 }
@@ -569,9 +613,14 @@ impl Policy for Reuse {
             uses: uses.saturating_add(1).min(HISTORY_COUNT_MAX),
             soon: self.expected.remove(&tag).unwrap_or(0),
             tail,
+            queued: 0,
+        };
+        let entry = ReuseEntry {
+            queued: entry.key(),
+            ..entry
         };
         self.entries.insert(id, entry);
-        self.order.insert((entry.key(), id));
+        self.order.insert((entry.queued, id));
     }
 
     fn access(&mut self, id: u32) {
@@ -581,13 +630,18 @@ impl Policy for Reuse {
             return;
         };
         self.clock += 1;
-        let old = entry.key();
         entry.rank = self.clock + lap * i64::from(entry.uses);
         entry.uses = entry.uses.saturating_add(1).min(HISTORY_COUNT_MAX);
         entry.tail = false;
+        // The key rose (the clock moved on): it stays filed where it was
+        // until it reaches the cold end ([`Reuse::settle`]), so a hit is a
+        // hash probe and a few stores. A lap that shrank may lower it.
         let new = entry.key();
-        if self.order.remove(&(old, id)) {
-            self.order.insert((new, id));
+        if new < entry.queued {
+            if self.order.remove(&(entry.queued, id)) {
+                self.order.insert((new, id));
+            }
+            entry.queued = new;
         }
     }
 
@@ -623,7 +677,7 @@ impl Policy for Reuse {
 
     fn remove(&mut self, id: u32) {
         if let Some(entry) = self.entries.remove(&id) {
-            self.order.remove(&(entry.key(), id));
+            self.order.remove(&(entry.queued, id));
             self.leaving(entry);
         }
         self.parked.remove(&id);
@@ -631,18 +685,21 @@ impl Policy for Reuse {
 
     fn unblocked(&mut self, id: u32) {
         if self.parked.remove(&id)
-            && let Some(entry) = self.entries.get(&id)
+            && let Some(entry) = self.entries.get_mut(&id)
         {
-            self.order.insert((entry.key(), id));
+            entry.queued = entry.key();
+            self.order.insert((entry.queued, id));
         }
     }
 
-    fn peek(&self, count: usize, out: &mut Vec<u32>) {
+    fn peek(&mut self, count: usize, out: &mut Vec<u32>) {
+        self.settle(count);
         out.extend(self.order.iter().take(count).map(|&(_, id)| id));
     }
 
     fn victim(&mut self, evictable: &mut dyn FnMut(u32) -> bool) -> Option<u32> {
         let id = loop {
+            self.settle(1);
             if let Some((_, id)) = self.order.pop_first() {
                 if evictable(id) {
                     break id;
@@ -787,7 +844,7 @@ impl Policy for S3Fifo {
         self.parked.remove(&id);
     }
 
-    fn peek(&self, count: usize, out: &mut Vec<u32>) {
+    fn peek(&mut self, count: usize, out: &mut Vec<u32>) {
         // Blocks without reuse at the heads of the queues, the one `victim`
         // pops first leading: those it would evict without another lap.
         let small_target = (self.entries.len() * Self::SMALL_PERCENT / 100).max(1);
@@ -1043,6 +1100,41 @@ mod tests {
         // A key already waiting still nests past the bound.
         policy.expect_key(0, true);
         assert_eq!(policy.expected[&0], 2);
+    }
+
+    #[test]
+    fn reuse_files_hits_lazily_and_still_evicts_in_exact_rank_order() {
+        let mut policy = Reuse::default();
+        for id in 0..40 {
+            policy.insert(id, u64::from(id % 13));
+        }
+        // Hits, hints opened and closed, and a child added, in a fixed
+        // pattern: ranks rise (filed lazily) and fall (moved at once).
+        for round in 0..200u32 {
+            let id = (round * 7) % 40;
+            policy.access(id);
+            if round % 5 == 0 {
+                policy.expect(id, true);
+            }
+            if round % 11 == 0 {
+                policy.expect((round * 3) % 40, false);
+            }
+            if round % 17 == 0 {
+                policy.child_added(round % 40);
+            }
+        }
+        let mut exact: Vec<(i64, u32)> = policy
+            .entries
+            .iter()
+            .map(|(&id, entry)| (entry.key(), id))
+            .collect();
+        exact.sort_unstable();
+        let mut peeked = Vec::new();
+        policy.peek(10, &mut peeked);
+        let coldest: Vec<u32> = exact.iter().take(10).map(|&(_, id)| id).collect();
+        assert_eq!(peeked, coldest);
+        let order: Vec<u32> = exact.iter().map(|&(_, id)| id).collect();
+        assert_eq!(drain(&mut policy, |_| true), order);
     }
 
     #[test]
