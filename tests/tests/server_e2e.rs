@@ -321,6 +321,36 @@ async fn undecodable_lookup(node: &Node) -> Code {
         .code()
 }
 
+/// 10,000 concurrent lookups of `hashes` in `id`: (answered, refused with
+/// `RESOURCE_EXHAUSTED` and a `retry-after-ms`). Any other answer panics.
+async fn flood(admin: &Client, id: NamespaceId, hashes: &[ChainHash]) -> (u32, u32) {
+    let mut tasks = Vec::new();
+    for _ in 0..10_000 {
+        let mut store = admin.store();
+        let request = admin.request(pb::LookupRequest {
+            namespace_id: id.0.to_vec(),
+            query: Some(pb::lookup_request::Query::ChainHashes(
+                hashes.iter().flat_map(|h| h.0).collect(),
+            )),
+        });
+        tasks.push(tokio::spawn(async move {
+            store.lookup(request).await.map(|_| ())
+        }));
+    }
+    let (mut ok, mut exhausted) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                assert!(status.metadata().get("retry-after-ms").is_some());
+                exhausted += 1;
+            }
+            Err(status) => panic!("flood: unexpected {status:?}"),
+        }
+    }
+    (ok, exhausted)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[expect(
     clippy::too_many_lines,
@@ -479,32 +509,18 @@ async fn bad_input_gets_a_clear_status_and_the_node_keeps_serving() {
     );
 
     // A flood: 10,000 concurrent lookups against a budget of 64 in flight.
-    let mut tasks = Vec::new();
-    for _ in 0..10_000 {
-        let mut store = admin.store();
-        let request = admin.request(pb::LookupRequest {
-            namespace_id: id.0.to_vec(),
-            query: Some(pb::lookup_request::Query::ChainHashes(
-                hashes.iter().flat_map(|h| h.0).collect(),
-            )),
-        });
-        tasks.push(tokio::spawn(async move {
-            store.lookup(request).await.map(|_| ())
-        }));
-    }
+    // Whether more than 64 overlap at the node depends on scheduling (a
+    // lookup of two blocks is quick): up to five floods, until one is
+    // pushed back.
     let (mut ok, mut exhausted) = (0, 0);
-    for task in tasks {
-        match task.await.unwrap() {
-            Ok(()) => ok += 1,
-            Err(status) if status.code() == Code::ResourceExhausted => {
-                assert!(status.metadata().get("retry-after-ms").is_some());
-                exhausted += 1;
-            }
-            Err(status) => panic!("flood: unexpected {status:?}"),
+    for _ in 0..5 {
+        (ok, exhausted) = flood(&admin, id, &hashes).await;
+        assert_eq!(ok + exhausted, 10_000);
+        assert!(ok > 0, "some requests got through");
+        if exhausted > 0 {
+            break;
         }
     }
-    assert_eq!(ok + exhausted, 10_000);
-    assert!(ok > 0, "some requests got through");
     assert!(exhausted > 0, "the tenant budget pushed back");
     // Memory stayed bounded: the node's peak resident set (its 128 MiB DRAM
     // pool included) stays far below what 10,000 buffered requests would take.
