@@ -494,6 +494,19 @@ pub struct Reuse {
     tails_returned: u32,
 }
 
+/// After `entry`'s key changed: one that fell moves in `order` at once (if
+/// filed there; a parked entry is filed again when unblocked), one that rose
+/// stays where it was until [`Reuse::settle`] reaches it.
+fn refile(order: &mut std::collections::BTreeSet<(i64, u32)>, id: u32, entry: &mut ReuseEntry) {
+    let key = entry.key();
+    if key < entry.queued {
+        if order.remove(&(entry.queued, id)) {
+            order.insert((key, id));
+        }
+        entry.queued = key;
+    }
+}
+
 /// Evicted tails per halving of [`Reuse`]'s tail statistics.
 const TAIL_SAMPLE: u32 = 4096;
 
@@ -546,13 +559,7 @@ impl Reuse {
             return;
         };
         change(entry);
-        let new = entry.key();
-        if new < entry.queued {
-            if self.order.remove(&(entry.queued, id)) {
-                self.order.insert((new, id));
-            }
-            entry.queued = new;
-        }
+        refile(&mut self.order, id, entry);
     }
 
     /// Files the entries at the cold end of `order` under their current
@@ -636,13 +643,7 @@ impl Policy for Reuse {
         // The key rose (the clock moved on): it stays filed where it was
         // until it reaches the cold end ([`Reuse::settle`]), so a hit is a
         // hash probe and a few stores. A lap that shrank may lower it.
-        let new = entry.key();
-        if new < entry.queued {
-            if self.order.remove(&(entry.queued, id)) {
-                self.order.insert((new, id));
-            }
-            entry.queued = new;
-        }
+        refile(&mut self.order, id, entry);
     }
 
     fn child_added(&mut self, id: u32) {
