@@ -129,28 +129,31 @@ fn synth_is_deterministic_and_its_reuse_follows_the_flag() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `pagoda replay --json ARGS --trace TRACE` (a path in the repository):
+/// its reports, after asserting it succeeded.
+fn replay_json(args: &[&str], trace: &str) -> serde_json::Value {
+    let output = Command::new(pagoda_binary())
+        .args(["replay", "--json"])
+        .args(args)
+        .arg("--trace")
+        .arg(repo(trace))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 #[test]
 fn replay_is_deterministic_and_the_kvcache_scheduler_beats_round_robin() {
     let run = || {
-        let output = Command::new(pagoda_binary())
-            .args([
-                "replay",
-                "--json",
-                "--limit",
-                "400",
-                "--policy",
-                "kvcache,round-robin",
-                "--trace",
-            ])
-            .arg(repo("traces/conversation_trace.jsonl"))
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+        replay_json(
+            &["--limit", "400", "--policy", "kvcache,round-robin"],
+            "traces/conversation_trace.jsonl",
+        )
     };
     let first = run();
     let again = run();
@@ -195,27 +198,17 @@ fn replay_is_deterministic_and_the_kvcache_scheduler_beats_round_robin() {
 
 #[test]
 fn replay_runs_the_router_over_local_lru_caches_baseline() {
-    let output = Command::new(pagoda_binary())
-        .args([
-            "replay",
-            "--json",
+    let reports = replay_json(
+        &[
             "--limit",
             "1000",
             "--cache-blocks",
             "500",
             "--policy",
             "local-only,router-lru,router-lru+reject",
-            "--trace",
-        ])
-        .arg(repo("traces/synthetic_trace.jsonl"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+        ],
+        "traces/synthetic_trace.jsonl",
     );
-    let reports = serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap();
     let [local, router, router_reject] = reports.as_array().unwrap().as_slice() else {
         panic!("three reports: {reports}");
     };
